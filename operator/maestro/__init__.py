@@ -1,0 +1,3 @@
+"""Maestro: a Kubernetes operator for LLMOps (datasets, fine-tuning, guarded serving)."""
+
+__version__ = "0.1.0"
