@@ -1,0 +1,171 @@
+"""The contract between the training Job builder (operator side) and `maestro train` (pod side).
+
+Defined once and imported by both: env var names, their defaults, the output layout, exit codes and
+the shape of the summary the worker writes to the termination message. Stdlib only (plus
+maestro.api at most): the operator imports this and must never pay for torch.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Final, NotRequired, TypedDict
+
+# --- env the operator sets on the training container ----------------------------------------------
+ENV_SPEC: Final = "MAESTRO_SPEC"  # LLMTrainingJob.spec as camelCase JSON
+ENV_DATASET_DIR: Final = "MAESTRO_DATASET_DIR"  # dataset version dir: train.jsonl, validation.jsonl
+ENV_DATASET_SCHEMA: Final = "MAESTRO_DATASET_SCHEMA"  # chat | prompt-completion | text
+ENV_DATASET_VERSION: Final = "MAESTRO_DATASET_VERSION"  # content digest, for lineage
+ENV_BASE_MODEL_DIR: Final = "MAESTRO_BASE_MODEL_DIR"  # optional pre-resolved local model dir
+ENV_PVC_ROOT: Final = "MAESTRO_PVC_ROOT"  # where pvc://claim/... model claims are mounted
+ENV_OUTPUT_DIR: Final = "MAESTRO_OUTPUT_DIR"  # output volume (checkpoints, model, card, summary)
+ENV_IMAGE: Final = "MAESTRO_IMAGE"  # worker image, for lineage
+ENV_PROGRESS_URL: Final = "MAESTRO_PROGRESS_URL"  # optional: POST progress JSON here
+ENV_PROGRESS_TOKEN_FILE: Final = "MAESTRO_PROGRESS_TOKEN_FILE"  # bearer token for the POST
+ENV_TERMINATION_PATH: Final = "MAESTRO_TERMINATION_PATH"
+ENV_HF_TOKEN_FILE: Final = "MAESTRO_HF_TOKEN_FILE"  # optional: file holding an HF token (secret volume)
+#: GPUs per pod. > 1 (or NNODES > 1) makes `maestro train` re-exec itself under torchrun.
+ENV_NPROC_PER_NODE: Final = "MAESTRO_NPROC_PER_NODE"
+# standard torch.distributed / torchrun env (the operator sets these for Indexed Jobs)
+ENV_MASTER_ADDR: Final = "MASTER_ADDR"
+ENV_MASTER_PORT: Final = "MASTER_PORT"
+ENV_WORLD_SIZE: Final = "WORLD_SIZE"
+ENV_RANK: Final = "RANK"
+ENV_LOCAL_RANK: Final = "LOCAL_RANK"
+ENV_NNODES: Final = "NNODES"
+ENV_NODE_RANK: Final = "NODE_RANK"
+ENV_JOB_COMPLETION_INDEX: Final = "JOB_COMPLETION_INDEX"  # NODE_RANK fallback in Indexed Jobs
+
+DEFAULT_PVC_ROOT: Final = "/mnt/maestro/models"
+DEFAULT_TERMINATION_PATH: Final = "/dev/termination-log"
+DEFAULT_MASTER_PORT: Final = 29500
+
+#: Container args for the training container (`maestro` is the image's entrypoint binary).
+COMMAND: Final = ("maestro", "train", "run")
+
+# --- output layout under MAESTRO_OUTPUT_DIR ---------------------------------------------------------
+CHECKPOINTS_DIR: Final = "checkpoints"  # checkpoints/step-<N>/ (complete ones hold state.json)
+MODEL_DIR: Final = "model"  # adapter (lora/qlora) or full weights (full), HF format
+MERGED_DIR: Final = "merged"  # base + adapter merged, when spec.output.merge
+MODEL_CARD: Final = "model_card.md"
+PROGRESS_FILE: Final = "progress.json"
+SUMMARY_FILE: Final = "summary.json"  # the full summary (the termination message may be trimmed)
+EVALUATION_FILE: Final = "evaluation.json"  # full evaluation report incl. bias samples
+
+FORMAT_LORA: Final = "peft-lora"
+FORMAT_HF: Final = "hf"
+
+# --- exit codes --------------------------------------------------------------------------------------
+EXIT_OK: Final = 0
+EXIT_UNEXPECTED: Final = 1  # a bug: retrying will not help either, but it is not the user's input
+EXIT_BAD_INPUT: Final = 2  # spec, dataset or base model invalid: permanent, fix the object
+EXIT_EVAL_FAILED: Final = 3  # trained fine, an evaluation gate failed: permanent for this spec
+EXIT_IO: Final = 4  # storage/network trouble: retriable
+EXIT_TRAINING: Final = 5  # training diverged or crashed (NaN loss, OOM): maybe retriable
+#: Exit codes a retry can fix; the builder maps the rest to a podFailurePolicy `FailJob` rule.
+RETRIABLE_EXIT_CODES: Final = frozenset({EXIT_IO, EXIT_TRAINING})
+PERMANENT_EXIT_CODES: Final = frozenset({EXIT_BAD_INPUT, EXIT_EVAL_FAILED})
+
+MAX_SUMMARY_BYTES: Final = 4096
+
+
+# --- summary -----------------------------------------------------------------------------------------
+class ModelRef(TypedDict):
+    uri: str
+    digest: str  # "sha256:<hex>" over the model dir's files (see digest.py)
+    format: str  # FORMAT_LORA | FORMAT_HF
+
+
+class Metrics(TypedDict):
+    trainLoss: float | None
+    lossCurve: list[list[float]]  # [[step, loss], ...] a few points
+    tokensPerSecond: float
+    steps: int
+    epochs: float
+
+
+class BiasResult(TypedDict, total=False):
+    passed: bool
+    sentimentGap: float
+    refusalGap: float
+    lengthGapRatio: float
+    groups: dict[str, dict[str, float]]  # group -> {sentiment, refusalRate, length}
+    failures: list[str]
+
+
+class Evaluation(TypedDict, total=False):
+    evalLoss: float | None
+    perplexity: float | None
+    exactMatch: float
+    bias: BiasResult
+    passed: bool
+    failures: list[str]
+
+
+class Lineage(TypedDict):
+    datasetVersion: str | None
+    baseModel: str
+    image: str | None
+
+
+class Summary(TypedDict):
+    passed: bool
+    reason: NotRequired[str]
+    message: NotRequired[str]
+    model: NotRequired[ModelRef]
+    metrics: NotRequired[Metrics]
+    evaluation: NotRequired[Evaluation]
+    lineage: NotRequired[Lineage]
+
+
+def encode_summary(summary: Summary | dict[str, Any], limit: int = MAX_SUMMARY_BYTES) -> str:
+    """Compact JSON that fits the termination message: drops detail (curve, bias groups) to fit."""
+    data: dict[str, Any] = json.loads(json.dumps(summary))
+    text = json.dumps(data, separators=(",", ":"))
+    trims = (
+        ("evaluation", "bias", "groups"),
+        ("metrics", "lossCurve"),
+        ("evaluation", "bias", "failures"),
+        ("evaluation", "failures"),
+        ("message",),
+    )
+    for path in trims:
+        if len(text.encode()) <= limit:
+            break
+        node: Any = data
+        for key in path[:-1]:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(path[-1], None)
+        text = json.dumps(data, separators=(",", ":"))
+    if len(text.encode()) > limit:
+        keep = {k: data[k] for k in ("passed", "reason", "model") if k in data}
+        text = json.dumps(keep, separators=(",", ":"))
+    return text
+
+
+def parse_summary(text: str) -> Summary:
+    """Parse a termination message / last stdout line. Raises ValueError naming what is wrong."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"training summary is not JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise ValueError("training summary must be a JSON object")
+    if not isinstance(data.get("passed"), bool):
+        raise ValueError("training summary lacks boolean 'passed'")
+    model = data.get("model")
+    if model is not None:
+        if not isinstance(model, dict) or not all(
+            isinstance(model.get(k), str) for k in ModelRef.__annotations__
+        ):
+            raise ValueError("training summary 'model' needs string uri, digest and format")
+        if not model["digest"].startswith("sha256:"):
+            raise ValueError("training summary model.digest must start with 'sha256:'")
+    for key in ("metrics", "evaluation", "lineage"):
+        if key in data and not isinstance(data[key], dict):
+            raise ValueError(f"training summary {key!r} must be an object")
+    return data  # type: ignore[return-value]
+
+
+def exit_code_is_retriable(code: int) -> bool:
+    return code in RETRIABLE_EXIT_CODES
