@@ -1,0 +1,372 @@
+"""LLMPolicy: one object enforced at admission (what may be trained and served) and per request (guard)."""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import AfterValidator, ConfigDict, Field, model_validator
+
+from maestro.api.common import (
+    SET,
+    KindInfo,
+    KindModel,
+    LabelSelector,
+    PIIEntity,
+    PrinterColumn,
+    SecretReference,
+    SpecModel,
+    StatusModel,
+    age_column,
+    cel,
+    default_pii_entities,
+    phase_column,
+    ready_column,
+    unique_keys,
+    unique_list,
+    validations,
+)
+from maestro.api.conditions import ObservedStatus
+
+#: Largest request body the guard accepts when the policy does not say (1 MiB).
+DEFAULT_MAX_REQUEST_BYTES = 1024 * 1024
+
+ModelName = Annotated[str, Field(min_length=1, max_length=256)]
+
+
+class PolicyPhase(StrEnum):
+    READY = "Ready"
+    INVALID = "Invalid"
+
+
+class PIIMode(StrEnum):
+    """What the guard does when a request or response contains PII."""
+
+    REDACT = "redact"
+    BLOCK = "block"
+    ALLOW = "allow"
+
+
+class StreamingOutputMode(StrEnum):
+    """How the guard checks streamed (SSE) output."""
+
+    #: Hold back a sliding window of text so matches split across chunks are still caught.
+    WINDOW = "window"
+    #: Buffer the whole answer, check it, then send it (safest, loses streaming latency).
+    BUFFER = "buffer"
+    #: Pass chunks through untouched; findings are only logged and counted.
+    AUDIT = "audit"
+
+
+class AdmissionPolicy(SpecModel):
+    """Rules checked when LLMDatasets, LLMTrainingJobs and LLMDeployments are created or changed."""
+
+    allowed_model_sources: Annotated[
+        list[Annotated[str, Field(min_length=1, max_length=2048)]],
+        AfterValidator(unique_list("admission.allowedModelSources")),
+    ] = Field(
+        default_factory=list,
+        max_length=128,
+        description="URI prefixes base models and served models must start with (e.g. hf://meta-llama/, "
+        "pvc://); "
+        "empty allows any source.",
+        json_schema_extra=SET,
+    )
+    require_dataset_gates: bool = Field(
+        True, description="Training jobs may only use datasets whose quality gates all passed."
+    )
+    require_evaluation_passed: bool = Field(
+        False, description="Deployments may only serve models whose training job passed evaluation."
+    )
+    allowed_licenses: Annotated[
+        list[Annotated[str, Field(min_length=1, max_length=128)]],
+        AfterValidator(unique_list("admission.allowedLicenses")),
+    ] = Field(
+        default_factory=list,
+        max_length=128,
+        description="Dataset licences (governance.license) that may be trained on; empty allows any.",
+        json_schema_extra=SET,
+    )
+    require_consent_for_personal_data: bool = Field(
+        True, description="Datasets with governance.containsPersonalData need governance.consent.obtained."
+    )
+    max_gpus_per_job: int | None = Field(
+        None,
+        ge=0,
+        alias="maxGPUsPerJob",
+        description="Most GPUs (gpus × nodes) one training job may request.",
+    )
+
+
+class APIKey(SpecModel):
+    """Limits and model access of one API key; the key itself lives in the Secret under the same id."""
+
+    id: str = Field(
+        min_length=1,
+        max_length=253,
+        pattern=r"^[-._a-zA-Z0-9]+$",
+        description="Key id: the Secret data key holding the API key (only its hash is kept in memory).",
+    )
+    allowed_models: list[ModelName] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Models this key may use; empty allows the policy's models.",
+    )
+    requests_per_minute: int | None = Field(None, ge=1, description="Request rate limit of this key.")
+    tokens_per_minute: int | None = Field(
+        None, ge=1, description="Token (prompt + completion) rate limit of this key."
+    )
+
+
+def _unique_key_ids(keys: list[APIKey]) -> list[APIKey]:
+    return unique_keys("id", "request.auth.keys")(keys)
+
+
+class Auth(SpecModel):
+    """API-key authentication at the guard."""
+
+    api_keys_secret_ref: SecretReference | None = Field(
+        None,
+        description="Secret whose data keys are key ids and values the API keys (Authorization: Bearer "
+        "<key>).",
+    )
+    required: bool = Field(True, description="Reject requests without a valid key (401).")
+    keys: Annotated[list[APIKey], AfterValidator(_unique_key_ids)] = Field(
+        default_factory=list,
+        max_length=256,
+        description="Per-key limits and model access; keys in the Secret not listed here get the policy "
+        "defaults.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["id"]},
+    )
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "!self.required || has(self.apiKeysSecretRef)",
+                "request.auth.apiKeysSecretRef is required when request.auth.required is true",
+                field_path=".apiKeysSecretRef",
+                reason="FieldValueRequired",
+            )
+        )
+    )
+
+    @model_validator(mode="after")
+    def _secret_when_required(self) -> Auth:
+        if self.required and self.api_keys_secret_ref is None:
+            raise ValueError("request.auth.apiKeysSecretRef is required when request.auth.required is true")
+        return self
+
+
+class RateLimits(SpecModel):
+    """Default per-key limits (keys without their own), enforced by the guard over a sliding minute."""
+
+    requests_per_minute: int | None = Field(None, ge=1, description="Requests per minute per key.")
+    tokens_per_minute: int | None = Field(
+        None, ge=1, description="Tokens (prompt + completion, as counted by vLLM) per minute per key."
+    )
+
+
+class RequestPII(SpecModel):
+    """PII handling on the request path."""
+
+    input: PIIMode = Field(
+        PIIMode.REDACT, description="What to do with PII in prompts before they reach the model."
+    )
+    output: PIIMode = Field(PIIMode.REDACT, description="What to do with PII in model output.")
+    entities: Annotated[list[PIIEntity], AfterValidator(unique_list("request.pii.entities"))] = Field(
+        default_factory=default_pii_entities,
+        max_length=12,
+        description="Entity kinds to detect. PERSON and LOCATION use a recogniser and are opt-in.",
+        json_schema_extra=SET,
+    )
+
+
+class OutputWindow(SpecModel):
+    """The sliding window of the window streaming mode."""
+
+    chars: int = Field(256, ge=16, le=65536, description="Characters held back before they are released.")
+    overlap: int = Field(
+        64,
+        ge=0,
+        le=65535,
+        description="Characters re-checked with the next chunk, so a match split across chunks is caught.",
+    )
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "self.overlap < self.chars",
+                "request.outputWindow.overlap must be smaller than request.outputWindow.chars",
+                field_path=".overlap",
+            )
+        )
+    )
+
+    @model_validator(mode="after")
+    def _overlap(self) -> OutputWindow:
+        if self.overlap >= self.chars:
+            raise ValueError("request.outputWindow.overlap must be smaller than request.outputWindow.chars")
+        return self
+
+
+class Timeouts(SpecModel):
+    """Upstream timeouts of the guard."""
+
+    connect_seconds: float = Field(5, gt=0, le=300, description="Connecting to vLLM.")
+    read_seconds: float = Field(
+        300, gt=0, le=3600, description="Waiting for vLLM's next bytes (a whole answer when not streaming)."
+    )
+
+
+def _valid_patterns(patterns: list[str]) -> list[str]:
+    for pattern in patterns:
+        try:
+            re.compile(pattern)
+        except re.error as err:
+            raise ValueError(
+                f"request.blockedPatterns: {pattern!r} is not a valid regular expression: {err}"
+            ) from err
+    return patterns
+
+
+class RequestPolicy(SpecModel):
+    """Rules the guard enforces on every request (rendered into a ConfigMap it hot-reloads)."""
+
+    auth: Auth | None = Field(None, description="API-key authentication; without it the endpoint is open.")
+    rate_limits: RateLimits = Field(default_factory=RateLimits, description="Default per-key rate limits.")
+    pii: RequestPII = Field(default_factory=RequestPII, description="PII handling in prompts and output.")
+    blocked_terms: list[Annotated[str, Field(min_length=1, max_length=256)]] = Field(
+        default_factory=list,
+        max_length=1024,
+        description="Case-insensitive terms that block a request (400) or end a response when they appear.",
+    )
+    blocked_patterns: Annotated[
+        list[Annotated[str, Field(min_length=1, max_length=1024)]], AfterValidator(_valid_patterns)
+    ] = Field(
+        default_factory=list,
+        max_length=256,
+        description="Regular expressions (Python syntax) treated like blocked terms; an invalid one makes "
+        "the policy "
+        "Invalid.",
+    )
+    max_input_tokens: int | None = Field(
+        None, ge=1, description="Largest prompt, in tokens, as counted by vLLM."
+    )
+    max_output_tokens: int | None = Field(
+        None, ge=1, description="Cap on max_tokens; requests asking for more are clamped."
+    )
+    max_request_bytes: int = Field(
+        DEFAULT_MAX_REQUEST_BYTES,
+        ge=1024,
+        le=64 * 1024 * 1024,
+        description="Largest request body (413 above).",
+    )
+    allowed_models: list[ModelName] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Model names clients may request; empty allows all served.",
+    )
+    streaming_output_mode: StreamingOutputMode = Field(
+        StreamingOutputMode.WINDOW,
+        description="window: check a sliding window with overlap (small delay); buffer: check the whole "
+        "answer "
+        "first; audit: pass through, only log findings.",
+    )
+    output_window: OutputWindow = Field(
+        default_factory=OutputWindow, description="Window of the window mode."
+    )
+    timeouts: Timeouts = Field(default_factory=Timeouts, description="Upstream timeouts.")
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "!has(self.maxInputTokens) || !has(self.rateLimits.tokensPerMinute) || "
+                "self.maxInputTokens <= self.rateLimits.tokensPerMinute",
+                "request.maxInputTokens must not exceed request.rateLimits.tokensPerMinute (no request "
+                "could pass)",
+                field_path=".maxInputTokens",
+            )
+        )
+    )
+
+    @model_validator(mode="after")
+    def _tokens(self) -> RequestPolicy:
+        tpm = self.rate_limits.tokens_per_minute
+        if self.max_input_tokens is not None and tpm is not None and self.max_input_tokens > tpm:
+            raise ValueError(
+                "request.maxInputTokens must not exceed request.rateLimits.tokensPerMinute (no request "
+                "could pass)"
+            )
+        return self
+
+
+class AuditPolicy(SpecModel):
+    """The guard's audit log (one JSON line per request, to stdout)."""
+
+    enabled: bool = Field(True, description="Write audit records.")
+    log_prompts: bool = Field(
+        False,
+        description="Include prompt and output text (after redaction); off by default to keep data out of "
+        "logs.",
+    )
+    retention_days: int = Field(30, ge=1, le=3650, description="Retention your log pipeline should apply.")
+
+
+class LLMPolicySpec(SpecModel):
+    """Desired state of an LLMPolicy."""
+
+    selector: LabelSelector | None = Field(
+        None, description="Objects governed, by label; omitted governs every object in the namespace."
+    )
+    admission: AdmissionPolicy = Field(default_factory=AdmissionPolicy, description="Admission rules.")
+    request: RequestPolicy = Field(default_factory=RequestPolicy, description="Request rules for the guard.")
+    audit: AuditPolicy = Field(default_factory=AuditPolicy, description="Audit log.")
+
+
+# --- status ---------------------------------------------------------------------------------------
+
+
+class EnforcedObject(StatusModel):
+    """An object this policy governs."""
+
+    kind: str = Field(description="Kind of the governed object.")
+    name: str = Field(description="Name of the governed object.")
+
+
+class LLMPolicyStatus(ObservedStatus):
+    """Observed state of an LLMPolicy."""
+
+    phase: PolicyPhase | None = Field(None, description="Ready or Invalid.")
+    enforced_on: list[EnforcedObject] = Field(
+        default_factory=list, description="Objects this policy governs."
+    )
+    enforced_count: int | None = Field(
+        None, ge=0, description="Number of entries in enforcedOn (for kubectl get)."
+    )
+    digest: str | None = Field(None, description="Digest of the rendered guard configuration.")
+
+
+class LLMPolicy(KindModel):
+    """Admission and request rules for the LLM objects of a namespace."""
+
+    crd: ClassVar[KindInfo] = KindInfo(
+        kind="LLMPolicy",
+        plural="llmpolicies",
+        singular="llmpolicy",
+        short_names=("llmpol",),
+        printer_columns=(
+            phase_column(),
+            ready_column(),
+            PrinterColumn("Enforced-On", "integer", ".status.enforcedCount", "Objects governed"),
+            PrinterColumn(
+                "Output-Mode", "string", ".spec.request.streamingOutputMode", "Streaming check", priority=1
+            ),
+            PrinterColumn("Digest", "string", ".status.digest", "Guard configuration digest", priority=1),
+            age_column(),
+        ),
+    )
+
+    kind: Literal["LLMPolicy"] = Field("LLMPolicy", description="LLMPolicy.")
+    spec: LLMPolicySpec = Field(description="Desired state.")
+    status: LLMPolicyStatus | None = Field(None, description="Observed state, written by the operator.")
