@@ -1,0 +1,136 @@
+"""`maestro guard`: run the policy proxy sidecar, or check a policy file without serving."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+
+from maestro.workers.guard import contract
+
+
+def _parser() -> argparse.ArgumentParser:
+    env = os.environ.get
+    p = argparse.ArgumentParser(
+        prog="maestro guard", description="Policy-enforcing OpenAI API proxy (sidecar)."
+    )
+    p.add_argument(
+        "--upstream",
+        default=env(contract.UPSTREAM_ENV, contract.DEFAULT_UPSTREAM),
+        help=f"model server base URL (${contract.UPSTREAM_ENV})",
+    )
+    p.add_argument(
+        "--host",
+        default=env(contract.HOST_ENV, contract.DEFAULT_HOST),
+        help=f"listen address (${contract.HOST_ENV})",
+    )
+    p.add_argument(
+        "--port",
+        type=int,
+        default=int(env(contract.PORT_ENV, contract.DEFAULT_PORT)),
+        help=f"listen port (${contract.PORT_ENV})",
+    )
+    p.add_argument(
+        "--config",
+        default=env(contract.CONFIG_ENV, contract.DEFAULT_CONFIG),
+        help=f"policy JSON rendered by the operator (${contract.CONFIG_ENV}); missing = pass-through",
+    )
+    p.add_argument(
+        "--keys-dir",
+        default=env(contract.KEYS_DIR_ENV, contract.DEFAULT_KEYS_DIR),
+        help=f"API key Secret mount (${contract.KEYS_DIR_ENV})",
+    )
+    p.add_argument(
+        "--audit-log",
+        default=env(contract.AUDIT_LOG_ENV),
+        help=f"audit JSON-lines file, default stdout (${contract.AUDIT_LOG_ENV})",
+    )
+    p.add_argument(
+        "--events-socket", default=None, help="monitor event socket (default $MAESTRO_EVENTS_SOCKET)"
+    )
+    p.add_argument(
+        "--reload-seconds",
+        type=float,
+        default=float(env(contract.RELOAD_INTERVAL_ENV, contract.DEFAULT_RELOAD_INTERVAL_S)),
+        help="policy/keys poll interval; 0 disables hot reload",
+    )
+    p.add_argument(
+        "--check", action="store_true", help="validate --config and --keys-dir, print a summary, exit"
+    )
+    p.add_argument("--log-level", default=env("MAESTRO_LOG_LEVEL", "INFO"))
+    return p
+
+
+def main(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    from maestro.workers.guard.config import PolicyError
+
+    if args.check:
+        from maestro.workers.guard.auth import load_keys
+        from maestro.workers.guard.config import load_policy
+        from maestro.workers.guard.proxy import compile_active
+
+        try:
+            policy = compile_active(load_policy(args.config)).policy
+        except PolicyError as exc:
+            print(f"maestro guard: invalid policy: {exc}", file=sys.stderr)
+            return 1
+        keys = load_keys(args.keys_dir)
+        for err in keys.errors:
+            print(f"maestro guard: key skipped: {err}", file=sys.stderr)
+        state = (
+            f"policy {policy.name!r} digest {policy.digest or '-'}"
+            if policy.present
+            else "NO POLICY (pass-through)"
+        )
+        auth = "required" if policy.auth_required else "optional"
+        print(f"{state}; {len(keys.by_digest)} key(s); auth {auth}")
+        return 1 if keys.errors else 0
+
+    from aiohttp import web
+
+    from maestro.workers.guard.proxy import Guard
+
+    try:
+        guard = Guard(
+            args.upstream,
+            config_path=args.config,
+            keys_dir=args.keys_dir,
+            audit_path=args.audit_log,
+            events_path=args.events_socket,
+            reload_interval=args.reload_seconds,
+        )
+    except PolicyError as exc:
+        print(f"maestro guard: refusing to start with an invalid policy: {exc}", file=sys.stderr)
+        return 1
+    loop = _new_loop()
+    logging.getLogger("maestro.guard").info(
+        "guard listening on %s:%d, upstream %s", args.host, args.port, args.upstream
+    )
+    web.run_app(
+        guard.app(),
+        host=args.host,
+        port=args.port,
+        access_log=None,
+        print=None,
+        backlog=2048,
+        loop=loop,
+        handle_signals=True,
+        shutdown_timeout=10,
+    )
+    return 0
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - the guard extra installs uvloop
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()

@@ -1,0 +1,55 @@
+"""The guard sidecar's env/port contract, shared with the operator's builders (stdlib only).
+
+The builders render the sidecar container from these names and defaults; the guard reads the same
+names at start-up. Changing a value here changes both sides at once.
+"""
+
+from __future__ import annotations
+
+#: Path of the policy JSON rendered by the operator into a ConfigMap and mounted into the pod.
+CONFIG_ENV = "MAESTRO_GUARD_CONFIG"
+DEFAULT_CONFIG_DIR = "/etc/maestro/policy"
+CONFIG_FILE_NAME = "policy.json"
+DEFAULT_CONFIG = f"{DEFAULT_CONFIG_DIR}/{CONFIG_FILE_NAME}"
+
+#: Directory of the mounted API-key Secret: one file per key, file name = key id,
+#: content = the key itself or `sha256:<hex>` of it.
+KEYS_DIR_ENV = "MAESTRO_GUARD_KEYS_DIR"
+DEFAULT_KEYS_DIR = "/etc/maestro/keys"
+
+#: The model server the guard fronts (vLLM on localhost inside the pod).
+UPSTREAM_ENV = "MAESTRO_UPSTREAM"
+DEFAULT_UPSTREAM = "http://127.0.0.1:8000"
+UPSTREAM_PORT = 8000
+
+#: The guard's own port: the only one the Service exposes. Metrics and probes share it.
+PORT_ENV = "MAESTRO_GUARD_PORT"
+DEFAULT_PORT = 8080
+PORT_NAME = "http"
+
+#: Listen address (all interfaces in the pod).
+HOST_ENV = "MAESTRO_GUARD_HOST"
+DEFAULT_HOST = "0.0.0.0"
+
+#: Audit log destination: a file path, or unset/"-" for stdout (JSON lines).
+AUDIT_LOG_ENV = "MAESTRO_AUDIT_LOG"
+
+#: Seconds between policy/keys file polls (ConfigMap/Secret volumes swap a symlink, no inotify event).
+RELOAD_INTERVAL_ENV = "MAESTRO_GUARD_RELOAD_SECONDS"
+DEFAULT_RELOAD_INTERVAL_S = 2.0
+
+#: Probe and metrics paths on PORT.
+HEALTH_PATH = "/healthz"  # liveness: the guard process answers
+READY_PATH = "/readyz"  # readiness: the upstream's /health answers 200
+METRICS_PATH = "/metrics"
+UPSTREAM_HEALTH_PATH = "/health"  # vLLM (and `transformers serve`) health route
+
+#: Response header carrying the request id (also in audit lines and monitor events).
+REQUEST_ID_HEADER = "x-request-id"
+
+#: OpenTelemetry: spans/metrics are exported only when this standard variable is set.
+OTEL_ENDPOINT_ENV = "OTEL_EXPORTER_OTLP_ENDPOINT"
+
+#: Volume names/mount points the builders use for the two mounts above.
+POLICY_VOLUME = "guard-policy"
+KEYS_VOLUME = "guard-keys"

@@ -1,0 +1,293 @@
+"""Prometheus metrics (always) and OpenTelemetry spans/metrics (when an OTLP endpoint is configured).
+
+Names follow the OTel GenAI semantic conventions (server side, since the guard fronts the model
+server): `gen_ai.server.request.duration`, `gen_ai.server.time_to_first_token`,
+`gen_ai.client.token.usage` (as Envoy AI Gateway does for the token histogram), with
+`gen_ai.operation.name`, `gen_ai.provider.name`, `gen_ai.request.model`. Prometheus cannot carry dots, so the
+scrape endpoint exposes the same series as `gen_ai_server_request_duration_seconds` & co., plus
+`maestro_guard_*` for the policy side. Labelled children are cached: a request costs a few dict
+lookups and lock-free-ish increments, nothing that allocates per request.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from maestro.workers.guard.contract import OTEL_ENDPOINT_ENV
+
+log = logging.getLogger("maestro.guard")
+
+_DURATION_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.02,
+    0.04,
+    0.08,
+    0.16,
+    0.32,
+    0.64,
+    1.28,
+    2.56,
+    5.12,
+    10.24,
+    20.48,
+    40.96,
+    81.92,
+)
+_TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
+_TOKEN_BUCKETS = tuple(float(4**i) for i in range(14))  # 1, 4, 16, … 67,108,864 (semconv advice)
+
+OPERATIONS = {
+    "chat": "chat",
+    "completions": "text_completion",
+    "embeddings": "embeddings",
+    "models": "models",
+}
+PROVIDER = "vllm"
+
+
+class Telemetry:
+    def __init__(self, *, tracer_provider: Any = None, meter_provider: Any = None) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "maestro_guard_requests", "Requests answered by the guard.", ["route", "status"], registry=r
+        )
+        self.duration = Histogram(
+            "gen_ai_server_request_duration_seconds",
+            "Time from request received to response complete.",
+            ["gen_ai_operation_name", "gen_ai_request_model", "stream"],
+            buckets=_DURATION_BUCKETS,
+            registry=r,
+        )
+        self.ttft = Histogram(
+            "gen_ai_server_time_to_first_token_seconds",
+            "Time to the first streamed content event.",
+            ["gen_ai_operation_name", "gen_ai_request_model"],
+            buckets=_TTFT_BUCKETS,
+            registry=r,
+        )
+        self.tokens = Histogram(
+            "gen_ai_client_token_usage",
+            "Tokens per request, from the upstream's usage.",
+            ["gen_ai_operation_name", "gen_ai_request_model", "gen_ai_token_type"],
+            buckets=_TOKEN_BUCKETS,
+            registry=r,
+        )
+        self.decisions = Counter(
+            "maestro_guard_policy_decisions", "Policy rule decisions.", ["rule", "action"], registry=r
+        )
+        self.pii = Counter(
+            "maestro_guard_pii_entities", "PII entities found (input and output).", ["entity"], registry=r
+        )
+        self.upstream_errors = Counter(
+            "maestro_guard_upstream_errors", "Upstream failures seen by the guard.", ["kind"], registry=r
+        )
+        self.inflight = Gauge("maestro_guard_inflight_requests", "Requests in progress.", registry=r)
+        self.policy_info = Gauge(
+            "maestro_guard_policy_info", "The policy in force (value 1).", ["name", "digest"], registry=r
+        )
+        self.reloads = Counter(
+            "maestro_guard_policy_reloads", "Policy/key reload attempts.", ["result"], registry=r
+        )
+        self.events_dropped = Counter(
+            "maestro_guard_events_dropped", "Monitor events dropped (monitor absent or slow).", registry=r
+        )
+        self._children: dict[tuple[Any, ...], Any] = {}
+        self.otel = _Otel.create(tracer_provider, meter_provider)
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            if len(self._children) > 10_000:  # bound label cardinality damage (model names come from users)
+                self._children.clear()
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
+    def set_policy(self, name: str, digest: str) -> None:
+        self.policy_info.clear()
+        self.policy_info.labels(name or "none", digest or "none").set(1)
+
+    def record(
+        self,
+        *,
+        route: str,
+        status: int,
+        model: str,
+        stream: bool,
+        duration_s: float,
+        ttft_s: float | None,
+        prompt_tokens: int | None,
+        completion_tokens: int | None,
+        decisions: list[dict[str, str]],
+        pii: Mapping[str, int],
+        error: str | None,
+        start_ns: int,
+        attributes: Mapping[str, Any] | None = None,
+        parent: Any = None,
+    ) -> None:
+        op = OPERATIONS.get(route, route)
+        self._child(self.requests, route, str(status)).inc()
+        self._child(self.duration, op, model, "true" if stream else "false").observe(duration_s)
+        if ttft_s is not None:
+            self._child(self.ttft, op, model).observe(ttft_s)
+        if prompt_tokens:
+            self._child(self.tokens, op, model, "input").observe(prompt_tokens)
+        if completion_tokens:
+            self._child(self.tokens, op, model, "output").observe(completion_tokens)
+        for d in decisions:
+            self._child(self.decisions, d["rule"], d["action"]).inc()
+        for entity, n in pii.items():
+            self._child(self.pii, entity).inc(n)
+        if self.otel is not None:
+            self.otel.record(
+                op,
+                status,
+                model,
+                stream,
+                duration_s,
+                ttft_s,
+                prompt_tokens,
+                completion_tokens,
+                decisions,
+                error,
+                start_ns,
+                attributes or {},
+                parent,
+            )
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _Otel:
+    """The OTel side, built only when configured: the hot path pays nothing when it is off."""
+
+    def __init__(self, tracer: Any, meter: Any) -> None:
+        self.tracer = tracer
+        self.duration = meter.create_histogram(
+            "gen_ai.server.request.duration", unit="s", description="GenAI server request duration"
+        )
+        self.ttft = meter.create_histogram(
+            "gen_ai.server.time_to_first_token", unit="s", description="Time to generate the first token"
+        )
+        self.tokens = meter.create_histogram(
+            "gen_ai.client.token.usage", unit="{token}", description="Number of input and output tokens used"
+        )
+        self.decisions = meter.create_counter(
+            "maestro.guard.policy.decisions", unit="{decision}", description="Policy rule decisions"
+        )
+
+    @classmethod
+    def create(cls, tracer_provider: Any, meter_provider: Any) -> _Otel | None:
+        if tracer_provider is None and meter_provider is None:
+            if not os.environ.get(OTEL_ENDPOINT_ENV):
+                return None
+            tracer_provider, meter_provider = _otlp_providers()
+            if tracer_provider is None:
+                return None
+        from opentelemetry import metrics, trace
+
+        tracer = (tracer_provider or trace.get_tracer_provider()).get_tracer("maestro.guard")
+        meter = (meter_provider or metrics.get_meter_provider()).get_meter("maestro.guard")
+        return cls(tracer, meter)
+
+    def record(
+        self,
+        op: str,
+        status: int,
+        model: str,
+        stream: bool,
+        duration_s: float,
+        ttft_s: float | None,
+        prompt_tokens: int | None,
+        completion_tokens: int | None,
+        decisions: list[dict[str, str]],
+        error: str | None,
+        start_ns: int,
+        attributes: Mapping[str, Any],
+        parent: Any,
+    ) -> None:
+        base = {"gen_ai.operation.name": op, "gen_ai.provider.name": PROVIDER, "gen_ai.request.model": model}
+        if error:
+            base["error.type"] = error
+        self.duration.record(duration_s, base)
+        if ttft_s is not None:
+            self.ttft.record(ttft_s, base)
+        if prompt_tokens:
+            self.tokens.record(prompt_tokens, {**base, "gen_ai.token.type": "input"})
+        if completion_tokens:
+            self.tokens.record(completion_tokens, {**base, "gen_ai.token.type": "output"})
+        for d in decisions:
+            self.decisions.add(1, {"rule": d["rule"], "action": d["action"]})
+        span_attrs: dict[str, Any] = {
+            **base,
+            "http.response.status_code": status,
+            "gen_ai.request.stream": stream,
+        }
+        if prompt_tokens is not None:
+            span_attrs["gen_ai.usage.input_tokens"] = prompt_tokens
+        if completion_tokens is not None:
+            span_attrs["gen_ai.usage.output_tokens"] = completion_tokens
+        if ttft_s is not None:
+            span_attrs["gen_ai.response.time_to_first_chunk"] = ttft_s
+        if decisions:
+            span_attrs["maestro.guard.decisions"] = [f"{d['rule']}:{d['action']}" for d in decisions]
+        span_attrs.update(attributes)
+        span = self.tracer.start_span(
+            f"{op} {model}", context=parent, start_time=start_ns, attributes=span_attrs
+        )
+        if status >= 500:
+            from opentelemetry.trace import Status, StatusCode
+
+            span.set_status(Status(StatusCode.ERROR, error or str(status)))
+        span.end(end_time=start_ns + int(duration_s * 1e9))
+
+
+def _otlp_providers() -> tuple[Any, Any]:
+    """OTLP/HTTP exporters configured from the standard OTEL_* variables; (None, None) if not installed."""
+    try:
+        from opentelemetry import metrics, trace
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    except ImportError as exc:
+        log.warning(
+            "%s is set but the OpenTelemetry SDK/exporter is not installed (%s); OTel export is off",
+            OTEL_ENDPOINT_ENV,
+            exc,
+        )
+        return None, None
+    resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", "maestro-guard")})
+    tracer_provider = TracerProvider(resource=resource)
+    tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    meter_provider = MeterProvider(
+        resource=resource, metric_readers=[PeriodicExportingMetricReader(OTLPMetricExporter())]
+    )
+    trace.set_tracer_provider(tracer_provider)
+    metrics.set_meter_provider(meter_provider)
+    return tracer_provider, meter_provider
+
+
+def extract_parent(headers: Mapping[str, str]) -> Any:
+    """The caller's trace context (W3C traceparent), so the guard's span joins the client's trace."""
+    from opentelemetry.propagate import extract
+
+    return extract(dict(headers))
+
+
+def now_ns() -> int:
+    return time.time_ns()
