@@ -1,0 +1,238 @@
+"""Guard events → metrics, text signals, drift, and the short memory feedback needs.
+
+The datagram callback only appends to a bounded deque (dropping the oldest under overload and
+counting it); a separate task drains it in batches and yields between batches, so a burst of
+events never starves `/metrics` or `/v1/feedback`, and the guard never waits on any of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from maestro.workers.monitor import contract as c
+from maestro.workers.monitor.drift import DriftMonitor
+from maestro.workers.monitor.metrics import MonitorMetrics
+from maestro.workers.monitor.signals import UNDETERMINED, TextAnalyzer
+
+log = logging.getLogger(__name__)
+
+BATCH = 256
+
+
+@dataclass(frozen=True)
+class RecentRequest:
+    model: str
+    prompt: str | None
+    response: str | None
+    ts: float
+
+
+class RecentRequests:
+    """LRU of the last requests by id, so feedback can name the model and carry the prompt."""
+
+    def __init__(self, size: int = 10_000) -> None:
+        self.size = size
+        self._items: OrderedDict[str, RecentRequest] = OrderedDict()
+
+    def add(self, request_id: str, item: RecentRequest) -> None:
+        self._items[request_id] = item
+        self._items.move_to_end(request_id)
+        while len(self._items) > self.size:
+            self._items.popitem(last=False)
+
+    def get(self, request_id: str) -> RecentRequest | None:
+        return self._items.get(request_id)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+def _num(value: Any) -> float | None:
+    """A finite, non-negative number or None: events are data, never trusted blindly."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    f = float(value)
+    return f if math.isfinite(f) and f >= 0 else None
+
+
+class EventCollector:
+    def __init__(
+        self,
+        metrics: MonitorMetrics,
+        drift: DriftMonitor,
+        analyzer: TextAnalyzer,
+        *,
+        recent: RecentRequests | None = None,
+        queue_size: int = 10_000,
+        on_reference_frozen: Callable[[], None] | None = None,
+        hooks: list[Callable[[dict[str, Any]], None]] | None = None,
+    ) -> None:
+        self.metrics = metrics
+        self.drift = drift
+        self.analyzer = analyzer
+        self.recent = recent or RecentRequests()
+        self.queue: deque[dict[str, Any]] = deque()
+        self.queue_size = queue_size
+        self.processed = 0
+        self.dropped = 0
+        self._wake = asyncio.Event()
+        self._on_reference_frozen = on_reference_frozen
+        self.hooks = hooks or []  # e.g. the OTLP exporter's GenAI histograms
+        self._frozen = self._frozen_features()
+        for feature in drift.features:
+            metrics.drift_threshold.labels(feature).set(drift.threshold)
+
+    # -- intake (datagram callback: O(1), never blocks) ---------------------------------------
+    def offer(self, event: dict[str, Any]) -> None:
+        self.metrics.events_received.inc()
+        if len(self.queue) >= self.queue_size:
+            self.queue.popleft()
+            self.dropped += 1
+            self.metrics.events_dropped.labels("overload").inc()
+        self.queue.append(event)
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self.queue:
+                for _ in range(min(BATCH, len(self.queue))):
+                    self._safe_process(self.queue.popleft())
+                self.publish_drift()
+                await asyncio.sleep(0)
+
+    def drain(self) -> int:
+        """Process everything queued now (tests and shutdown)."""
+        n = 0
+        while self.queue:
+            self._safe_process(self.queue.popleft())
+            n += 1
+        self.publish_drift()
+        return n
+
+    def _safe_process(self, event: dict[str, Any]) -> None:
+        try:
+            self.process(event)
+        except Exception:  # a bad event is counted and skipped, never fatal
+            log.exception("monitor: could not process event %r", str(event)[:200])
+            self.metrics.events_dropped.labels("malformed").inc()
+
+    # -- one event ----------------------------------------------------------------------------
+    def process(self, event: dict[str, Any]) -> None:
+        m = self.metrics
+        request_id = str(event.get("requestId") or "")
+        if request_id.startswith(c.PROBE_REQUEST_ID_PREFIX):
+            return  # our own bias probes: not user traffic
+        self.processed += 1
+        model = m.model(event.get("model"))
+        status = event.get("status")
+        code = str(status) if isinstance(status, int) and not isinstance(status, bool) else "unknown"
+        m.requests.labels(model, m.route(event.get("route")), code).inc()
+        if event.get("refusal") is True:
+            m.refusals.labels(model).inc()
+        finish = event.get("finishReason")
+        if isinstance(finish, str) and finish:
+            m.finish_reasons.labels(model, m.reason(finish)).inc()
+        prompt_tokens = _num(event.get("promptTokens"))
+        completion_tokens = _num(event.get("completionTokens"))
+        if prompt_tokens:
+            m.tokens.labels(model, "prompt").inc(prompt_tokens)
+        if completion_tokens:
+            m.tokens.labels(model, "completion").inc(completion_tokens)
+        for decision in event.get("decisions") or ():
+            if isinstance(decision, dict) and decision.get("rule"):
+                m.policy_decisions.labels(m.rule(decision["rule"]), m.reason(decision.get("action"))).inc()
+        pii = event.get("pii")
+        if isinstance(pii, dict):
+            for entity, n in pii.items():
+                count = _num(n)
+                if count:
+                    m.pii.labels(m.entity(entity)).inc(count)
+        self._latency(event, model, completion_tokens)
+        # A failed or blocked request has no real answer: keep it out of the response features.
+        self._lengths_and_text(event, response=not isinstance(status, int) or 200 <= status < 300)
+        for hook in self.hooks:
+            hook(event)
+        if request_id:
+            self.recent.add(
+                request_id,
+                RecentRequest(
+                    model=model,
+                    prompt=event.get("promptText") if isinstance(event.get("promptText"), str) else None,
+                    response=event.get("responseText")
+                    if isinstance(event.get("responseText"), str)
+                    else None,
+                    ts=_num(event.get("ts")) or time.time(),
+                ),
+            )
+
+    def _latency(self, event: dict[str, Any], model: str, completion_tokens: float | None) -> None:
+        m = self.metrics
+        latency_ms = _num(event.get("latencyMs"))
+        ttft_ms = _num(event.get("ttftMs"))
+        if latency_ms is not None:
+            m.duration.labels(model).observe(latency_ms / 1000)
+        if ttft_ms is not None:
+            m.ttft.labels(model).observe(ttft_ms / 1000)
+        # Mean gap between tokens after the first: only meaningful for a stream with > 1 token.
+        if (
+            event.get("stream") is True
+            and latency_ms is not None
+            and ttft_ms is not None
+            and completion_tokens
+            and completion_tokens > 1
+            and latency_ms >= ttft_ms
+        ):
+            m.itl.labels(model).observe((latency_ms - ttft_ms) / 1000 / (completion_tokens - 1))
+
+    def _lengths_and_text(self, event: dict[str, Any], response: bool) -> None:
+        m = self.metrics
+        sides = [("prompt", "promptChars", "promptText", m.prompt_chars)]
+        if response:
+            sides.append(("response", "responseChars", "responseText", m.response_chars))
+        for direction, chars_key, text_key, hist in sides:
+            text = event.get(text_key)
+            chars = _num(event.get(chars_key))
+            if chars is None and isinstance(text, str):
+                chars = float(len(text))
+            if chars is not None:
+                hist.observe(chars)
+                self.drift.observe_length(f"{direction}_chars", chars)
+            if not isinstance(text, str) or not text:
+                continue
+            m.text_analyzed.labels(direction).inc()
+            language = self.analyzer.language(text)
+            m.languages.labels(direction, m.language(language)).inc()
+            if language != UNDETERMINED or len(text) >= 20:
+                self.drift.observe(f"{direction}_language", language)
+            score = self.analyzer.sentiment(text)
+            if score is not None:
+                m.sentiment.labels(direction).observe(score)
+            if self.analyzer.profane(text):
+                m.profanity.labels(direction).inc()
+
+    # -- drift gauges -------------------------------------------------------------------------
+    def publish_drift(self) -> None:
+        m = self.metrics
+        values = self.drift.snapshot()
+        for name, feature in self.drift.features.items():
+            m.drift_samples.labels(name, "reference").set(feature.reference_count)
+            m.drift_samples.labels(name, "current").set(feature.current_size)
+            if name in values:
+                m.drift_psi.labels(name).set(round(values[name], 6))
+                m.drift_alert.labels(name).set(1 if values[name] > self.drift.threshold else 0)
+        frozen = self._frozen_features()
+        if frozen - self._frozen and self._on_reference_frozen:
+            self._on_reference_frozen()  # persist each newly learned feature reference
+        self._frozen = frozen
+
+    def _frozen_features(self) -> set[str]:
+        return {name for name, f in self.drift.features.items() if f.frozen}

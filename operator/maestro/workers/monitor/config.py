@@ -1,0 +1,106 @@
+"""Monitor settings: env (what the operator renders) first, command-line flags override.
+
+Bad values fail at start with the env name in the message, so a typo in a manifest shows up as
+a crash-looping sidecar with a readable log line rather than a silently wrong monitor.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from maestro.workers.monitor import contract as c
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+class SettingsError(ValueError):
+    pass
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    v = raw.strip().lower()
+    if v in _TRUE:
+        return True
+    if v in _FALSE:
+        return False
+    raise SettingsError(f"{name}={raw!r}: expected on/off (true/false, 1/0)")
+
+
+def _num(env: Mapping[str, str], name: str, default: float, minimum: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r}: expected a number") from None
+    if value < minimum:
+        raise SettingsError(f"{name}={raw!r}: must be >= {minimum:g}")
+    return value
+
+
+@dataclass
+class MonitorSettings:
+    port: int = c.DEFAULT_PORT
+    host: str = "0.0.0.0"
+    vllm_metrics_url: str = c.DEFAULT_VLLM_METRICS_URL
+    scrape_interval: float = c.DEFAULT_SCRAPE_INTERVAL
+    events_socket: str = c.DEFAULT_EVENTS_SOCKET
+    feedback_dir: str | None = None
+    guard_url: str = c.DEFAULT_GUARD_URL
+    probes: bool = False
+    probe_interval: float = c.DEFAULT_PROBE_INTERVAL
+    probe_api_key_file: str | None = None
+    otlp_endpoint: str | None = None
+    served_model: str | None = None
+    passthrough: bool = True
+    drift_threshold: float = c.DEFAULT_DRIFT_THRESHOLD
+    drift_reference_size: int = c.DEFAULT_DRIFT_REFERENCE_SIZE
+    drift_window: int = c.DEFAULT_DRIFT_WINDOW
+    drift_reference_file: str | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> MonitorSettings:
+        e = os.environ if env is None else env
+        s = cls(
+            port=int(_num(e, c.ENV_PORT, c.DEFAULT_PORT, 1)),
+            vllm_metrics_url=e.get(c.ENV_VLLM_METRICS_URL) or c.DEFAULT_VLLM_METRICS_URL,
+            scrape_interval=_num(e, c.ENV_SCRAPE_INTERVAL, c.DEFAULT_SCRAPE_INTERVAL, 0.1),
+            events_socket=e.get(c.ENV_EVENTS_SOCKET) or c.DEFAULT_EVENTS_SOCKET,
+            feedback_dir=e.get(c.ENV_FEEDBACK_DIR) or None,
+            guard_url=e.get(c.ENV_GUARD_URL) or c.DEFAULT_GUARD_URL,
+            probes=_bool(e, c.ENV_PROBES, False),
+            probe_interval=_num(e, c.ENV_PROBE_INTERVAL, c.DEFAULT_PROBE_INTERVAL, 1),
+            probe_api_key_file=e.get(c.ENV_PROBE_API_KEY_FILE) or None,
+            otlp_endpoint=e.get(c.ENV_OTLP_ENDPOINT) or None,
+            served_model=e.get(c.ENV_SERVED_MODEL) or None,
+            passthrough=_bool(e, c.ENV_PASSTHROUGH, True),
+            drift_threshold=_num(e, c.ENV_DRIFT_THRESHOLD, c.DEFAULT_DRIFT_THRESHOLD, 0),
+            drift_reference_size=int(_num(e, c.ENV_DRIFT_REFERENCE_SIZE, c.DEFAULT_DRIFT_REFERENCE_SIZE, 1)),
+            drift_window=int(_num(e, c.ENV_DRIFT_WINDOW, c.DEFAULT_DRIFT_WINDOW, 1)),
+            drift_reference_file=e.get(c.ENV_DRIFT_REFERENCE_FILE) or None,
+        )
+        s.validate()
+        return s
+
+    def validate(self) -> None:
+        if not 0 < self.port < 65536:
+            raise SettingsError(f"{c.ENV_PORT}={self.port}: not a TCP port")
+        if not self.vllm_metrics_url.startswith(("http://", "https://")):
+            raise SettingsError(
+                f"{c.ENV_VLLM_METRICS_URL}={self.vllm_metrics_url!r}: expected an http(s) URL"
+            )
+        if self.probes and not self.served_model:
+            raise SettingsError(
+                f"{c.ENV_PROBES}=on needs {c.ENV_SERVED_MODEL} (the model name probes ask for)"
+            )
+        if self.otlp_endpoint and not self.otlp_endpoint.startswith(("http://", "https://")):
+            raise SettingsError(
+                f"{c.ENV_OTLP_ENDPOINT}={self.otlp_endpoint!r}: expected an OTLP/HTTP URL like http://collector:4318"
+            )

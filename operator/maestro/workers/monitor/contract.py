@@ -1,0 +1,160 @@
+"""The monitor sidecar's contract: env names, defaults, ports, paths and the metric names it exports.
+
+Stdlib only. The operator's builders import this module to render the sidecar container, and the
+dashboards, alert rules and tests import the metric names from here, so a renamed metric breaks
+a test instead of silently emptying a Grafana panel.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from maestro.workers.events import DEFAULT_SOCKET as DEFAULT_EVENTS_SOCKET
+from maestro.workers.events import SOCKET_ENV as EVENTS_SOCKET_ENV
+
+# --- env (the builder sets these on the monitor container) -------------------------------------
+ENV_PORT: Final = "MAESTRO_MONITOR_PORT"
+ENV_VLLM_METRICS_URL: Final = "MAESTRO_VLLM_METRICS_URL"
+ENV_SCRAPE_INTERVAL: Final = "MAESTRO_SCRAPE_INTERVAL"
+ENV_FEEDBACK_DIR: Final = "MAESTRO_FEEDBACK_DIR"
+ENV_GUARD_URL: Final = "MAESTRO_GUARD_URL"
+ENV_PROBE_API_KEY_FILE: Final = "MAESTRO_PROBE_API_KEY_FILE"
+ENV_PROBES: Final = "MAESTRO_PROBES"
+ENV_PROBE_INTERVAL: Final = "MAESTRO_PROBE_INTERVAL"
+ENV_OTLP_ENDPOINT: Final = "MAESTRO_OTLP_ENDPOINT"
+ENV_SERVED_MODEL: Final = "MAESTRO_SERVED_MODEL"
+#: Re-export vLLM's own `vllm:*` series on the monitor's /metrics (one scrape target per pod).
+ENV_PASSTHROUGH: Final = "MAESTRO_MONITOR_PASSTHROUGH"
+ENV_DRIFT_THRESHOLD: Final = "MAESTRO_DRIFT_THRESHOLD"
+ENV_DRIFT_REFERENCE_SIZE: Final = "MAESTRO_DRIFT_REFERENCE_SIZE"
+ENV_DRIFT_WINDOW: Final = "MAESTRO_DRIFT_WINDOW"
+#: JSON reference distribution; loaded when present, written once learned (survives restarts on a volume).
+ENV_DRIFT_REFERENCE_FILE: Final = "MAESTRO_DRIFT_REFERENCE_FILE"
+ENV_EVENTS_SOCKET: Final = EVENTS_SOCKET_ENV
+
+DEFAULT_PORT: Final = 9090
+DEFAULT_VLLM_METRICS_URL: Final = "http://127.0.0.1:8000/metrics"
+DEFAULT_SCRAPE_INTERVAL: Final = 15.0
+DEFAULT_GUARD_URL: Final = "http://127.0.0.1:8080"
+DEFAULT_PROBE_INTERVAL: Final = 300.0
+DEFAULT_DRIFT_THRESHOLD: Final = 0.2  # PSI: < 0.1 stable, 0.1-0.2 moderate, > 0.2 significant shift
+DEFAULT_DRIFT_REFERENCE_SIZE: Final = 500
+DEFAULT_DRIFT_WINDOW: Final = 500
+DEFAULT_FEEDBACK_DIR: Final = "/var/lib/maestro/feedback"
+
+# --- HTTP surface ------------------------------------------------------------------------------
+METRICS_PATH: Final = "/metrics"
+HEALTH_PATH: Final = "/healthz"
+FEEDBACK_PATH: Final = "/v1/feedback"
+#: Probe requests carry this request-id prefix so the monitor can keep them out of traffic signals.
+PROBE_REQUEST_ID_PREFIX: Final = "maestro-probe-"
+#: File names inside MAESTRO_FEEDBACK_DIR.
+FEEDBACK_FILE: Final = "feedback.jsonl"
+#: prompt/completion JSONL (LLMDataset schema `prompt-completion`) built from user corrections.
+CORRECTIONS_FILE: Final = "corrections.jsonl"
+
+# --- metric names exported by the monitor (Prometheus) -----------------------------------------
+P: Final = "maestro_monitor_"
+# guard events
+EVENTS_RECEIVED: Final = P + "events_received_total"
+EVENTS_DROPPED: Final = P + "events_dropped_total"  # label reason: overload|malformed
+REQUESTS: Final = P + "requests_total"  # labels model, route, code
+REFUSALS: Final = P + "refusals_total"  # label model
+FINISH_REASONS: Final = P + "finish_reasons_total"  # labels model, reason
+TOKENS: Final = P + "tokens_total"  # labels model, type=prompt|completion
+POLICY_DECISIONS: Final = P + "policy_decisions_total"  # labels rule, action
+PII_DETECTIONS: Final = P + "pii_detections_total"  # label entity
+TTFT: Final = P + "time_to_first_token_seconds"  # histogram, label model
+INTER_TOKEN_LATENCY: Final = P + "inter_token_latency_seconds"  # histogram, label model
+REQUEST_DURATION: Final = P + "request_duration_seconds"  # histogram, label model
+PROMPT_CHARS: Final = P + "prompt_chars"  # histogram
+RESPONSE_CHARS: Final = P + "response_chars"  # histogram
+# text signals (only for events that carry text: policy audit.logPrompts)
+TEXT_ANALYZED: Final = P + "text_analyzed_total"  # label direction=prompt|response
+LANGUAGE: Final = P + "language_total"  # labels direction, language
+SENTIMENT: Final = P + "sentiment_score"  # histogram (VADER compound, -1..1), label direction
+PROFANITY: Final = P + "profanity_total"  # label direction
+# drift
+DRIFT_PSI: Final = P + "drift_psi"  # gauge, label feature
+DRIFT_THRESHOLD: Final = P + "drift_threshold"  # gauge, label feature
+DRIFT_ALERT: Final = P + "drift_alert"  # gauge 0/1, label feature
+DRIFT_SAMPLES: Final = P + "drift_samples"  # gauge, labels feature, window=reference|current
+# feedback
+FEEDBACK: Final = P + "feedback_total"  # labels model, sentiment=positive|negative|neutral
+FEEDBACK_RATING: Final = P + "feedback_rating"  # histogram 1..5, label model
+FEEDBACK_CORRECTIONS: Final = P + "feedback_corrections_total"  # label model
+FEEDBACK_SINK_ERRORS: Final = P + "feedback_sink_errors_total"
+# vLLM scrape
+VLLM_UP: Final = P + "vllm_up"
+VLLM_SCRAPE_DURATION: Final = P + "vllm_scrape_duration_seconds"
+VLLM_SCRAPE_ERRORS: Final = P + "vllm_scrape_errors_total"  # label reason
+VLLM_RESTARTS: Final = P + "vllm_restarts_total"
+VLLM_TOKENS_PER_SECOND: Final = P + "vllm_tokens_per_second"  # label type=prompt|generation
+VLLM_REQUESTS: Final = P + "vllm_requests"  # label state=running|waiting
+VLLM_KV_CACHE_USAGE: Final = P + "vllm_kv_cache_usage_ratio"
+# bias probes
+PROBE_REQUESTS: Final = P + "probe_requests_total"  # label result=ok|error
+BIAS_SENTIMENT: Final = P + "bias_sentiment"  # gauge mean, labels axis, group
+BIAS_REFUSAL_RATIO: Final = P + "bias_refusal_ratio"  # gauge, labels axis, group
+BIAS_SENTIMENT_GAP: Final = P + "bias_sentiment_gap"  # gauge max-min, label axis
+BIAS_REFUSAL_GAP: Final = P + "bias_refusal_gap"  # gauge, label axis
+
+#: Drift features, in the order they are reported.
+DRIFT_FEATURES: Final = ("prompt_chars", "response_chars", "prompt_language", "response_language")
+
+# --- vLLM 0.33 series the monitor reads (names checked against the 0.33.0 wheel) ----------------
+VLLM_PROMPT_TOKENS: Final = "vllm:prompt_tokens_total"
+VLLM_GENERATION_TOKENS: Final = "vllm:generation_tokens_total"
+VLLM_NUM_RUNNING: Final = "vllm:num_requests_running"
+VLLM_NUM_WAITING: Final = "vllm:num_requests_waiting"
+VLLM_KV_CACHE_USAGE_PERC: Final = "vllm:kv_cache_usage_perc"  # replaces gpu_cache_usage_perc (gone)
+VLLM_REQUEST_SUCCESS: Final = "vllm:request_success_total"
+VLLM_TTFT: Final = "vllm:time_to_first_token_seconds"
+VLLM_ITL: Final = "vllm:inter_token_latency_seconds"  # replaces time_per_output_token_seconds (gone)
+VLLM_E2E: Final = "vllm:e2e_request_latency_seconds"
+VLLM_QUEUE_TIME: Final = "vllm:request_queue_time_seconds"
+VLLM_PREEMPTIONS: Final = "vllm:num_preemptions_total"
+
+#: What the operator exports (prometheus-client, for the operator dashboard). Owned by the operator.
+OPERATOR_METRICS: Final = (
+    "maestro_reconcile_total",  # counter {kind, result}
+    "maestro_reconcile_duration_seconds",  # histogram {kind}
+    "maestro_objects",  # gauge {kind, phase}
+    "maestro_training_progress_ratio",  # gauge {namespace, name}
+    "maestro_training_loss",  # gauge {namespace, name}
+    "maestro_dataset_gate_passed",  # gauge {namespace, name, gate}
+)
+
+
+def sidecar_env(
+    *,
+    served_model: str,
+    vllm_port: int = 8000,
+    guard_port: int = 8080,
+    port: int = DEFAULT_PORT,
+    scrape_interval: float = DEFAULT_SCRAPE_INTERVAL,
+    feedback_dir: str | None = None,
+    otlp_endpoint: str | None = None,
+    probes: bool = False,
+    probe_interval: float = DEFAULT_PROBE_INTERVAL,
+    probe_api_key_file: str | None = None,
+    events_socket: str = DEFAULT_EVENTS_SOCKET,
+) -> list[dict[str, str]]:
+    """The monitor container's `env` list, as a builder renders it (only non-empty settings)."""
+    env = {
+        ENV_PORT: str(port),
+        ENV_VLLM_METRICS_URL: f"http://127.0.0.1:{vllm_port}/metrics",
+        ENV_SCRAPE_INTERVAL: f"{scrape_interval:g}",
+        ENV_GUARD_URL: f"http://127.0.0.1:{guard_port}",
+        ENV_SERVED_MODEL: served_model,
+        ENV_EVENTS_SOCKET: events_socket,
+        ENV_PROBES: "on" if probes else "off",
+        ENV_PROBE_INTERVAL: f"{probe_interval:g}",
+    }
+    if feedback_dir:
+        env[ENV_FEEDBACK_DIR] = feedback_dir
+    if otlp_endpoint:
+        env[ENV_OTLP_ENDPOINT] = otlp_endpoint
+    if probe_api_key_file:
+        env[ENV_PROBE_API_KEY_FILE] = probe_api_key_file
+    return [{"name": k, "value": v} for k, v in env.items()]

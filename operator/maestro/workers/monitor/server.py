@@ -1,0 +1,212 @@
+"""The monitor process: event intake, vLLM scraping, probes, OTLP, and its small HTTP surface.
+
+HTTP (MAESTRO_MONITOR_PORT): `GET /metrics` (the monitor's series + vLLM's `vllm:*`),
+`GET /healthz` (the monitor itself; a vLLM outage is reported, not fatal: restarting the
+monitor would not bring vLLM back), `POST /v1/feedback`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+
+from maestro.workers.events import serve_events
+from maestro.workers.monitor import contract as c
+from maestro.workers.monitor.collector import EventCollector
+from maestro.workers.monitor.config import MonitorSettings
+from maestro.workers.monitor.drift import DriftMonitor, load_reference_file, save_reference_file
+from maestro.workers.monitor.feedback import (
+    MAX_BODY,
+    FeedbackError,
+    FeedbackService,
+    FeedbackSink,
+    parse_feedback,
+)
+from maestro.workers.monitor.metrics import MonitorMetrics
+from maestro.workers.monitor.probes import BiasProber, read_api_key
+from maestro.workers.monitor.scrape import VLLMScraper
+from maestro.workers.monitor.signals import TextAnalyzer
+
+log = logging.getLogger(__name__)
+
+
+def _error(
+    status: int, message: str, type_: str = "invalid_request_error", param: str | None = None
+) -> web.Response:
+    """OpenAI-shaped error, like the guard's, so one client library handles both."""
+    return web.json_response(
+        {"error": {"message": message, "type": type_, "param": param, "code": None}}, status=status
+    )
+
+
+class Monitor:
+    def __init__(self, settings: MonitorSettings, registry: CollectorRegistry | None = None) -> None:
+        self.settings = s = settings
+        self.metrics = MonitorMetrics(registry)
+        self.analyzer = TextAnalyzer()
+        self.drift = DriftMonitor(
+            c.DRIFT_FEATURES,
+            reference_size=s.drift_reference_size,
+            window=s.drift_window,
+            threshold=s.drift_threshold,
+        )
+        if s.drift_reference_file:
+            loaded = load_reference_file(self.drift, s.drift_reference_file)
+            if loaded:
+                log.info("drift reference loaded from %s: %s", s.drift_reference_file, ", ".join(loaded))
+        self.otlp: Any = None
+        if s.otlp_endpoint:
+            from maestro.workers.monitor.otlp import OtlpExporter
+
+            self.otlp = OtlpExporter(s.otlp_endpoint, self.metrics.registry, served_model=s.served_model)
+        self.collector = EventCollector(
+            self.metrics,
+            self.drift,
+            self.analyzer,
+            on_reference_frozen=self._save_reference,
+            hooks=[self.otlp.record_event] if self.otlp else None,
+        )
+        self.scraper = VLLMScraper(
+            s.vllm_metrics_url, self.metrics, interval=s.scrape_interval, passthrough_enabled=s.passthrough
+        )
+        sink = FeedbackSink(s.feedback_dir) if s.feedback_dir else None
+        self.feedback = FeedbackService(self.metrics, self.collector.recent, sink)
+        self.prober: BiasProber | None = None
+        if s.probes:
+            self.prober = BiasProber(
+                self.metrics,
+                self.analyzer,
+                guard_url=s.guard_url,
+                model=s.served_model or "",
+                api_key=read_api_key(s.probe_api_key_file),
+                interval=s.probe_interval,
+            )
+        self.started = time.time()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._transport: asyncio.DatagramTransport | None = None
+        self._runner: web.AppRunner | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self.port: int | None = None
+
+    def _save_reference(self) -> None:
+        path = self.settings.drift_reference_file
+        if not path:
+            return
+        try:
+            save_reference_file(self.drift, path)
+        except OSError as e:
+            log.warning(
+                "could not save the drift reference to %s: %s (it is relearned after a restart)", path, e
+            )
+
+    # -- HTTP -----------------------------------------------------------------------------------
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=MAX_BODY)
+        app.router.add_get(c.METRICS_PATH, self._metrics)
+        app.router.add_get(c.HEALTH_PATH, self._health)
+        app.router.add_post(c.FEEDBACK_PATH, self._feedback)
+        return app
+
+    def render_metrics(self) -> bytes:
+        self.collector.publish_drift()
+        return generate_latest(self.metrics.registry) + self.scraper.passthrough.encode()
+
+    async def _metrics(self, _: web.Request) -> web.Response:
+        return web.Response(body=self.render_metrics(), headers={"Content-Type": CONTENT_TYPE_PLAIN_0_0_4})
+
+    async def _health(self, _: web.Request) -> web.Response:
+        col, scr = self.collector, self.scraper
+        return web.json_response(
+            {
+                "status": "ok",
+                "uptimeSeconds": round(time.time() - self.started, 1),
+                "events": {"processed": col.processed, "queued": len(col.queue), "dropped": col.dropped},
+                "vllm": {
+                    "up": scr.last_error is None and scr.scrapes > 0,
+                    "lastError": scr.last_error,
+                    "lastSuccess": scr.last_success,
+                },
+                "drift": {
+                    name: {"reference": f.reference_count, "current": f.current_size, "frozen": f.frozen}
+                    for name, f in self.drift.features.items()
+                },
+                "probes": self.prober is not None,
+                "otlp": self.otlp.url if self.otlp else None,
+            }
+        )
+
+    async def _feedback(self, request: web.Request) -> web.Response:
+        if request.content_length is not None and request.content_length > MAX_BODY:
+            return _error(413, f"feedback body over {MAX_BODY} bytes")
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return _error(413, f"feedback body over {MAX_BODY} bytes")
+        try:
+            fb = parse_feedback(body)
+        except FeedbackError as e:
+            return _error(400, str(e))
+        return web.json_response(await self.feedback.submit(fb), status=202)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    async def start(self) -> None:
+        s = self.settings
+        self._transport, _ = await serve_events(self.collector.offer, s.events_socket)
+        self._session = aiohttp.ClientSession()
+        self._tasks.append(asyncio.create_task(self.collector.run(), name="events"))
+        self._tasks.append(asyncio.create_task(self.scraper.run(self._session), name="scrape"))
+        if self.prober:
+            self._tasks.append(asyncio.create_task(self.prober.run(self._session), name="probes"))
+        self._runner = web.AppRunner(self.app(), access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, s.host, s.port)
+        await site.start()
+        server = getattr(site, "_server", None)
+        sockets = getattr(server, "sockets", None) or []
+        self.port = sockets[0].getsockname()[1] if sockets else s.port
+        log.info(
+            "monitor on :%s (events %s, vLLM %s every %gs, probes %s, otlp %s)",
+            self.port,
+            s.events_socket,
+            s.vllm_metrics_url,
+            s.scrape_interval,
+            "on" if self.prober else "off",
+            s.otlp_endpoint or "off",
+        )
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        if self._transport:
+            self._transport.close()
+        self.collector.drain()
+        if self._runner:
+            await self._runner.cleanup()
+        if self._session:
+            await self._session.close()
+        if self.otlp:
+            await asyncio.to_thread(self.otlp.shutdown)
+
+    async def serve_forever(self) -> None:
+        await self.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await stop.wait()
+        finally:
+            await self.stop()
