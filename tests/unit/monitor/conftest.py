@@ -38,15 +38,15 @@ async def start_monitor(sock_dir: str) -> AsyncIterator[Callable[..., Any]]:
     session = aiohttp.ClientSession()
 
     async def start(**overrides: Any) -> MonitorHarness:
-        settings = MonitorSettings(
-            host="127.0.0.1",
-            port=free_port(),
-            events_socket=os.path.join(sock_dir, "events.sock"),
-            scrape_interval=0.1,
-            drift_reference_size=100,
-            drift_window=100,
-            **overrides,
-        )
+        kwargs: dict[str, Any] = {
+            "host": "127.0.0.1",
+            "port": free_port(),
+            "events_socket": os.path.join(sock_dir, "events.sock"),
+            "scrape_interval": 0.1,
+            "drift_reference_size": 100,
+            "drift_window": 100,
+        }
+        settings = MonitorSettings(**{**kwargs, **overrides})
         monitor = Monitor(settings)
         await monitor.start()
         monitors.append(monitor)

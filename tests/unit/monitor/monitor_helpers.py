@@ -187,3 +187,49 @@ def event(**overrides: Any) -> dict[str, Any]:
     }
     base.update(overrides)
     return base
+
+
+class FakeChat:
+    """A minimal OpenAI chat endpoint (non-streaming) whose answer is a function of the prompt."""
+
+    def __init__(self, reply: Callable[[str], str], model: str = "tiny") -> None:
+        self.reply = reply
+        self.model = model
+        self.requests: list[tuple[dict[str, str], dict[str, Any]]] = []
+
+    def app(self) -> web.Application:
+        async def chat(request: web.Request) -> web.Response:
+            body = await request.json()
+            self.requests.append((dict(request.headers), body))
+            prompt = body["messages"][-1]["content"]
+            text = self.reply(prompt)
+            return web.json_response(
+                {
+                    "id": f"chatcmpl-{len(self.requests)}",
+                    "object": "chat.completion",
+                    "model": self.model,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": text},
+                            "finish_reason": "stop",
+                        }
+                    ],
+                    "usage": {
+                        "prompt_tokens": len(prompt) // 4,
+                        "completion_tokens": len(text) // 4,
+                        "total_tokens": (len(prompt) + len(text)) // 4,
+                    },
+                }
+            )
+
+        async def health(_: web.Request) -> web.Response:
+            return web.Response(text="")
+
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", chat)
+        app.router.add_get("/health", health)
+        app.router.add_get(
+            "/v1/models", lambda _: web.json_response({"object": "list", "data": [{"id": self.model}]})
+        )
+        return app

@@ -24,7 +24,9 @@ def _get(col: EventCollector, name: str, **labels: str) -> float | None:
 def test_request_counters_and_latency_from_known_traffic() -> None:
     col = _collector()
     for i in range(3):
-        col.process(event(requestId=f"ok-{i}", stream=True, latencyMs=1100.0, ttftMs=100.0, completionTokens=11))
+        col.process(
+            event(requestId=f"ok-{i}", stream=True, latencyMs=1100.0, ttftMs=100.0, completionTokens=11)
+        )
     col.process(event(requestId="e", status=502, finishReason=None, promptTokens=7, completionTokens=0))
     col.process(event(requestId="len", finishReason="length", refusal=True))
 
@@ -51,7 +53,10 @@ def test_policy_decisions_and_pii_by_type() -> None:
     col.process(
         event(
             status=400,
-            decisions=[{"rule": "blockedTerms", "action": "block"}, {"rule": "pii.input", "action": "redact"}],
+            decisions=[
+                {"rule": "blockedTerms", "action": "block"},
+                {"rule": "pii.input", "action": "redact"},
+            ],
             pii={"EMAIL": 2, "PHONE": 1, "IBAN": 0},
         )
     )
@@ -86,7 +91,11 @@ def test_text_signals_only_when_text_is_logged() -> None:
 
 def test_malformed_fields_are_ignored_not_fatal() -> None:
     col = _collector()
-    col.offer(event(latencyMs="slow", ttftMs=-5, promptTokens=True, pii={"EMAIL": "x"}, decisions=["bad"], status="x"))
+    col.offer(
+        event(
+            latencyMs="slow", ttftMs=-5, promptTokens=True, pii={"EMAIL": "x"}, decisions=["bad"], status="x"
+        )
+    )
     col.offer({"unexpected": ["shape"]})
     assert col.drain() == 2
     assert col.processed == 2
@@ -118,7 +127,9 @@ def test_label_values_from_traffic_are_bounded() -> None:
     for i in range(40):
         col.process(event(model=f"model-{i}"))
     models = {
-        s.labels["model"] for f in col.metrics.registry.collect() if f.name == c.REQUESTS.removesuffix("_total")
+        s.labels["model"]
+        for f in col.metrics.registry.collect()
+        if f.name == c.REQUESTS.removesuffix("_total")
         for s in f.samples
     }
     assert len(models) == 17 and "other" in models  # 16 distinct, then "other"

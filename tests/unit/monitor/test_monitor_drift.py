@@ -76,8 +76,11 @@ def test_reference_round_trips_through_a_file(tmp_path) -> None:
         m.observe_length("prompt_chars", chars)
     path = str(tmp_path / "ref" / "drift.json")
     save_reference_file(m, path)
-    doc = json.loads(open(path).read())
-    assert doc["features"] == {"prompt_chars": {"1-16": 1, "64-128": 1, "512-1024": 1}}  # language not learned
+    with open(path) as fh:
+        doc = json.load(fh)
+    assert doc["features"] == {
+        "prompt_chars": {"1-16": 1, "64-128": 1, "512-1024": 1}
+    }  # language not learned
 
     fresh = DriftMonitor(["prompt_chars", "prompt_language"], reference_size=3, window=5, threshold=0.2)
     assert load_reference_file(fresh, path) == ["prompt_chars"]

@@ -23,7 +23,10 @@ from maestro.workers.monitor.signals import UNDETERMINED, TextAnalyzer
 
 log = logging.getLogger(__name__)
 
-BATCH = 256
+#: Events scored per loop turn. Small, because the kernel queue in front of us is tiny: a pod's
+#: network namespace starts with net.unix.max_dgram_qlen = 10, so the loop must get back to the
+#: socket within ~10 events' time or the guard's sends are dropped.
+BATCH = 32
 
 
 @dataclass(frozen=True)
