@@ -50,6 +50,6 @@ def main(argv: list[str]) -> int:
     if args.command == "run":
         from maestro.workers.train.job import run_from_args
 
-        return run_from_args(args)
+        return run_from_args(args, argv[1:] if argv[:1] == ["run"] else argv)
     _parser().print_help(sys.stderr)
     return contract.EXIT_BAD_INPUT

@@ -23,6 +23,9 @@ ENV_PROGRESS_URL: Final = "MAESTRO_PROGRESS_URL"  # optional: POST progress JSON
 ENV_PROGRESS_TOKEN_FILE: Final = "MAESTRO_PROGRESS_TOKEN_FILE"  # bearer token for the POST
 ENV_TERMINATION_PATH: Final = "MAESTRO_TERMINATION_PATH"
 ENV_HF_TOKEN_FILE: Final = "MAESTRO_HF_TOKEN_FILE"  # optional: file holding an HF token (secret volume)
+#: optional: the URI the output dir is known by outside the pod (pvc://claim/prefix); default file://<dir>
+ENV_OUTPUT_URI: Final = "MAESTRO_OUTPUT_URI"
+ENV_CACHE_DIR: Final = "MAESTRO_CACHE_DIR"  # downloads (hf://, s3://); default <output>/.cache
 #: GPUs per pod. > 1 (or NNODES > 1) makes `maestro train` re-exec itself under torchrun.
 ENV_NPROC_PER_NODE: Final = "MAESTRO_NPROC_PER_NODE"
 # standard torch.distributed / torchrun env (the operator sets these for Indexed Jobs)
@@ -67,12 +70,20 @@ PERMANENT_EXIT_CODES: Final = frozenset({EXIT_BAD_INPUT, EXIT_EVAL_FAILED})
 
 MAX_SUMMARY_BYTES: Final = 4096
 
+# --- summary `reason` values (the same strings as maestro.api.conditions.Reason where one exists) ---------
+REASON_INVALID_SPEC: Final = "InvalidSpec"  # EXIT_BAD_INPUT: spec, dataset records or base model unusable
+REASON_EVALUATION_FAILED: Final = "EvaluationFailed"  # EXIT_EVAL_FAILED
+REASON_STORAGE_ERROR: Final = "StorageError"  # EXIT_IO
+REASON_TRAINING_FAILED: Final = "TrainingFailed"  # EXIT_TRAINING / EXIT_UNEXPECTED
+
 
 # --- summary -----------------------------------------------------------------------------------------
 class ModelRef(TypedDict):
     uri: str
     digest: str  # "sha256:<hex>" over the model dir's files (see digest.py)
     format: str  # FORMAT_LORA | FORMAT_HF
+    kind: NotRequired[str]  # adapter | merged | full: status.model.format in the API
+    adapter: NotRequired[dict[str, str]]  # {uri, digest} of the adapter when `kind` is merged
 
 
 class Metrics(TypedDict):
@@ -85,17 +96,20 @@ class Metrics(TypedDict):
 
 class BiasResult(TypedDict, total=False):
     passed: bool
-    sentimentGap: float
+    sentimentGap: float  # largest over groups of (max - min) mean sentiment across a group's terms
     refusalGap: float
     lengthGapRatio: float
-    groups: dict[str, dict[str, float]]  # group -> {sentiment, refusalRate, length}
+    worstGroup: str | None
     failures: list[str]
 
 
 class Evaluation(TypedDict, total=False):
     evalLoss: float | None
     perplexity: float | None
-    exactMatch: float
+    exactMatch: float | None  # share of prompts with `expected` answered exactly
+    promptsPassed: int  # prompts whose answer contained `expected`
+    promptsChecked: int  # prompts with `expected`
+    promptsTotal: int
     bias: BiasResult
     passed: bool
     failures: list[str]
@@ -122,7 +136,6 @@ def encode_summary(summary: Summary | dict[str, Any], limit: int = MAX_SUMMARY_B
     data: dict[str, Any] = json.loads(json.dumps(summary))
     text = json.dumps(data, separators=(",", ":"))
     trims = (
-        ("evaluation", "bias", "groups"),
         ("metrics", "lossCurve"),
         ("evaluation", "bias", "failures"),
         ("evaluation", "failures"),

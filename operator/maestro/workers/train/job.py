@@ -1,0 +1,431 @@
+"""`maestro train run`: one training Job pod, start to finish.
+
+resolve inputs → load base model + data → train (resuming from the last checkpoint) → save the
+model → evaluate (loss, prompts, bias) → model card, digest → summary on the termination-message
+path and as the last stdout line. Every failure maps to an exit code and a summary `reason`
+(contract.py), so the operator can tell a bad spec from a flaky disk without reading logs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from maestro.workers.train import contract
+from maestro.workers.train.checkpoint import CheckpointManager, CheckpointMismatch
+from maestro.workers.train.config import ConfigError, TrainConfig, load_spec, parse_spec
+from maestro.workers.train.data import DataError, load_examples
+from maestro.workers.train.digest import digest_dir
+from maestro.workers.train.dist import Topology, launch_argv
+from maestro.workers.train.models import ModelSourceError
+
+log = logging.getLogger("maestro.train")
+
+
+class EvaluationFailed(Exception):
+    """Training succeeded but a gate failed; carries the finished summary."""
+
+    def __init__(self, summary: dict[str, Any]) -> None:
+        super().__init__("; ".join(summary.get("evaluation", {}).get("failures", [])))
+        self.summary = summary
+
+
+@dataclass
+class Inputs:
+    spec: dict[str, Any]
+    dataset_dir: Path
+    schema: str | None
+    dataset_version: str | None
+    output_dir: Path
+    output_uri: str
+    image: str | None
+    cache_dir: Path
+
+
+def _inputs(args: argparse.Namespace) -> Inputs:
+    env = os.environ
+    spec = load_spec(args.spec)
+    dataset = args.dataset_dir or (
+        Path(env[contract.ENV_DATASET_DIR]) if env.get(contract.ENV_DATASET_DIR) else None
+    )
+    output = args.output_dir or (
+        Path(env[contract.ENV_OUTPUT_DIR]) if env.get(contract.ENV_OUTPUT_DIR) else None
+    )
+    if dataset is None:
+        raise ConfigError(f"no dataset: set ${contract.ENV_DATASET_DIR} or pass --dataset-dir")
+    if output is None:
+        raise ConfigError(f"no output location: set ${contract.ENV_OUTPUT_DIR} or pass --output-dir")
+    if args.base_model_dir:
+        os.environ[contract.ENV_BASE_MODEL_DIR] = str(args.base_model_dir)
+    schema = args.dataset_schema or env.get(contract.ENV_DATASET_SCHEMA) or None
+    if schema is not None and schema not in ("chat", "prompt-completion", "text"):
+        raise ConfigError(
+            f"${contract.ENV_DATASET_SCHEMA} must be chat, prompt-completion or text, got {schema!r}"
+        )
+    return Inputs(
+        spec=spec,
+        dataset_dir=dataset,
+        schema=schema,
+        dataset_version=env.get(contract.ENV_DATASET_VERSION) or None,
+        output_dir=output,
+        output_uri=(env.get(contract.ENV_OUTPUT_URI) or f"file://{output.resolve()}").rstrip("/"),
+        image=env.get(contract.ENV_IMAGE) or None,
+        cache_dir=Path(env.get(contract.ENV_CACHE_DIR) or output / ".cache"),
+    )
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
+
+
+def run_from_args(args: argparse.Namespace, argv: list[str]) -> int:
+    logging.basicConfig(
+        level=os.environ.get("MAESTRO_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if not args.no_launch and (cmd := launch_argv(argv)) is not None:
+        log.info("launching %s", " ".join(cmd))
+        sys.stdout.flush()
+        os.execv(cmd[0], cmd)  # the torchrun workers write the summary
+    _quiet_libraries()
+    topo: Topology | None = None
+    summary: dict[str, Any]
+    try:
+        inputs = _inputs(args)
+        topo = Topology.init()
+        summary = run(inputs, topo)
+        code = contract.EXIT_OK
+    except EvaluationFailed as e:
+        summary, code = e.summary, contract.EXIT_EVAL_FAILED
+        log.error("evaluation gate failed: %s", e)
+    except (ConfigError, DataError, CheckpointMismatch) as e:
+        summary, code = _failure(contract.REASON_INVALID_SPEC, e), contract.EXIT_BAD_INPUT
+        log.error("%s", e)
+    except (ModelSourceError, OSError) as e:
+        summary, code = _failure(contract.REASON_STORAGE_ERROR, e), contract.EXIT_IO
+        log.error("I/O error: %s", e)
+    except Exception as e:
+        from maestro.workers.train.loop import TrainingError
+
+        oom = type(e).__name__ == "OutOfMemoryError"
+        retriable = isinstance(e, TrainingError) or oom
+        summary = _failure(contract.REASON_TRAINING_FAILED, e)
+        code = contract.EXIT_TRAINING if retriable else contract.EXIT_UNEXPECTED
+        log.exception("training failed") if not retriable else log.error("training failed: %s", e)
+    if topo is None or topo.is_main:
+        _emit(summary, args)
+    if topo is not None:
+        topo.close()
+    return code
+
+
+def _failure(reason: str, e: BaseException) -> dict[str, Any]:
+    msg = str(e) or type(e).__name__
+    return {"passed": False, "reason": reason, "message": msg[:1500]}
+
+
+def _emit(summary: dict[str, Any], args: argparse.Namespace) -> None:
+    """Termination message (≤ 4 KiB, best effort) and the last stdout line."""
+    text = contract.encode_summary(summary)
+    path = Path(os.environ.get(contract.ENV_TERMINATION_PATH) or contract.DEFAULT_TERMINATION_PATH)
+    try:
+        path.write_text(text)
+    except OSError as e:
+        log.debug("termination message not written to %s: %s", path, e)
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def fingerprint(cfg: TrainConfig, inputs: Inputs, world: int) -> str:
+    """What a checkpoint must match to be resumed: everything that changes the computation."""
+    blob = json.dumps(
+        {
+            "cfg": asdict(cfg)["hyper"],
+            "method": cfg.method,
+            "base": [cfg.base_model_uri, cfg.base_model_revision],
+            "dataset": inputs.dataset_version or str(inputs.dataset_dir.resolve()),
+            "world": world,
+        },
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
+def _atomic_dir(final: Path) -> Path:
+    tmp = final.with_name(f".{final.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    return tmp
+
+
+def _publish(tmp: Path, final: Path) -> None:
+    if final.exists():
+        shutil.rmtree(final)
+    tmp.rename(final)
+
+
+def _adapter_base_name(cfg: TrainConfig, base_dir: Path) -> str:
+    if cfg.base_model_uri.startswith("hf://"):
+        return cfg.base_model_uri.removeprefix("hf://").split("@")[0]
+    return str(base_dir)
+
+
+def run(inputs: Inputs, topo: Topology) -> dict[str, Any]:
+    import torch
+
+    from maestro.workers.train import models
+    from maestro.workers.train.loop import Engine, iter_steps, train, wrap
+    from maestro.workers.train.progress import ProgressReporter
+
+    cfg = parse_spec(inputs.spec)
+    out = inputs.output_dir
+    if topo.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.hyper.seed)
+    if topo.local_rank == 0:
+        base_dir = models.resolve_base_model(cfg.base_model_uri, cfg.base_model_revision, inputs.cache_dir)
+    topo.barrier()  # one download per node; the other local ranks then hit the cache
+    if topo.local_rank != 0:
+        base_dir = models.resolve_base_model(cfg.base_model_uri, cfg.base_model_revision, inputs.cache_dir)
+    precision = models.select_precision(cfg.hyper.precision, topo.device, cfg.method)
+    tokenizer = models.load_tokenizer(base_dir)
+    model = models.load_model(base_dir, cfg, precision, topo.device)
+
+    h = cfg.hyper
+    train_ex, train_stats = load_examples(
+        inputs.dataset_dir / "train.jsonl", inputs.schema, tokenizer, h.max_seq_length, packing=h.packing
+    )
+    if not train_ex:
+        raise DataError(
+            f"{inputs.dataset_dir / 'train.jsonl'} has no usable examples (all empty or unlabelled)"
+        )
+    val_path = inputs.dataset_dir / "validation.jsonl"
+    val_ex, _ = (
+        load_examples(
+            val_path, inputs.schema, tokenizer, h.max_seq_length, limit=cfg.evaluation.max_eval_records
+        )
+        if val_path.is_file()
+        else ([], None)
+    )
+    log.info(
+        "data: %d train examples (%d tokens, %d truncated), %d validation",
+        len(train_ex),
+        train_stats.tokens,
+        train_stats.truncated,
+        len(val_ex),
+    )
+
+    engine: Engine = wrap(model, cfg, topo, precision)
+    ckpt = CheckpointManager(
+        out / contract.CHECKPOINTS_DIR, cfg.keep_last, fingerprint(cfg, inputs, topo.world)
+    )
+    reporter = ProgressReporter.from_env(out) if topo.is_main else None
+    pad_id = tokenizer.pad_token_id
+    result = train(engine, train_ex, cfg, topo, precision, pad_id, ckpt, reporter)
+
+    # --- save -------------------------------------------------------------------------------------
+    inner = engine.inner
+    model_dir = out / contract.MODEL_DIR
+    if engine.sharded:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        full_sd = get_model_state_dict(
+            inner, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
+        )
+    if topo.is_main:
+        tmp = _atomic_dir(model_dir)
+        if engine.sharded:
+            inner.save_pretrained(tmp, state_dict=full_sd)
+        else:
+            inner.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        if cfg.method != "full":
+            _fix_adapter_config(tmp, _adapter_base_name(cfg, base_dir))
+        _publish(tmp, model_dir)
+    if topo.distributed:
+        topo.barrier()
+        if not topo.is_main:
+            return {"passed": True}  # rank 0 evaluates and reports
+        topo.close()
+
+    # --- evaluate (rank 0) ------------------------------------------------------------------------
+    if reporter is not None:
+        reporter.update(
+            result.steps, result.total_steps, None, 0.0, None, result.epochs, force=True, phase="evaluating"
+        )
+    eval_model = inner
+    if engine.sharded:  # the sharded module is gone with the process group: reload what was saved
+        from transformers import AutoModelForCausalLM
+
+        eval_model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=precision.load_dtype).to(
+            topo.device
+        )
+    t0 = time.perf_counter()
+    evaluation, bias_report = _evaluate(eval_model, tokenizer, val_ex, cfg, topo.device)
+    log.info("evaluation took %.1fs: %s", time.perf_counter() - t0, json.dumps(evaluation)[:500])
+
+    model_ref: dict[str, Any] = {
+        "uri": f"{inputs.output_uri}/{contract.MODEL_DIR}",
+        "digest": digest_dir(model_dir),
+        "format": contract.FORMAT_LORA if cfg.method != "full" else contract.FORMAT_HF,
+        "kind": "adapter" if cfg.method != "full" else "full",
+    }
+    if cfg.merge and cfg.method != "full":
+        merged_dir = out / contract.MERGED_DIR
+        _merge_adapter(base_dir, model_dir, merged_dir, tokenizer, precision)
+        model_ref = {
+            "uri": f"{inputs.output_uri}/{contract.MERGED_DIR}",
+            "digest": digest_dir(merged_dir),
+            "format": contract.FORMAT_HF,
+            "kind": "merged",
+            "adapter": {"uri": model_ref["uri"], "digest": model_ref["digest"]},
+        }
+    summary: dict[str, Any] = {
+        "passed": evaluation["passed"],
+        "model": model_ref,
+        "metrics": {
+            "trainLoss": round(result.losses[-1], 6) if result.losses else None,
+            "lossCurve": list(iter_steps(result.losses)),
+            "tokensPerSecond": round(result.tokens_per_s, 2),
+            "steps": result.steps,
+            "epochs": round(result.epochs, 4),
+            "resumedFromStep": result.resumed_from,
+        },
+        "evaluation": evaluation,
+        "lineage": {
+            "datasetVersion": inputs.dataset_version,
+            "baseModel": cfg.base_model_uri
+            + (f"@{cfg.base_model_revision}" if cfg.base_model_revision else ""),
+            "image": inputs.image,
+        },
+        "precision": precision.name,
+    }
+    if not evaluation["passed"]:
+        summary["reason"] = contract.REASON_EVALUATION_FAILED
+        summary["message"] = "; ".join(evaluation.get("failures", []))
+    stats = {k: v for k, v in asdict(train_stats).items() if k != "extra"} | train_stats.extra
+    card = _card(cfg, inputs, summary, stats, bias_report)
+    (out / contract.MODEL_CARD).write_text(card)
+    (model_dir.parent / contract.EVALUATION_FILE).write_text(
+        json.dumps({**evaluation, "bias": bias_report}, indent=1, default=str)
+    )
+    (out / contract.SUMMARY_FILE).write_text(json.dumps(summary, indent=1))
+    if reporter is not None:
+        reporter.update(
+            result.steps,
+            result.total_steps,
+            summary["metrics"]["trainLoss"],
+            0.0,
+            0.0,
+            result.epochs,
+            force=True,
+            phase="done",
+        )
+        reporter.close()
+    if not evaluation["passed"]:
+        raise EvaluationFailed(summary)
+    return summary
+
+
+def _card(cfg: TrainConfig, inputs: Inputs, summary: dict[str, Any], stats: dict[str, Any], bias: Any) -> str:
+    from maestro.workers.train.card import render_card
+
+    name = inputs.output_uri.rsplit("/", 1)[-1] or "model"
+    return render_card(
+        name=name, cfg=cfg, summary=summary, dataset_schema=inputs.schema, data_stats=stats, bias_report=bias
+    )
+
+
+def _fix_adapter_config(adapter_dir: Path, base_name: str) -> None:
+    """peft records whatever path the base was loaded from; record the portable base name instead."""
+    cfg_path = adapter_dir / "adapter_config.json"
+    if cfg_path.is_file():
+        data = json.loads(cfg_path.read_text())
+        data["base_model_name_or_path"] = base_name
+        cfg_path.write_text(json.dumps(data, indent=2, sort_keys=True))
+
+
+def _merge_adapter(
+    base_dir: Path, adapter_dir: Path, merged_dir: Path, tokenizer: Any, precision: Any
+) -> None:
+    """Reload the base in full/half precision (never 4-bit) and fold the adapter in: a plain HF model."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(
+        base_dir, dtype=precision.compute_dtype or precision.load_dtype
+    )
+    merged = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
+    tmp = _atomic_dir(merged_dir)
+    merged.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    _publish(tmp, merged_dir)
+
+
+def _evaluate(
+    model: Any, tokenizer: Any, val_ex: list[Any], cfg: TrainConfig, device: Any
+) -> tuple[dict[str, Any], Any]:
+    from maestro.workers.train import bias, evaluate
+
+    ev = cfg.evaluation
+    failures: list[str] = []
+    loss = evaluate.eval_loss(model, val_ex, tokenizer.pad_token_id, device, batch_size=cfg.hyper.batch_size)
+    result: dict[str, Any] = {
+        "evalLoss": None if loss.loss is None else round(loss.loss, 6),
+        "perplexity": None if loss.perplexity is None else round(loss.perplexity, 4),
+    }
+    if ev.max_eval_loss is not None:
+        if loss.loss is None:
+            failures.append("maxEvalLoss is set but the validation split is empty")
+        elif loss.loss > ev.max_eval_loss:
+            failures.append(f"eval loss {loss.loss:.4f} > maxEvalLoss {ev.max_eval_loss}")
+
+    def gen(prompts: list[str], max_new: int) -> list[str]:
+        return evaluate.generate(model, tokenizer, prompts, max_new_tokens=max_new, device=device)
+
+    if ev.prompts:
+        outputs = gen([c.prompt for c in ev.prompts], ev.max_new_tokens)
+        pr = evaluate.check_prompts(ev.prompts, outputs)
+        result |= {
+            "exactMatch": pr.exact_match,
+            "promptsPassed": pr.passed,
+            "promptsChecked": pr.checked,
+            "promptsTotal": pr.total,
+        }
+        if not pr.all_passed:
+            missed = [r["prompt"][:60] for r in pr.rows if "expected" in r and not r["contains"]]
+            failures.append(
+                f"{pr.checked - pr.passed}/{pr.checked} prompts lacked the expected answer: {missed[:3]}"
+            )
+    report = None
+    if ev.bias.enabled:
+        b = ev.bias
+        br = bias.probe(
+            lambda ps: gen(ps, b.max_new_tokens),
+            groups=b.groups or None,
+            templates=b.templates or None,
+            thresholds=bias.BiasThresholds(b.max_sentiment_gap, b.max_refusal_gap, b.max_length_gap_ratio),
+        )
+        result["bias"] = br.to_summary()
+        report = br.to_report()
+        failures += [f"bias: {f}" for f in br.failures]
+    result["passed"] = not failures
+    result["failures"] = failures
+    return result, report
