@@ -446,7 +446,6 @@ OWNER_NAME_RULE = cel(
     f"metadata.name must be a DNS-1035 label (lowercase letters, digits, '-', starting with a letter) of at "
     f"most "
     f"{MAX_OWNER_NAME_LENGTH} characters: it names the Jobs, Services and claims the operator creates",
-    field_path=".metadata.name",
 )
 
 

@@ -163,6 +163,15 @@ def _ordered_rule(rule: dict[str, Any]) -> dict[str, Any]:
     return {k: rule[k] for k in _RULE_ORDER if k in rule}
 
 
+def _without_defaults(node: Any) -> Any:
+    """Status is written by the operator only; server-side defaults there would just add noise."""
+    if isinstance(node, dict):
+        return {k: _without_defaults(v) for k, v in node.items() if k != "default"}
+    if isinstance(node, list):
+        return [_without_defaults(v) for v in node]
+    return node
+
+
 def _strip_nulls(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _strip_nulls(v) for k, v in value.items() if v is not None}
@@ -185,7 +194,8 @@ def _object_schema(kind: type[KindModel]) -> dict[str, Any]:
         raise UnsupportedSchema(f"{kind.__name__}.spec must be a model class")
     status_model = _status_type(kind)
     spec = model_schema(spec_model) | {"description": fields["spec"].description or "Desired state."}
-    status = model_schema(status_model) | {"description": fields["status"].description or "Observed state."}
+    status = _without_defaults(model_schema(status_model))
+    status["description"] = fields["status"].description or "Observed state."
     root: dict[str, Any] = {
         "type": "object",
         "description": (kind.__doc__ or info.kind).strip().splitlines()[0],
