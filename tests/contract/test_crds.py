@@ -81,7 +81,9 @@ def test_hand_edits_and_leftover_files_fail_check(tmp_path: Path) -> None:
 def test_schema_is_structural(kind: str) -> None:
     for path, node in walk(schema_of(kind)):
         where = f"{kind}{path}"
-        assert not {"$ref", "$defs", "title", "nullable", "uniqueItems", "const", "examples"} & set(node), where
+        assert not {"$ref", "$defs", "title", "nullable", "uniqueItems", "const", "examples"} & set(node), (
+            where
+        )
         assert node.get("additionalProperties", True) is not False, where
         if "anyOf" in node:  # the one structural use: int-or-string
             assert node.get("x-kubernetes-int-or-string") is True, where
@@ -146,7 +148,9 @@ def test_names_categories_and_subresources() -> None:
     assert _resolve("LLMDeployment", ".spec.replicas")["type"] == "integer"
     assert _resolve("LLMDeployment", ".status.replicas")["type"] == "integer"
     assert _resolve("LLMDeployment", ".status.selector")["type"] == "string"
-    assert all("scale" not in CRDS[k]["spec"]["versions"][0]["subresources"] for k in CRDS if k != "LLMDeployment")
+    assert all(
+        "scale" not in CRDS[k]["spec"]["versions"][0]["subresources"] for k in CRDS if k != "LLMDeployment"
+    )
 
 
 @pytest.mark.parametrize("kind", sorted(CRDS))
@@ -155,7 +159,9 @@ def test_rule_field_paths_exist(kind: str) -> None:
         for rule in node.get("x-kubernetes-validations", []):
             assert rule["message"] and rule["rule"]
             if "fieldPath" in rule:
-                assert rule["fieldPath"].lstrip(".").split(".")[0] in node["properties"], f"{kind}{path}: {rule}"
+                assert rule["fieldPath"].lstrip(".").split(".")[0] in node["properties"], (
+                    f"{kind}{path}: {rule}"
+                )
 
 
 def apply_defaults(node: dict[str, Any], value: Any) -> Any:
@@ -192,7 +198,9 @@ EXAMPLE_DOCS = [
 ]
 
 
-@pytest.mark.parametrize("doc", EXAMPLE_DOCS, ids=[f"{d['kind']}/{d['metadata']['name']}" for d in EXAMPLE_DOCS])
+@pytest.mark.parametrize(
+    "doc", EXAMPLE_DOCS, ids=[f"{d['kind']}/{d['metadata']['name']}" for d in EXAMPLE_DOCS]
+)
 def test_server_defaults_equal_model_defaults(doc: dict[str, Any]) -> None:
     """`kubectl get -o yaml` (server defaults) shows exactly what the operator's models assume."""
     kind = doc["kind"]

@@ -71,8 +71,15 @@ def test_quickstart_is_cpu_only_and_local() -> None:
     ds = next(o for o in objs if isinstance(o, LLMDataset))
     assert job.spec.resources.gpus == 0 and job.spec.method == "lora"
     assert (job.spec.hyperparameters.max_steps or 0) <= 50
-    assert dep.spec.resources.gpus == 0 and dep.spec.runtime.dtype == "float32" and dep.spec.runtime.enforce_eager
-    assert dep.spec.model.training_job_ref is not None and dep.spec.model.training_job_ref.name == job.metadata["name"]
+    assert (
+        dep.spec.resources.gpus == 0
+        and dep.spec.runtime.dtype == "float32"
+        and dep.spec.runtime.enforce_eager
+    )
+    assert (
+        dep.spec.model.training_job_ref is not None
+        and dep.spec.model.training_job_ref.name == job.metadata["name"]
+    )
     assert job.spec.dataset_ref.name == ds.metadata["name"]
     assert ds.spec.source.uri.startswith("file://") and job.spec.base_model.uri.startswith("file://")
     req = pol.spec.request
@@ -103,14 +110,17 @@ def test_camel_case_wire_form_and_snake_case_python() -> None:
 
 
 def test_irregular_aliases_match_the_design() -> None:
-    wire = LLMDatasetSpec.model_validate({"source": {"uri": "s3://b/k"}}).model_dump(by_alias=True, mode="json")
+    wire = LLMDatasetSpec.model_validate({"source": {"uri": "s3://b/k"}}).model_dump(
+        by_alias=True, mode="json"
+    )
     assert "maxPIIRatio" in wire["qualityGates"]
     assert "schema" in wire
     policy = LLMPolicy.model_validate({"kind": "LLMPolicy", "spec": {}}).to_manifest()
     assert "maxGPUsPerJob" not in policy["spec"]["admission"]  # optional, unset → omitted
     assert (
-        LLMPolicy.model_validate({"kind": "LLMPolicy", "spec": {"admission": {"maxGPUsPerJob": 8}}})
-        .spec.admission.max_gpus_per_job
+        LLMPolicy.model_validate(
+            {"kind": "LLMPolicy", "spec": {"admission": {"maxGPUsPerJob": 8}}}
+        ).spec.admission.max_gpus_per_job
         == 8
     )
 
@@ -140,10 +150,14 @@ def test_pii_entity_vocabulary_is_the_shared_one() -> None:
 
 def test_quantities_accept_yaml_numbers_and_reject_garbage() -> None:
     spec = LLMTrainingJobSpec.model_validate(
-        {"baseModel": {"uri": "hf://o/m"}, "datasetRef": {"name": "d"}, "resources": {"cpu": 4, "memory": "16Gi"}}
+        {
+            "baseModel": {"uri": "hf://o/m"},
+            "datasetRef": {"name": "d"},
+            "resources": {"cpu": 4, "memory": "16Gi"},
+        }
     )
     assert spec.resources.cpu == "4" and spec.resources.memory == "16Gi"
-    with pytest.raises(ValidationError, match="resources.cpu"):
+    with pytest.raises(ValidationError, match=r"resources\.cpu"):
         LLMTrainingJobSpec.model_validate(
             {"baseModel": {"uri": "hf://o/m"}, "datasetRef": {"name": "d"}, "resources": {"cpu": True}}
         )

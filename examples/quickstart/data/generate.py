@@ -15,15 +15,26 @@ from pathlib import Path
 PRODUCTS = ["router", "thermostat", "smart plug", "camera", "doorbell", "speaker", "light strip", "hub"]
 ISSUES = [
     ("won't connect to wifi", "Hold the reset button for 10 seconds, then pair it again from the app."),
-    ("keeps going offline", "Move it closer to the access point and update the firmware under Settings > Device."),
+    (
+        "keeps going offline",
+        "Move it closer to the access point and update the firmware under Settings > Device.",
+    ),
     ("shows a red light", "A red light means no power to the sensor; check the cable and restart it."),
     ("is not updating", "Open the app, go to Settings > Firmware and tap Check for updates."),
     ("lost its schedule", "Schedules are restored from the cloud after you sign in again in the app."),
     ("is very slow", "Restart it and disable any unused integrations; most slowdowns disappear."),
     ("won't pair with my phone", "Enable Bluetooth and location permission for the app, then retry pairing."),
-    ("makes a clicking noise", "A clicking relay is normal when switching; constant clicking needs a replacement."),
+    (
+        "makes a clicking noise",
+        "A clicking relay is normal when switching; constant clicking needs a replacement.",
+    ),
 ]
-OPENERS = ["Hi, my {p} {i}.", "Hello! The {p} {i}. What can I do?", "My new {p} {i}, please help.", "Why {p} {i}?"]
+OPENERS = [
+    "Hi, my {p} {i}.",
+    "Hello! The {p} {i}. What can I do?",
+    "My new {p} {i}, please help.",
+    "Why {p} {i}?",
+]
 # (template for the user turn, entity kind) — synthetic or documented test values only
 PII = [
     ("You can reach me at jane.doe@example.com if needed. My {p} {i}.", "EMAIL"),
