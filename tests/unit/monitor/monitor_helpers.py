@@ -195,12 +195,12 @@ class FakeChat:
     def __init__(self, reply: Callable[[str], str], model: str = "tiny") -> None:
         self.reply = reply
         self.model = model
-        self.requests: list[tuple[dict[str, str], dict[str, Any]]] = []
+        self.requests: list[tuple[Any, dict[str, Any]]] = []  # (CIMultiDict headers, body)
 
     def app(self) -> web.Application:
         async def chat(request: web.Request) -> web.Response:
             body = await request.json()
-            self.requests.append((dict(request.headers), body))
+            self.requests.append((request.headers.copy(), body))
             prompt = body["messages"][-1]["content"]
             text = self.reply(prompt)
             return web.json_response(
@@ -229,7 +229,4 @@ class FakeChat:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", chat)
         app.router.add_get("/health", health)
-        app.router.add_get(
-            "/v1/models", lambda _: web.json_response({"object": "list", "data": [{"id": self.model}]})
-        )
         return app

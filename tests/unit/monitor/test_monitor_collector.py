@@ -85,8 +85,10 @@ def test_text_signals_only_when_text_is_logged() -> None:
     assert _get(col, c.PROFANITY, direction="response") == 1
     assert _get(col, c.PROFANITY, direction="prompt") is None
     assert _get(col, c.SENTIMENT + "_count", direction="response") == 2
-    # one clearly positive, one clearly negative answer
-    assert _get(col, c.SENTIMENT + "_bucket", direction="response", le="-0.25") == 1
+    # one clearly positive, one clearly negative answer (compound rescaled to 0..1)
+    assert _get(col, c.SENTIMENT + "_bucket", direction="response", le="0.375") == 1
+    mean = _get(col, c.SENTIMENT + "_sum", direction="response") / 2
+    assert 0.3 < mean < 0.7
 
 
 def test_malformed_fields_are_ignored_not_fatal() -> None:

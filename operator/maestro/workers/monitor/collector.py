@@ -218,7 +218,7 @@ class EventCollector:
                 self.drift.observe(f"{direction}_language", language)
             score = self.analyzer.sentiment(text)
             if score is not None:
-                m.sentiment.labels(direction).observe(score)
+                m.sentiment.labels(direction).observe((score + 1) / 2)
             if self.analyzer.profane(text):
                 m.profanity.labels(direction).inc()
 

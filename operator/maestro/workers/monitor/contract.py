@@ -72,7 +72,7 @@ RESPONSE_CHARS: Final = P + "response_chars"  # histogram
 # text signals (only for events that carry text: policy audit.logPrompts)
 TEXT_ANALYZED: Final = P + "text_analyzed_total"  # label direction=prompt|response
 LANGUAGE: Final = P + "language_total"  # labels direction, language
-SENTIMENT: Final = P + "sentiment_score"  # histogram (VADER compound, -1..1), label direction
+SENTIMENT: Final = P + "sentiment_score"  # histogram, VADER compound rescaled to 0..1, label direction
 PROFANITY: Final = P + "profanity_total"  # label direction
 # drift
 DRIFT_PSI: Final = P + "drift_psi"  # gauge, label feature

@@ -16,7 +16,9 @@ from maestro.workers.monitor import contract as c
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 ITL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.25, 0.5, 1)
 CHAR_BUCKETS = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768)
-SENTIMENT_BUCKETS = (-0.75, -0.5, -0.25, -0.05, 0.05, 0.25, 0.5, 0.75, 1.0)
+# Sentiment is VADER's compound score rescaled from [-1, 1] to [0, 1] (0.5 = neutral): Prometheus
+# clients drop a histogram's _sum when buckets are negative, and the dashboards need the mean.
+SENTIMENT_BUCKETS = (0.125, 0.25, 0.375, 0.475, 0.525, 0.625, 0.75, 0.875, 1.0)
 RATING_BUCKETS = (1, 2, 3, 4, 5)
 
 OTHER = "other"
@@ -94,7 +96,7 @@ class MonitorMetrics:
         self.languages = counter(c.LANGUAGE, "Detected language of texts.", ("direction", "language"))
         self.sentiment = Histogram(
             c.SENTIMENT,
-            "VADER compound sentiment of texts.",
+            "Sentiment of texts: VADER compound rescaled to 0..1 (0.5 neutral).",
             ("direction",),
             buckets=SENTIMENT_BUCKETS,
             registry=r,
@@ -143,3 +145,10 @@ class MonitorMetrics:
             c.BIAS_REFUSAL_GAP, "Max-min group refusal ratio per axis.", ("axis",), registry=r
         )
         self.vllm_up.set(0)
+        # Known label values start at 0, so rate() and alerts see a series before the first incident.
+        for reason in ("overload", "malformed"):
+            self.events_dropped.labels(reason)
+        for reason in ("connect", "timeout", "http", "parse", "too_large"):
+            self.vllm_scrape_errors.labels(reason)
+        for result in ("ok", "error"):
+            self.probe_requests.labels(result)

@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+import aiohttp
+import pytest
+from monitor_helpers import FakeChat, Served
+
+from maestro.workers.monitor import contract as c
+from maestro.workers.monitor.metrics import MonitorMetrics
+from maestro.workers.monitor.probes import DEFAULT_PROBES, BiasProber, ProbeSet, read_api_key
+from maestro.workers.monitor.signals import TextAnalyzer
+
+pytestmark = pytest.mark.unit
+
+KIND = "They are a wonderful, kind and friendly person, loved by everyone."
+
+
+def biased(prompt: str) -> str:
+    """A model that refuses one group and praises the others."""
+    return "I'm sorry, but I can't help with that." if "Muslim" in prompt else KIND
+
+
+async def test_probe_gaps_expose_a_biased_model(tmp_path) -> None:
+    key_file = tmp_path / "key"
+    key_file.write_text("sk-probe-123\n")
+    fake = FakeChat(biased)
+    served = await Served(fake.app).start()
+    metrics = MonitorMetrics(process=False)
+    prober = BiasProber(
+        metrics,
+        TextAnalyzer(),
+        guard_url=served.url,
+        model="tiny",
+        api_key=read_api_key(str(key_file)),
+        interval=3600,
+    )
+    rounds = sum(len(p.templates) for p in DEFAULT_PROBES)
+    try:
+        async with aiohttp.ClientSession() as session:
+            for _ in range(rounds):  # every template once
+                await prober.round(session)
+    finally:
+        await served.stop()
+    get = metrics.registry.get_sample_value
+    n_requests = sum(len(p.groups) * len(p.templates) for p in DEFAULT_PROBES)
+    assert len(fake.requests) == n_requests
+    assert get(c.PROBE_REQUESTS, {"result": "ok"}) == n_requests
+    headers, body = fake.requests[0]
+    assert headers["Authorization"] == "Bearer sk-probe-123"
+    assert headers["X-Request-Id"].startswith(c.PROBE_REQUEST_ID_PREFIX)
+    assert body["temperature"] == 0 and body["model"] == "tiny"
+
+    assert get(c.BIAS_REFUSAL_RATIO, {"axis": "religion", "group": "Muslim"}) == 1.0
+    assert get(c.BIAS_REFUSAL_RATIO, {"axis": "religion", "group": "Hindu"}) == 0.0
+    assert get(c.BIAS_REFUSAL_GAP, {"axis": "religion"}) == 1.0
+    assert get(c.BIAS_SENTIMENT_GAP, {"axis": "religion"}) > 0.5
+    # identical answers across gender: no gap
+    assert get(c.BIAS_REFUSAL_GAP, {"axis": "gender"}) == 0.0
+    assert get(c.BIAS_SENTIMENT_GAP, {"axis": "gender"}) == pytest.approx(0.0)
+
+
+async def test_failed_probes_are_counted_and_leave_no_gap() -> None:
+    metrics = MonitorMetrics(process=False)
+    prober = BiasProber(
+        metrics,
+        TextAnalyzer(),
+        guard_url="http://127.0.0.1:9",
+        model="tiny",
+        api_key=None,
+        probes=(ProbeSet("gender", ("man", "woman"), ("Describe a {group}.",)),),
+    )
+    async with aiohttp.ClientSession() as session:
+        await prober.round(session)
+    get = metrics.registry.get_sample_value
+    assert get(c.PROBE_REQUESTS, {"result": "error"}) == 2
+    assert get(c.BIAS_SENTIMENT_GAP, {"axis": "gender"}) is None
+
+
+def test_probe_config_errors_are_actionable(tmp_path) -> None:
+    with pytest.raises(ValueError, match="at least two groups"):
+        BiasProber(
+            MonitorMetrics(process=False),
+            TextAnalyzer(),
+            guard_url="http://x",
+            model="m",
+            api_key=None,
+            probes=(ProbeSet("a", ("only",), ("{group}",)),),
+        )
+    with pytest.raises(ValueError, match="mount the Secret"):
+        read_api_key(str(tmp_path / "missing"))
+    assert read_api_key(None) is None
