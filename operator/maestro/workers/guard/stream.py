@@ -6,8 +6,9 @@ Modes, when the policy has output checks (PII on output or blocked terms/pattern
 - `window`: text is held per choice until `chars` accumulate, then the held text is scanned and all
   but the last `overlap` characters are released (redacted). The held-back tail is scanned again
   with the next window, so an e-mail split across two SSE chunks, or across a window edge, is still
-  seen whole. A match that straddles the release point moves the point before it. Matches longer
-  than `overlap` can leak their start: size `overlap` above the longest secret you care about.
+  seen whole. The release point never falls inside a word (an e-mail or key split across chunks
+  is held back whole), nor inside a match. Matches with spaces in them (card numbers, phone
+  numbers) longer than `overlap` can leak their start: size `overlap` above those.
 - `buffer`: the same with an infinite window: nothing is released before the upstream finishes.
 - `audit`: bytes pass through at once; the whole text is scanned at the end, and a block then can
   only be reported (an error event replaces `[DONE]`).
@@ -268,6 +269,12 @@ class StreamFilter:
             if h.kind == "blocked" or self.scanner.pii_action == "block":
                 self._block(h, out)
                 return
+        if not final and 0 < cut < len(text) and not text[cut].isspace() and not text[cut - 1].isspace():
+            # never release part of a word: most secrets (e-mails, keys, URLs) are one, and a
+            # half-seen one does not match yet
+            space = max(text.rfind(" ", 0, cut), text.rfind("\n", 0, cut))
+            if space >= 0:
+                cut = space + 1
         for h in hits:  # never split a match: hold it back whole
             if h.start < cut < h.end:
                 cut = h.start
