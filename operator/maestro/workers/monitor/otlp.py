@@ -62,7 +62,7 @@ class OtlpExporter:
         self.registry = registry
         self.served_model = served_model
         self.reader = PeriodicExportingMetricReader(
-            OTLPMetricExporter(endpoint=url, timeout=10), export_interval_millis=int(interval_s * 1000)
+            OTLPMetricExporter(endpoint=url, timeout=5), export_interval_millis=int(interval_s * 1000)
         )
         attrs: dict[str, Any] = {"service.name": service_name}
         if served_model:
@@ -153,5 +153,6 @@ class OtlpExporter:
         """Blocking: call from a thread when an event loop serves the collector."""
         return bool(self.provider.force_flush(timeout_ms))
 
-    def shutdown(self) -> None:
-        self.provider.shutdown()
+    def shutdown(self, timeout_ms: int = 3_000) -> None:
+        """Final export, bounded: an unreachable collector must not hold up pod termination."""
+        self.provider.shutdown(timeout_millis=timeout_ms)

@@ -96,6 +96,7 @@ class Monitor:
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
         self.port: int | None = None
+        self._stopped = False
 
     def _save_reference(self) -> None:
         path = self.settings.drift_reference_file
@@ -184,6 +185,9 @@ class Monitor:
         )
 
     async def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
