@@ -10,7 +10,8 @@ differences this module bridges (each one is a real 422 from the server otherwis
 - `exclusiveMinimum: n` (2020-12 form) becomes `minimum: n, exclusiveMinimum: true` (OpenAPI v3.0 form).
 - `uniqueItems` becomes `x-kubernetes-list-type: set` (uniqueItems is refused as quadratic).
 - defaults from `default_factory` are emitted too, and nested objects default to `{}` so the server fills
-  in their own defaults: `kubectl get -o yaml` shows every default the models would apply.
+  in their own defaults: `kubectl get -o yaml` shows every default the models would apply. Objects with
+  their own CEL rules get their full default instead (the server checks rules against defaults as written).
 """
 
 from __future__ import annotations
@@ -146,8 +147,16 @@ def _structural(node: dict[str, Any], defs: dict[str, Any], path: str) -> dict[s
 
     if "enum" in out and "type" not in out:
         out["type"] = "string"
-    if out.get("type") == "object" and "properties" in out and isinstance(out.get("default"), dict):
-        # nested defaults are applied by the server recursively; `{}` keeps the CRD readable
+    # Nested defaults are applied by the server recursively, so `{}` suffices and keeps the CRD
+    # readable, except where the object has its own CEL rules: the server checks those against
+    # the default as written, before nested defaulting ("no such key").
+    own_rules = any("oldSelf" not in r["rule"] for r in out.get("x-kubernetes-validations", []))
+    if (
+        out.get("type") == "object"
+        and "properties" in out
+        and isinstance(out.get("default"), dict)
+        and not own_rules
+    ):
         out["default"] = {}
     if "default" in out:
         out["default"] = _strip_nulls(out["default"])
