@@ -1,4 +1,4 @@
-"""`maestro crds generate|check|print`: keep crds/, the chart copy and docs/api.md in step with the models."""
+"""`maestro crds ...`: keep crds/, the chart copy and docs/api.md in step with the models."""
 
 from __future__ import annotations
 
@@ -82,6 +82,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="action", required=True)
     sub.add_parser("generate", help="write crds/, charts/maestro/crds/ and docs/api.md from the models")
     sub.add_parser("check", help="exit 1 and print a diff when the committed files differ from the models")
+    sub.add_parser("docs", help="write only docs/api.md")
     show = sub.add_parser("print", help="print one CRD (or all) to stdout")
     show.add_argument("kind", nargs="?", choices=sorted(BY_KIND), help="kind to print (default: all)")
     return p
@@ -111,6 +112,11 @@ def main(argv: list[str]) -> int:
             )
             return 1
         print("crds: generated files match the models", file=sys.stderr)
+        return 0
+    if args.action == "docs":
+        (root / API_DOC).parent.mkdir(parents=True, exist_ok=True)
+        (root / API_DOC).write_text(docgen.render(KINDS))
+        print(f"wrote {API_DOC}", file=sys.stderr)
         return 0
     kinds = [BY_KIND[args.kind]] if args.kind else list(KINDS)
     sys.stdout.write("---\n".join(crdgen.render(crdgen.crd(k)) for k in kinds))
