@@ -1,1 +1,1 @@
-"""status."""
+"""Conditions and status derivation: pure functions from observed child state to status fields."""

@@ -1,0 +1,432 @@
+"""LLMDeployment -> guard ConfigMap, Deployment (vLLM + guard + monitor), Service, NetworkPolicy,
+PodDisruptionBudget, autoscaler (HPA or KEDA ScaledObject) and ServiceMonitor.
+
+Replicas: the autoscaler targets the LLMDeployment's scale subresource, which writes
+`spec.replicas`; the Deployment copies it. So exactly one writer decides replicas, and the operator
+never fights an autoscaler over the child Deployment.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from maestro.api.deployment import DEFAULT_VLLM_IMAGE, LLMDeploymentSpec, ScalingMetric
+from maestro.builders import guard_config, pods
+from maestro.builders.meta import (
+    ANNOTATION_CONFIG_DIGEST,
+    ANNOTATION_POLICY,
+    LABEL_DEPLOYMENT,
+    child_name,
+    object_meta,
+)
+from maestro.builders.settings import Settings
+from maestro.workers.guard import contract as guard
+from maestro.workers.monitor import contract as monitor
+
+Obj = dict[str, Any]
+COMPONENT = "serving"
+VLLM_PORT = guard.UPSTREAM_PORT
+GUARD_PORT = guard.DEFAULT_PORT
+MONITOR_PORT = monitor.DEFAULT_PORT
+MODEL_ROOT = "/mnt/maestro/models"
+EVENTS_DIR = "/var/run/maestro"
+API_GROUP_VERSION = "llmops.dev/v1alpha1"
+
+#: HPA Pods-metric names (served by a Prometheus adapter) per scaling signal.
+HPA_METRICS = {
+    ScalingMetric.QUEUE_DEPTH: "vllm_num_requests_waiting",
+    ScalingMetric.KV_CACHE_USAGE: "vllm_kv_cache_usage_perc",
+    ScalingMetric.REQUESTS_PER_SECOND: "maestro_guard_requests_per_second",
+}
+#: PromQL per scaling signal for KEDA (per-replica average over the deployment's pods).
+KEDA_QUERIES = {
+    ScalingMetric.QUEUE_DEPTH: 'avg(vllm:num_requests_waiting{{namespace="{ns}",pod=~"{name}-.*"}})',
+    ScalingMetric.KV_CACHE_USAGE: 'avg(vllm:kv_cache_usage_perc{{namespace="{ns}",pod=~"{name}-.*"}})',
+    ScalingMetric.REQUESTS_PER_SECOND:
+        'sum(rate(maestro_guard_requests_total{{namespace="{ns}",pod=~"{name}-.*"}}[1m]))',
+}
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """The model to serve, after resolving trainingJobRef/uri (see reconcile.deployment)."""
+
+    uri: str
+    served_name: str
+    digest: str | None = None
+    #: LoRA adapters to load: served name -> uri.
+    adapters: dict[str, str] = field(default_factory=dict)
+    revision: str | None = None
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """Optional APIs present in the cluster."""
+
+    keda: bool = False
+    service_monitor: bool = False
+    prometheus_url: str = "http://prometheus-operated.monitoring.svc:9090"
+
+
+def deployment_name(owner: Obj) -> str:
+    return str(owner["metadata"]["name"])
+
+
+def config_map_name(owner: Obj) -> str:
+    return child_name(owner["metadata"]["name"], "guard")
+
+
+def metrics_service_name(owner: Obj) -> str:
+    return child_name(owner["metadata"]["name"], "metrics")
+
+
+def selector(owner: Obj) -> dict[str, str]:
+    return {LABEL_DEPLOYMENT: owner["metadata"]["name"]}
+
+
+def selector_string(owner: Obj) -> str:
+    return ",".join(f"{k}={v}" for k, v in selector(owner).items())
+
+
+def endpoint(owner: Obj) -> str:
+    meta = owner["metadata"]
+    return f"http://{deployment_name(owner)}.{meta['namespace']}.svc:{GUARD_PORT}/v1"
+
+
+class _Mounts:
+    """Collects volumes and the vLLM mounts for model sources on claims."""
+
+    def __init__(self) -> None:
+        self.volumes: list[Obj] = []
+        self.mounts: list[Obj] = []
+        self._claims: set[str] = set()
+
+    def local_path(self, uri: str) -> str:
+        """What vLLM is given for a model URI: a local path for pvc:// and file://, a hub id for hf://."""
+        if uri.startswith("pvc://"):
+            claim, path = pods.split_pvc_uri(uri)
+            if claim not in self._claims:
+                self._claims.add(claim)
+                vol = f"model-{len(self._claims)}"
+                self.volumes.append(pods.pvc_volume(vol, claim, read_only=True))
+                self.mounts.append({"name": vol, "mountPath": f"{MODEL_ROOT}/{claim}", "readOnly": True})
+            return f"{MODEL_ROOT}/{claim}/{path}".rstrip("/")
+        if uri.startswith("file://"):
+            return uri.removeprefix("file://")
+        if uri.startswith("hf://"):
+            return uri.removeprefix("hf://")
+        return uri  # s3://: vLLM streams it (runai streamer)
+
+
+def vllm_args(spec: LLMDeploymentSpec, model: ResolvedModel, mounts: _Mounts) -> list[str]:
+    rt = spec.runtime
+    args = [
+        mounts.local_path(model.uri),
+        "--host", "0.0.0.0",  # probes reach the pod IP; the NetworkPolicy admits only guard and metrics ports
+        "--port", str(VLLM_PORT),
+        "--served-model-name", model.served_name,
+        "--tensor-parallel-size", str(rt.tensor_parallel_size),
+        "--gpu-memory-utilization", f"{rt.gpu_memory_utilization:g}",
+        "--dtype", rt.dtype.value,
+    ]
+    if model.revision:
+        args += ["--revision", model.revision]
+    if model.uri.startswith("s3://"):
+        args += ["--load-format", "runai_streamer"]
+    if rt.max_model_len:
+        args += ["--max-model-len", str(rt.max_model_len)]
+    if rt.quantization:
+        args += ["--quantization", rt.quantization.value]
+    if rt.enforce_eager:
+        args.append("--enforce-eager")
+    if model.adapters:
+        args += ["--enable-lora", "--lora-modules"]
+        args += [f"{name}={mounts.local_path(uri)}" for name, uri in sorted(model.adapters.items())]
+        if rt.max_loras:
+            args += ["--max-loras", str(rt.max_loras)]
+    return [*args, *rt.extra_args]
+
+
+def build_config_map(owner: Obj, doc: Obj) -> Obj:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": object_meta(owner, config_map_name(owner), COMPONENT),
+        "data": {guard.CONFIG_FILE_NAME: guard_config.dumps(doc)},
+    }
+
+
+def _http_probe(path: str, port: int, *, period: int, failures: int, timeout: int = 5) -> Obj:
+    return {"httpGet": {"path": path, "port": port}, "periodSeconds": period, "failureThreshold": failures,
+            "timeoutSeconds": timeout}
+
+
+def build_deployment(
+    owner: Obj,
+    spec: LLMDeploymentSpec,
+    model: ResolvedModel,
+    doc: Obj,
+    settings: Settings,
+    *,
+    api_keys_secret: str | None = None,
+) -> Obj:
+    name = deployment_name(owner)
+    meta = object_meta(owner, name, COMPONENT, extra_labels=selector(owner))
+    mounts = _Mounts()
+    args = vllm_args(spec, model, mounts)
+    res = spec.resources
+    image = spec.runtime.image if spec.runtime.image != DEFAULT_VLLM_IMAGE else settings.vllm_image
+    vllm: Obj = {
+        "name": "vllm",
+        "image": image,
+        "command": ["vllm", "serve"],
+        "args": args,
+        "ports": [{"name": "vllm", "containerPort": VLLM_PORT}],
+        "env": [
+            {"name": "HOME", "value": "/tmp"},
+            {"name": "HF_HOME", "value": "/cache/huggingface"},
+            {"name": "XDG_CACHE_HOME", "value": "/cache"},
+            {"name": "VLLM_CACHE_ROOT", "value": "/cache/vllm"},
+        ],
+        "resources": pods.resource_requirements(
+            res, default_cpu="8" if res.gpus else "4", default_memory="64Gi" if res.gpus else "16Gi"),
+        # Large models take minutes to download and load: the startup probe allows 30 minutes before
+        # liveness takes over, so a slow first load is never killed (NIM #589, KServe #5634).
+        "startupProbe": _http_probe(guard.UPSTREAM_HEALTH_PATH, VLLM_PORT, period=10, failures=180),
+        "readinessProbe": _http_probe(guard.UPSTREAM_HEALTH_PATH, VLLM_PORT, period=10, failures=3),
+        "livenessProbe": _http_probe(guard.UPSTREAM_HEALTH_PATH, VLLM_PORT, period=15, failures=6, timeout=10),
+        "volumeMounts": [
+            {"name": "shm", "mountPath": "/dev/shm"},
+            {"name": "cache", "mountPath": "/cache"},
+            {"name": "tmp", "mountPath": "/tmp"},
+            *mounts.mounts,
+        ],
+        "securityContext": pods.container_security_context(),
+    }
+    if spec.model.credentials_secret_ref:
+        vllm["envFrom"] = [{"secretRef": {"name": spec.model.credentials_secret_ref.name}}]
+    guard_env = [
+        {"name": guard.CONFIG_ENV, "value": guard.DEFAULT_CONFIG},
+        {"name": guard.KEYS_DIR_ENV, "value": guard.DEFAULT_KEYS_DIR},
+        {"name": guard.UPSTREAM_ENV, "value": guard.DEFAULT_UPSTREAM},
+        {"name": guard.PORT_ENV, "value": str(GUARD_PORT)},
+        {"name": monitor.ENV_EVENTS_SOCKET, "value": monitor.DEFAULT_EVENTS_SOCKET},
+    ]
+    if spec.monitoring.otlp_endpoint:
+        guard_env.append({"name": guard.OTEL_ENDPOINT_ENV, "value": spec.monitoring.otlp_endpoint})
+    guard_mounts: list[Obj] = [
+        {"name": guard.POLICY_VOLUME, "mountPath": guard.DEFAULT_CONFIG_DIR, "readOnly": True},
+        {"name": "events", "mountPath": EVENTS_DIR},
+    ]
+    volumes: list[Obj] = [
+        pods.empty_dir("shm", medium="Memory", size=str(res.shared_memory or "8Gi")),
+        pods.empty_dir("cache"),
+        pods.empty_dir("tmp"),
+        pods.empty_dir("events"),
+        {"name": guard.POLICY_VOLUME, "configMap": {"name": config_map_name(owner)}},
+        *mounts.volumes,
+    ]
+    if api_keys_secret:
+        guard_mounts.append({"name": guard.KEYS_VOLUME, "mountPath": guard.DEFAULT_KEYS_DIR, "readOnly": True})
+        # optional: a missing Secret leaves the guard without keys, so it fails closed (401) instead of
+        # the pod never starting
+        volumes.append({"name": guard.KEYS_VOLUME, "secret": {"secretName": api_keys_secret, "optional": True}})
+    guard_container: Obj = {
+        "name": "guard",
+        "image": settings.sidecar_image,
+        "command": ["maestro", "guard"],
+        "env": guard_env,
+        "ports": [{"name": guard.PORT_NAME, "containerPort": GUARD_PORT}],
+        "readinessProbe": _http_probe(guard.READY_PATH, GUARD_PORT, period=5, failures=3),
+        "livenessProbe": _http_probe(guard.HEALTH_PATH, GUARD_PORT, period=10, failures=3),
+        "resources": {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"cpu": "2", "memory": "1Gi"}},
+        "volumeMounts": guard_mounts,
+        "securityContext": pods.container_security_context(read_only_root=True),
+    }
+    containers = [vllm, guard_container]
+    if spec.monitoring.enabled:
+        menv = monitor.sidecar_env(
+            served_model=model.served_name,
+            vllm_port=VLLM_PORT,
+            guard_port=GUARD_PORT,
+            port=MONITOR_PORT,
+            feedback_dir=monitor.DEFAULT_FEEDBACK_DIR if spec.monitoring.feedback else None,
+            otlp_endpoint=spec.monitoring.otlp_endpoint,
+            probes=spec.monitoring.bias_probes.enabled,
+            probe_interval=float(spec.monitoring.bias_probes.interval_seconds),
+        )
+        containers.append({
+            "name": "monitor",
+            "image": settings.sidecar_image,
+            "command": ["maestro", "monitor"],
+            "env": menv,
+            "ports": [{"name": "metrics", "containerPort": MONITOR_PORT}],
+            "readinessProbe": _http_probe(monitor.HEALTH_PATH, MONITOR_PORT, period=10, failures=3),
+            "livenessProbe": _http_probe(monitor.HEALTH_PATH, MONITOR_PORT, period=15, failures=3),
+            "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}},
+            "volumeMounts": [
+                {"name": "events", "mountPath": EVENTS_DIR},
+                {"name": "feedback", "mountPath": monitor.DEFAULT_FEEDBACK_DIR},
+            ],
+            "securityContext": pods.container_security_context(read_only_root=True),
+        })
+        volumes.append(pods.empty_dir("feedback"))
+    pod_spec: Obj = {
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": 60,
+        "securityContext": pods.pod_security_context(),
+        "containers": containers,
+        "volumes": volumes,
+    }
+    pods.apply_scheduling(pod_spec, res, settings)
+    template_annotations = {ANNOTATION_CONFIG_DIGEST: guard_config.config_digest(doc)}
+    if doc.get("name"):
+        template_annotations[ANNOTATION_POLICY] = str(doc["name"])
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": meta,
+        "spec": {
+            "replicas": spec.replicas,
+            "selector": {"matchLabels": selector(owner)},
+            # One GPU replica at a time and never above the desired count: rollouts must not need
+            # spare GPUs (KubeRay #1476).
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}},
+            "template": {
+                "metadata": {"labels": pods.pod_labels(meta["labels"], settings),
+                             "annotations": template_annotations},
+                "spec": pod_spec,
+            },
+        },
+    }
+
+
+def build_service(owner: Obj) -> Obj:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": object_meta(owner, deployment_name(owner), COMPONENT),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector(owner),
+            "ports": [{"name": "http", "port": GUARD_PORT, "targetPort": guard.PORT_NAME, "protocol": "TCP"}],
+        },
+    }
+
+
+def build_metrics_service(owner: Obj) -> Obj:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": object_meta(owner, metrics_service_name(owner), COMPONENT,
+                                extra_labels={"llmops.dev/metrics": "true"}),
+        "spec": {
+            "clusterIP": "None",
+            "selector": selector(owner),
+            "ports": [{"name": "metrics", "port": MONITOR_PORT, "targetPort": "metrics", "protocol": "TCP"}],
+        },
+    }
+
+
+def build_network_policy(owner: Obj, spec: LLMDeploymentSpec) -> Obj:
+    ports = [{"protocol": "TCP", "port": GUARD_PORT}]
+    if spec.monitoring.enabled:
+        ports.append({"protocol": "TCP", "port": MONITOR_PORT})
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": object_meta(owner, deployment_name(owner), COMPONENT),
+        "spec": {
+            "podSelector": {"matchLabels": selector(owner)},
+            "policyTypes": ["Ingress"],
+            "ingress": [{"ports": ports}],
+        },
+    }
+
+
+def wants_pdb(spec: LLMDeploymentSpec) -> bool:
+    floor = spec.autoscaling.min_replicas if spec.autoscaling and spec.autoscaling.enabled else spec.replicas
+    return max(floor, spec.replicas) > 1
+
+
+def build_pdb(owner: Obj) -> Obj:
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": object_meta(owner, deployment_name(owner), COMPONENT),
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector(owner)},
+                 "unhealthyPodEvictionPolicy": "AlwaysAllow"},
+    }
+
+
+def _scale_target(owner: Obj) -> Obj:
+    return {"apiVersion": API_GROUP_VERSION, "kind": "LLMDeployment", "name": owner["metadata"]["name"]}
+
+
+def build_autoscaler(owner: Obj, spec: LLMDeploymentSpec, caps: Capabilities) -> Obj | None:
+    """A KEDA ScaledObject when KEDA is installed, else an HPA; both target the LLMDeployment."""
+    a = spec.autoscaling
+    if a is None or not a.enabled:
+        return None
+    meta = object_meta(owner, deployment_name(owner), COMPONENT)
+    if caps.keda:
+        ns, name = owner["metadata"]["namespace"], owner["metadata"]["name"]
+        if a.metric == ScalingMetric.CPU:
+            trigger: Obj = {"type": "cpu", "metricType": "Utilization", "metadata": {"value": f"{a.target:g}"}}
+        else:
+            trigger = {"type": "prometheus", "metadata": {
+                "serverAddress": caps.prometheus_url,
+                "query": KEDA_QUERIES[a.metric].format(ns=ns, name=name),
+                "threshold": f"{a.target:g}",
+                # missing metrics must not read as zero load and scale a busy endpoint down (AIBrix #2591)
+                "ignoreNullValues": "false",
+            }}
+        return {
+            "apiVersion": "keda.sh/v1alpha1",
+            "kind": "ScaledObject",
+            "metadata": meta,
+            "spec": {
+                "scaleTargetRef": _scale_target(owner),
+                "minReplicaCount": a.min_replicas,
+                "maxReplicaCount": a.max_replicas,
+                "advanced": {"horizontalPodAutoscalerConfig": {"behavior": {
+                    "scaleDown": {"stabilizationWindowSeconds": a.scale_down_stabilization_seconds}}}},
+                "triggers": [trigger],
+            },
+        }
+    if a.metric == ScalingMetric.CPU:
+        metric: Obj = {"type": "Resource", "resource": {
+            "name": "cpu", "target": {"type": "Utilization", "averageUtilization": int(a.target)}}}
+    else:
+        metric = {"type": "Pods", "pods": {"metric": {"name": HPA_METRICS[a.metric]},
+                                           "target": {"type": "AverageValue", "averageValue": f"{a.target:g}"}}}
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": meta,
+        "spec": {
+            "scaleTargetRef": _scale_target(owner),
+            "minReplicas": max(1, a.min_replicas),  # an HPA cannot scale to zero; KEDA can
+            "maxReplicas": a.max_replicas,
+            "metrics": [metric],
+            "behavior": {"scaleDown": {"stabilizationWindowSeconds": a.scale_down_stabilization_seconds}},
+        },
+    }
+
+
+def build_service_monitor(owner: Obj, spec: LLMDeploymentSpec, caps: Capabilities) -> Obj | None:
+    if not (caps.service_monitor and spec.monitoring.enabled and spec.monitoring.service_monitor):
+        return None
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "ServiceMonitor",
+        "metadata": object_meta(owner, deployment_name(owner), COMPONENT),
+        "spec": {
+            "selector": {"matchLabels": {"llmops.dev/metrics": "true", **{
+                k: v for k, v in object_meta(owner, "", COMPONENT)["labels"].items()
+                if k in ("llmops.dev/owner-kind", "llmops.dev/owner-name")}}},
+            "endpoints": [{"port": "metrics", "path": monitor.METRICS_PATH, "interval": "30s"}],
+        },
+    }

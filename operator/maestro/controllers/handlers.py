@@ -1,0 +1,222 @@
+"""Kopf wiring: watch events feed the cache and the work queue; the queue runs the reconciles.
+
+Only `on.event` handlers are used for the Maestro kinds: Kopf then stores nothing on the objects
+(no annotations, no finalizers), every watch event (including the initial listing after a restart)
+simply enqueues the object, and the reconcile decides from the current state what to do. That makes
+the operator level-based and restart-safe by construction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Hashable
+from typing import Any
+
+import kopf
+from aiohttp import web
+
+from maestro.api import GROUP, VERSION
+from maestro.builders.meta import LABEL_MANAGED_BY, LABEL_OWNER_KIND, LABEL_OWNER_NAME, MANAGED_BY
+from maestro.builders.serving import Capabilities
+from maestro.controllers import metrics, state
+from maestro.controllers.config import OperatorConfig
+from maestro.controllers.progress import progress_app
+from maestro.controllers.queue import WorkQueue, quiet
+from maestro.k8s import ApiError, Kube
+from maestro.reconcile import dataset, deployment, policy, training
+from maestro.reconcile.context import Context, InvalidObject, Result
+from maestro.reconcile.store import DATASET, DEPLOYMENT, KINDS, POLICY, TRAINING, Store
+
+log = logging.getLogger("maestro")
+quiet(ApiError)
+
+RECONCILERS = {
+    DATASET: dataset.reconcile,
+    TRAINING: training.reconcile,
+    DEPLOYMENT: deployment.reconcile,
+    POLICY: policy.reconcile,
+}
+PLURALS = {DATASET: "llmdatasets", TRAINING: "llmtrainingjobs", DEPLOYMENT: "llmdeployments", POLICY: "llmpolicies"}
+API_VERSION = f"{GROUP}/{VERSION}"
+
+
+async def process(key: Hashable) -> float | None:
+    rt = state.runtime()
+    assert rt is not None and isinstance(key, tuple)
+    kind, ns, name = key
+    obj = rt.ctx.store.get(kind, ns, name)
+    if obj is None or (obj.get("metadata") or {}).get("deletionTimestamp"):
+        return None
+    t0 = time.perf_counter()
+    try:
+        result: Result = await RECONCILERS[kind](rt.ctx, obj)
+    except InvalidObject:
+        metrics.RECONCILE_TOTAL.labels(kind, "error").inc()
+        return None
+    except Exception:
+        metrics.RECONCILE_TOTAL.labels(kind, "error").inc()
+        raise
+    finally:
+        metrics.RECONCILE_DURATION.labels(kind).observe(time.perf_counter() - t0)
+    metrics.RECONCILE_TOTAL.labels(kind, "requeue" if result.requeue_after else "ok").inc()
+    current = rt.ctx.store.get(kind, ns, name)
+    if current is not None:
+        metrics.observe_status(current)
+    return result.requeue_after
+
+
+def _enqueue(*keys: tuple[str, str, str]) -> None:
+    rt = state.runtime()
+    if rt is None:
+        return
+    for key in keys:
+        rt.queue.add(key)
+
+
+async def _capabilities(kube: Kube) -> Capabilities:
+    keda, sm = await asyncio.gather(kube.crd_exists("scaledobjects.keda.sh"),
+                                    kube.crd_exists("servicemonitors.monitoring.coreos.com"))
+    return Capabilities(keda=keda, service_monitor=sm)
+
+
+async def _resync(rt: state.Runtime) -> None:
+    """Every resync period: re-detect optional APIs, forget apply fingerprints, requeue everything."""
+    while True:
+        await asyncio.sleep(rt.config.resync_seconds)
+        try:
+            rt.ctx.caps = await _capabilities(rt.ctx.kube)
+        except ApiError as exc:
+            log.warning("Capability detection failed: %s", exc)
+        rt.ctx.applied.clear()
+        for obj in list(rt.ctx.store.all()):
+            meta = obj["metadata"]
+            rt.queue.add((obj["kind"], meta["namespace"], meta["name"]))
+
+
+_servers: list[web.AppRunner] = []
+_background: list[asyncio.Task[None]] = []
+
+
+async def _serve(app: web.Application, port: int) -> None:
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "0.0.0.0", port, reuse_address=True).start()
+    _servers.append(runner)
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any) -> None:
+    cfg = OperatorConfig.from_env()
+    settings.posting.level = logging.WARNING
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.reconnect_backoff = 1.0
+    settings.networking.request_timeout = 30
+    if cfg.webhook:
+        from maestro.controllers import webhook
+
+        webhook.configure(settings, cfg)
+    kube = Kube(max_connections=max(32, cfg.workers * 2))
+    store = Store()
+    # Prime the cache before the first reconcile, so no object is judged against a half-known world
+    # (e.g. a deployment reconciled before the policy that governs it was seen).
+    for kind in KINDS:
+        for obj in await kube.list(API_VERSION, kind):
+            store.put(obj)
+    ctx = Context(kube=kube, settings=cfg.settings, store=store, caps=await _capabilities(kube))
+    queue = WorkQueue(process, workers=cfg.workers)
+    rt = state.Runtime(config=cfg, ctx=ctx, queue=queue)
+    state.set_runtime(rt)
+    metrics.register_objects(state.store)
+    queue.start()
+    for obj in list(store.all()):
+        queue.add((obj["kind"], obj["metadata"]["namespace"], obj["metadata"]["name"]))
+    if cfg.metrics_port:
+        await _serve(metrics.health_app(lambda: bool(state.runtime() and state.runtime().ready)), cfg.metrics_port)  # type: ignore[union-attr]
+    if cfg.progress_port:
+        await _serve(progress_app(kube, cfg.settings.progress_audience), cfg.progress_port)
+    _background.append(asyncio.create_task(_resync(rt)))
+    rt.ready = True
+    logger.info("Maestro started: %d objects cached, %d workers, local executor %s",
+                sum(store.count(k) for k in KINDS), cfg.workers, "on" if cfg.settings.local_executor else "off")
+
+
+@kopf.on.cleanup()
+async def cleanup(**_: Any) -> None:
+    rt = state.runtime()
+    for task in _background:
+        task.cancel()
+    _background.clear()
+    for runner in _servers:
+        await runner.cleanup()
+    _servers.clear()
+    if rt is not None:
+        await rt.queue.stop()
+        await rt.ctx.kube.close()
+    state.set_runtime(None)
+
+
+def _maestro_event(kind: str) -> None:
+    @kopf.on.event(GROUP, VERSION, PLURALS[kind], id=f"{PLURALS[kind]}-event")
+    async def on_event(event: kopf.RawEvent, **_: Any) -> None:
+        rt = state.runtime()
+        if rt is None:
+            return
+        obj: dict[str, Any] = dict(event["object"])
+        obj.setdefault("kind", kind)
+        obj.setdefault("apiVersion", API_VERSION)
+        meta = obj.get("metadata") or {}
+        ns, name = meta.get("namespace", ""), meta.get("name", "")
+        store = rt.ctx.store
+        if event.get("type") == "DELETED":
+            store.remove(kind, ns, name)
+            rt.ctx.forget(meta.get("uid", ""))
+            metrics.forget(obj)
+            _enqueue(*store.dependents(kind, ns, name), *store.policies_for(kind, ns, name))
+            return
+        previous = store.get(kind, ns, name)
+        if not store.put(obj):
+            return  # older than what a status write already told us
+        _enqueue((kind, ns, name))
+        if previous is None or _observable(previous) != _observable(obj):
+            _enqueue(*store.dependents(kind, ns, name))
+        if previous is None and kind != POLICY:
+            _enqueue(*store.policies_for(kind, ns, name))
+
+
+def _observable(obj: dict[str, Any]) -> tuple[Any, ...]:
+    """What dependents read of an object: its spec, labels and status."""
+    meta = obj.get("metadata") or {}
+    return (meta.get("generation"), meta.get("labels"), obj.get("status"))
+
+
+for _kind in KINDS:
+    _maestro_event(_kind)
+
+
+def _owner_key(obj: dict[str, Any]) -> tuple[str, str, str] | None:
+    meta = obj.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    kind, name = labels.get(LABEL_OWNER_KIND), labels.get(LABEL_OWNER_NAME)
+    if kind not in RECONCILERS or not name:
+        return None
+    return (kind, meta.get("namespace", ""), name)
+
+
+@kopf.on.event("batch", "v1", "jobs", labels={LABEL_MANAGED_BY: MANAGED_BY}, id="jobs-event")
+@kopf.on.event("apps", "v1", "deployments", labels={LABEL_MANAGED_BY: MANAGED_BY}, id="deployments-event")
+async def on_child_event(event: kopf.RawEvent, **_: Any) -> None:
+    """A child changed: its owner's status may have to follow (and a deleted child be re-created)."""
+    obj = event["object"]
+    key = _owner_key(obj)
+    if key is None:
+        return
+    rt = state.runtime()
+    if rt is None:
+        return
+    if event.get("type") == "DELETED":
+        for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
+            rt.ctx.forget(ref.get("uid", ""))
+    rt.queue.add(key)

@@ -1,0 +1,118 @@
+"""The validating webhook: spec checks and LLMPolicy admission rules at `kubectl apply` time.
+
+Rejections name the field or the policy rule. The webhook is a fast-feedback layer with
+failurePolicy Ignore: reconcile enforces the same rules again, so an operator that is down never
+blocks the API, and a policy created later still takes effect (condition PolicyAdmitted=False).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import kopf
+from pydantic import ValidationError
+
+from maestro.api import GROUP, VERSION, LLMDatasetSpec, LLMDeploymentSpec, LLMPolicySpec, LLMTrainingJobSpec
+from maestro.controllers import state
+from maestro.controllers.certs import write_self_signed
+from maestro.controllers.config import OperatorConfig
+from maestro.reconcile import admission
+
+MANAGED_NAME = "validate.llmops.dev"
+
+SPECS: dict[str, type[Any]] = {
+    "LLMDataset": LLMDatasetSpec,
+    "LLMTrainingJob": LLMTrainingJobSpec,
+    "LLMDeployment": LLMDeploymentSpec,
+    "LLMPolicy": LLMPolicySpec,
+}
+
+
+def _spec_errors(kind: str, spec: dict[str, Any]) -> str | None:
+    try:
+        SPECS[kind].model_validate(spec)
+    except ValidationError as exc:
+        parts = []
+        for err in exc.errors()[:5]:
+            loc = ".".join(str(p) for p in err.get("loc", ()))
+            parts.append(f"spec.{loc}: {err.get('msg')}" if loc else f"spec: {err.get('msg')}")
+        return "; ".join(parts)
+    return None
+
+
+def validate(body: dict[str, Any]) -> str | None:
+    """Why `body` must be rejected, or None. Shared by the Kopf handlers below and the tests."""
+    kind = body.get("kind", "")
+    problem = _spec_errors(kind, body.get("spec") or {})
+    if problem:
+        return problem
+    store = state.store()
+    if store is None or kind == "LLMPolicy":
+        return None
+    policies, missing = admission.governing_policies(store, body)
+    violations = admission.check(body, policies, store)
+    if violations:
+        return "; ".join(map(str, violations))
+    return None
+
+
+def _handler(plural: str) -> None:
+    @kopf.on.validate(GROUP, VERSION, plural, id=f"{plural}", operations=["CREATE", "UPDATE"],
+                      ignore_failures=True)
+    async def check(body: kopf.Body, **_: Any) -> None:
+        raw = {"apiVersion": body.get("apiVersion"), "kind": body.get("kind"),
+               "metadata": dict(body.get("metadata") or {}), "spec": dict(body.get("spec") or {})}
+        problem = validate(_plain(raw))
+        if problem:
+            raise kopf.AdmissionError(problem, code=422)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict) or hasattr(value, "items"):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+for _plural in ("llmdatasets", "llmtrainingjobs", "llmdeployments", "llmpolicies"):
+    _handler(_plural)
+
+
+class ServiceWebhookServer(kopf.WebhookServer):
+    """Serves locally, but tells the apiserver to call it through the operator's Service."""
+
+    def __init__(self, *, service_namespace: str, service_name: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.service_namespace = service_namespace
+        self.service_name = service_name
+
+    async def __call__(self, fn: Any) -> AsyncIterator[Any]:
+        async for config in super().__call__(fn):
+            out: dict[str, Any] = {"service": {"namespace": self.service_namespace, "name": self.service_name,
+                                               "port": self.port, "path": self.path or ""}}
+            if config.get("caBundle"):
+                out["caBundle"] = config["caBundle"]
+            yield out
+
+
+def configure(settings: kopf.OperatorSettings, cfg: OperatorConfig) -> None:
+    """Serve the webhook with a fresh self-signed cert and let Kopf manage its configuration object."""
+    cert_dir = Path(cfg.webhook_cert_dir or tempfile.mkdtemp(prefix="maestro-webhook-"))
+    hosts = [h for h in [cfg.webhook_host, "localhost", "127.0.0.1"] if h]
+    if cfg.webhook_service:
+        ns, _, name = cfg.webhook_service.partition("/")
+        hosts = [f"{name}.{ns}.svc", f"{name}.{ns}.svc.cluster.local", *hosts]
+        cert, key = write_self_signed(cert_dir, hosts)
+        settings.admission.server = ServiceWebhookServer(
+            service_namespace=ns, service_name=name, addr=cfg.webhook_addr, port=cfg.webhook_port,
+            certfile=str(cert), pkeyfile=str(key))
+    else:
+        cert, key = write_self_signed(cert_dir, hosts)
+        settings.admission.server = kopf.WebhookServer(
+            addr=cfg.webhook_addr, port=cfg.webhook_port, host=cfg.webhook_host or "127.0.0.1",
+            certfile=str(cert), pkeyfile=str(key))
+    settings.admission.managed = MANAGED_NAME

@@ -1,0 +1,59 @@
+"""What every reconcile gets: the API client, settings, the cache, and its result type."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from maestro.builders.serving import Capabilities
+from maestro.builders.settings import Settings
+from maestro.k8s import Kube
+from maestro.k8s.events import post_event
+from maestro.reconcile.store import Store
+from maestro.status.conditions import Cond
+
+Obj = dict[str, Any]
+
+
+@dataclass
+class Result:
+    """What the caller should do next: nothing, or run this reconcile again after a delay."""
+
+    requeue_after: float | None = None
+    #: The phase after this reconcile (for metrics).
+    phase: str | None = None
+
+
+class InvalidObject(Exception):
+    """The object's spec does not parse; nothing will change until someone edits it."""
+
+
+@dataclass
+class Context:
+    kube: Kube
+    settings: Settings
+    store: Store
+    caps: Capabilities = field(default_factory=Capabilities)
+    #: owner uid -> digest of the children last applied (skip no-op applies on status-only events).
+    applied: dict[str, str] = field(default_factory=dict)
+    #: Called for every condition transition (defaults to posting a Kubernetes Event).
+    on_transition: Callable[[Obj, Cond], Awaitable[None]] | None = None
+    #: Retry interval for waits that no watch event ends (a missing claim, a Secret).
+    poll_seconds: float = 30.0
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    async def record(self, obj: Obj, c: Cond) -> None:
+        if self.on_transition is not None:
+            await self.on_transition(obj, c)
+            return
+        # Events are best effort and off the reconcile's critical path.
+        task = asyncio.ensure_future(post_event(
+            self.kube, obj, type_="Warning" if c.warning else "Normal", reason=c.reason,
+            message=f"{c.type}={c.status}: {c.message}" if c.message else f"{c.type}={c.status}"))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def forget(self, uid: str) -> None:
+        self.applied.pop(uid, None)

@@ -1,0 +1,79 @@
+"""What an apps/v1 Deployment and its pods say about a serving endpoint.
+
+Ready means the rollout of the current template finished and every desired replica is available:
+never Ready while the Deployment is still progressing or a pod crash-loops (KServe #1859, #4626).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from maestro.api.conditions import Reason
+
+Obj = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RolloutView:
+    desired: int
+    replicas: int
+    ready: int
+    available: int
+    updated: int
+    rolled_out: bool
+    #: A reason (CrashLoopBackOff, ImagePullFailed, ...) when a pod is stuck, with its message.
+    stuck_reason: str = ""
+    stuck_message: str = ""
+    #: The Deployment's pod-template annotations (which guard config is rolled out).
+    template_annotations: dict[str, str] | None = None
+
+    @property
+    def complete(self) -> bool:
+        return self.rolled_out and self.available >= self.desired and self.updated >= self.desired
+
+
+def view(deployment: Obj | None, pods: list[Obj] | None = None) -> RolloutView | None:
+    if deployment is None:
+        return None
+    spec = deployment.get("spec") or {}
+    st = deployment.get("status") or {}
+    desired = int(spec.get("replicas", 1))
+    generation = int((deployment.get("metadata") or {}).get("generation", 0))
+    observed = int(st.get("observedGeneration", 0))
+    rolled_out = observed >= generation and int(st.get("updatedReplicas", 0)) >= desired and int(
+        st.get("replicas", 0)) <= desired
+    reason, message = stuck(pods or [])
+    annotations = ((spec.get("template") or {}).get("metadata") or {}).get("annotations") or {}
+    return RolloutView(
+        desired=desired,
+        replicas=int(st.get("replicas", 0)),
+        ready=int(st.get("readyReplicas", 0)),
+        available=int(st.get("availableReplicas", 0)),
+        updated=int(st.get("updatedReplicas", 0)),
+        rolled_out=rolled_out,
+        stuck_reason=reason,
+        stuck_message=message,
+        template_annotations=dict(annotations),
+    )
+
+
+_PULL = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName"}
+
+
+def stuck(pods: list[Obj]) -> tuple[str, str]:
+    """The first container that cannot make progress, as (reason, message naming the container)."""
+    for pod in pods:
+        name = (pod.get("metadata") or {}).get("name", "")
+        for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+            waiting = (cs.get("state") or {}).get("waiting") or {}
+            why = waiting.get("reason", "")
+            if why in _PULL:
+                return Reason.IMAGE_PULL_FAILED, f"pod {name} container {cs.get('name')}: {why}: " + str(
+                    waiting.get("message", ""))[:500]
+            if why == "CrashLoopBackOff":
+                last = (cs.get("lastState") or {}).get("terminated") or {}
+                detail = last.get("message") or last.get("reason") or waiting.get("message", "")
+                return Reason.CRASH_LOOP, (f"pod {name} container {cs.get('name')} keeps crashing "
+                                           f"(exit {last.get('exitCode', '?')}): {str(detail)[:500]}")
+    return "", ""
