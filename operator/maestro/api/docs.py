@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from maestro.api.common import API_VERSION, KindModel
+from maestro.api.conditions import PERMANENT, RETRIABLE, ConditionType, Reason
 from maestro.api.crd import crd
 
 
@@ -135,4 +136,27 @@ def render(kinds: tuple[type[KindModel], ...]) -> str:
     lines.append("")
     for kind in kinds:
         lines += kind_section(kind)
+    lines += conditions_section()
     return "\n".join(lines).rstrip() + "\n"
+
+
+def conditions_section() -> list[str]:
+    """Condition types and reasons: alerts and GitOps health checks key on these strings."""
+    lines = [
+        "## Conditions and reasons",
+        "",
+        "Every kind reports `Ready`; the other types say which step is done or blocked: "
+        + ", ".join(f"`{t.value}`" for t in ConditionType)
+        + ". Each condition carries `observedGeneration`.",
+        "",
+        "A *retriable* reason clears by itself once something outside the object changes (a dependency "
+        "becomes Ready, capacity frees up); a *permanent* one needs a spec change; *settled* ones are "
+        "healthy.",
+        "",
+        "| Reason | Class |",
+        "|---|---|",
+    ]
+    for reason in Reason:
+        kind = "retriable" if reason in RETRIABLE else "permanent" if reason in PERMANENT else "settled"
+        lines.append(f"| `{reason.value}` | {kind} |")
+    return [*lines, ""]
