@@ -1,0 +1,205 @@
+"""The contract between the LLMDataset builder/reconciler and the data worker (`maestro data validate`).
+
+Both sides import this module, so the env names, exit codes and the termination-message shape are
+defined exactly once. Stdlib only: the operator imports it without pulling numpy or pyarrow.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, NotRequired, TypedDict
+
+# --- environment -----------------------------------------------------------------------------------
+
+#: The LLMDataset `.spec`, camelCase JSON (the worker also accepts `--spec FILE`).
+ENV_SPEC = "MAESTRO_SPEC"
+#: Where versioned outputs go: `<dir>/<version>/{train,validation}.jsonl, report.json, report.html}`.
+ENV_OUTPUT_DIR = "MAESTRO_OUTPUT_DIR"
+DEFAULT_OUTPUT_DIR = "/mnt/maestro/output"
+#: Prefix the worker puts in front of `<version>/` for `artifact.uri` (e.g. `pvc://claim/datasets/`).
+#: Unset: `file://<output dir>/`.
+ENV_ARTIFACT_PREFIX = "MAESTRO_ARTIFACT_PREFIX"
+#: Kubernetes reads the container's termination message from here (≤ 4 KiB).
+ENV_TERMINATION_PATH = "MAESTRO_TERMINATION_PATH"
+DEFAULT_TERMINATION_PATH = "/dev/termination-log"
+#: `pvc://claim/path` sources are read from `<root>/<claim>/path`; the builder mounts claims there.
+ENV_PVC_ROOT = "MAESTRO_PVC_ROOT"
+DEFAULT_PVC_ROOT = "/mnt/maestro/source"
+#: Keys the worker reads from `source.credentialsSecretRef` (mount the Secret with `envFrom`).
+#: s3:// uses the AWS names (AWS_ENDPOINT_URL points at MinIO & co.); https:// sends
+#: `Authorization: Bearer $MAESTRO_SOURCE_TOKEN` (or `HF_TOKEN`) when set.
+SOURCE_CREDENTIAL_KEYS = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_REGION",
+    "AWS_ENDPOINT_URL",
+    "MAESTRO_SOURCE_TOKEN",
+    "HF_TOKEN",
+)
+
+#: The container command the builder renders; the worker reads everything else from env.
+COMMAND = ("maestro", "data", "validate")
+
+# --- exit codes ------------------------------------------------------------------------------------
+
+EXIT_OK = 0
+#: An unexpected bug in the worker (uncaught exception); retrying will not help either.
+EXIT_INTERNAL = 1
+#: The source or the spec is wrong (malformed records, checksum mismatch, unknown format): permanent.
+EXIT_BAD_INPUT = 2
+#: The data was processed but at least one quality gate failed: permanent until the data changes.
+EXIT_GATES_FAILED = 3
+#: Reading the source or writing outputs failed (network, permissions, disk full): retriable.
+EXIT_IO_ERROR = 4
+
+EXIT_REASONS = {
+    EXIT_OK: "Succeeded",
+    EXIT_INTERNAL: "InternalError",
+    EXIT_BAD_INPUT: "InvalidInput",
+    EXIT_GATES_FAILED: "GatesFailed",
+    EXIT_IO_ERROR: "IOError",
+}
+RETRIABLE_EXIT_CODES = frozenset({EXIT_IO_ERROR})
+
+#: PII entity names shared with the guard and the API enum.
+PII_ENTITIES = (
+    "EMAIL",
+    "PHONE",
+    "CREDIT_CARD",
+    "IBAN",
+    "US_SSN",
+    "IPV4",
+    "IPV6",
+    "API_KEY",
+    "PRIVATE_KEY",
+    "URL_CREDENTIALS",
+    "PERSON",
+    "LOCATION",
+)
+
+MAX_SUMMARY_BYTES = 4096
+
+
+# --- termination summary ---------------------------------------------------------------------------
+
+
+class RecordCounts(TypedDict):
+    total: int  # records read, valid or not
+    kept: int  # train + validation
+    duplicates: int  # exact duplicates (after normalization) removed
+    nearDuplicates: int  # MinHash-LSH near duplicates removed
+    piiRedacted: int  # kept records with at least one redaction
+    piiByType: dict[str, int]  # findings per entity over all scanned records
+    filtered: int  # dropped by filters (length, language, quality, profanity, PII drop)
+    invalid: int  # records that failed the schema mapping
+    train: int
+    validation: int
+
+
+class LengthStats(TypedDict):
+    p50: int
+    p95: int
+    max: int
+
+
+class Stats(TypedDict, total=False):
+    languages: dict[str, float]  # language code -> share of kept records
+    lengthChars: LengthStats
+    profanityRate: float
+    distinct1: float
+    distinct2: float
+
+
+class Gate(TypedDict):
+    name: str
+    passed: bool
+    value: float | int | None
+    threshold: float | int | None
+
+
+class Artifact(TypedDict):
+    uri: str
+    reportUri: str
+
+
+class Summary(TypedDict):
+    version: str | None  # "sha256-<hex>" content digest of the processed output; None before output
+    passed: bool
+    exitCode: int
+    records: RecordCounts
+    stats: Stats
+    gates: list[Gate]
+    artifact: Artifact | None
+    reason: NotRequired[str]  # one line, present when passed is False
+    sourceSha256: NotRequired[str]
+
+
+_REQUIRED = ("version", "passed", "exitCode", "records", "stats", "gates", "artifact")
+
+
+def parse_summary(text: str) -> Summary:
+    """Parse a termination message into a Summary; raise ValueError naming what is wrong.
+
+    Kubernetes may show the tail of the container log instead of the file when the worker died
+    early, so the operator must expect garbage here and fall back to the exit code.
+    """
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"termination message is not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValueError("termination message is not a JSON object")
+    missing = [k for k in _REQUIRED if k not in data]
+    if missing:
+        raise ValueError(f"termination message lacks {', '.join(missing)}")
+    if not isinstance(data["records"], dict) or not isinstance(data["gates"], list):
+        raise ValueError("termination message: records must be an object and gates a list")
+    for gate in data["gates"]:
+        if not isinstance(gate, dict) or "name" not in gate or "passed" not in gate:
+            raise ValueError(f"termination message: malformed gate {gate!r}")
+    summary: Summary = data  # type: ignore[assignment]
+    return summary
+
+
+def dump_summary(summary: Summary | dict[str, Any]) -> str:
+    """Serialize compactly, shrinking optional detail until it fits in MAX_SUMMARY_BYTES."""
+    data: dict[str, Any] = json.loads(json.dumps(summary))
+    text = _compact(data)
+    if len(text.encode()) <= MAX_SUMMARY_BYTES:
+        return text
+    stats = data.get("stats") or {}
+    # drop the least useful detail first; what the operator writes to status stays
+    for key in list(stats):
+        if key not in ("languages", "lengthChars"):
+            stats.pop(key)
+            text = _compact(data)
+            if len(text.encode()) <= MAX_SUMMARY_BYTES:
+                return text
+    langs = stats.get("languages")
+    if isinstance(langs, dict) and len(langs) > 5:
+        top = sorted(langs.items(), key=lambda kv: -kv[1])[:5]
+        stats["languages"] = dict(top)
+        text = _compact(data)
+        if len(text.encode()) <= MAX_SUMMARY_BYTES:
+            return text
+    for gate in data.get("gates", []):
+        gate["name"] = str(gate.get("name", ""))[:48]
+    if "reason" in data:
+        data["reason"] = str(data["reason"])[:300]
+    text = _compact(data)
+    if len(text.encode()) <= MAX_SUMMARY_BYTES:
+        return text
+    failed = [g for g in data.get("gates", []) if not g.get("passed")]
+    data["gates"] = failed[:20]
+    data["gatesTruncated"] = True
+    text = _compact(data)
+    if len(text.encode()) > MAX_SUMMARY_BYTES:  # pathological; keep the parseable core
+        data["stats"] = {}
+        data["gates"] = data["gates"][:5]
+        text = _compact(data)
+    return text
+
+
+def _compact(data: dict[str, Any]) -> str:
+    return json.dumps(data, separators=(",", ":"), sort_keys=False)

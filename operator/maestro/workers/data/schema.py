@@ -1,0 +1,149 @@
+"""Map raw rows (JSON objects, CSV rows, Parquet rows, text lines) onto the three record shapes.
+
+A mapped record is a `Record`: the kind, the roles (chat only) and the text fields in order. Every
+later stage works on `texts`; `to_json` rebuilds the normalized output line. A row that does not fit
+raises `RecordError` naming the field, and the pipeline adds the line number.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from maestro.workers.data.errors import InputError
+
+KINDS = ("chat", "prompt-completion", "text")
+ROLES = frozenset({"system", "user", "assistant", "tool", "developer"})
+
+
+class RecordError(ValueError):
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+@dataclass(frozen=True)
+class FieldMap:
+    kind: str
+    messages: str = "messages"
+    role: str = "role"
+    content: str = "content"
+    prompt: str = "prompt"
+    completion: str = "completion"
+    text: str = "text"
+
+    @classmethod
+    def from_spec(cls, schema: Mapping[str, Any] | None) -> FieldMap:
+        """`spec.schema`: `type` plus optional `<name>Field` overrides (e.g. `promptField: question`)."""
+        schema = schema or {}
+        kind = schema.get("type") or "auto"
+        if kind not in (*KINDS, "auto"):
+            raise InputError(f"spec.schema.type {kind!r} is not one of {', '.join(KINDS)}")
+        names = {}
+        for attr in ("messages", "role", "content", "prompt", "completion", "text"):
+            value = schema.get(f"{attr}Field") or (schema.get("fields") or {}).get(attr)
+            if value:
+                names[attr] = str(value)
+        return cls(kind=kind, **names)
+
+    def infer(self, row: Any) -> FieldMap:
+        """Resolve `auto` from the first row's keys."""
+        if self.kind != "auto":
+            return self
+        if isinstance(row, str):
+            kind = "text"
+        elif isinstance(row, Mapping) and self.messages in row:
+            kind = "chat"
+        elif isinstance(row, Mapping) and self.prompt in row and self.completion in row:
+            kind = "prompt-completion"
+        elif isinstance(row, Mapping) and self.text in row:
+            kind = "text"
+        else:
+            keys = sorted(row)[:8] if isinstance(row, Mapping) else type(row).__name__
+            raise InputError(
+                f"cannot infer spec.schema.type from the first record (keys {keys}); set it to chat, "
+                "prompt-completion or text, and name the fields if they differ"
+            )
+        return FieldMap(kind, self.messages, self.role, self.content, self.prompt, self.completion, self.text)
+
+
+class Record:
+    __slots__ = ("kind", "roles", "texts")
+
+    def __init__(self, kind: str, roles: tuple[str, ...] | None, texts: list[str]) -> None:
+        self.kind = kind
+        self.roles = roles
+        self.texts = texts
+
+    def to_obj(self) -> dict[str, Any]:
+        if self.kind == "chat":
+            assert self.roles is not None
+            return {
+                "messages": [{"role": r, "content": c} for r, c in zip(self.roles, self.texts, strict=True)]
+            }
+        if self.kind == "prompt-completion":
+            return {"prompt": self.texts[0], "completion": self.texts[1]}
+        return {"text": self.texts[0]}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_obj(), ensure_ascii=False, separators=(",", ":"))
+
+
+def _text(value: Any, field: str) -> str:
+    if isinstance(value, str):
+        if not value.strip():
+            raise RecordError(field, "is empty")
+        return value
+    if value is None:
+        raise RecordError(field, "is missing or null")
+    if isinstance(value, list):  # OpenAI content parts: keep the text ones
+        parts = [p.get("text") for p in value if isinstance(p, Mapping) and p.get("type") == "text"]
+        if parts and all(isinstance(p, str) for p in parts):
+            return _text("\n".join(parts), field)  # type: ignore[arg-type]
+    raise RecordError(field, f"expected a string, got {type(value).__name__}")
+
+
+def map_row(row: Any, fm: FieldMap) -> Record:
+    """Raw row → Record, or RecordError naming the first bad field."""
+    kind = fm.kind
+    if kind == "text":
+        if isinstance(row, str):
+            return Record("text", None, [_text(row, "text")])
+        if not isinstance(row, Mapping):
+            raise RecordError("$", f"expected an object, got {type(row).__name__}")
+        return Record("text", None, [_text(row.get(fm.text), fm.text)])
+    if not isinstance(row, Mapping):
+        raise RecordError("$", f"expected an object, got {type(row).__name__}")
+    if kind == "prompt-completion":
+        return Record(
+            kind, None, [_text(row.get(fm.prompt), fm.prompt), _text(row.get(fm.completion), fm.completion)]
+        )
+    messages = row.get(fm.messages)
+    if isinstance(messages, str):  # CSV/Parquet columns carry the list as JSON text
+        try:
+            messages = json.loads(messages)
+        except ValueError as exc:
+            raise RecordError(fm.messages, f"is a string but not a JSON list ({exc.msg})") from None
+    if not isinstance(messages, list):
+        what = "missing" if messages is None else f"a {type(messages).__name__}"
+        raise RecordError(fm.messages, f"expected a list of messages, got {what}")
+    if not messages:
+        raise RecordError(fm.messages, "is an empty list")
+    roles: list[str] = []
+    texts: list[str] = []
+    for i, msg in enumerate(messages):
+        where = f"{fm.messages}[{i}]"
+        if not isinstance(msg, Mapping):
+            raise RecordError(where, f"expected an object, got {type(msg).__name__}")
+        role = msg.get(fm.role)
+        if role not in ROLES:
+            raise RecordError(
+                f"{where}.{fm.role}", f"must be one of {', '.join(sorted(ROLES))}, got {role!r}"
+            )
+        roles.append(role)
+        texts.append(_text(msg.get(fm.content), f"{where}.{fm.content}"))
+    if "assistant" not in roles:
+        raise RecordError(fm.messages, "has no assistant message to learn from")
+    return Record("chat", tuple(roles), texts)
