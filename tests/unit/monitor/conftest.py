@@ -45,6 +45,7 @@ async def start_monitor(sock_dir: str) -> AsyncIterator[Callable[..., Any]]:
             "scrape_interval": 0.1,
             "drift_reference_size": 100,
             "drift_window": 100,
+            "text_score_rate": 1e9,  # score every text: tests count exact signals
         }
         settings = MonitorSettings(**{**kwargs, **overrides})
         monitor = Monitor(settings)

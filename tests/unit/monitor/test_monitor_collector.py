@@ -4,7 +4,7 @@ import pytest
 from monitor_helpers import event
 
 from maestro.workers.monitor import contract as c
-from maestro.workers.monitor.collector import EventCollector
+from maestro.workers.monitor.collector import EventCollector, RateBudget
 from maestro.workers.monitor.drift import DriftMonitor
 from maestro.workers.monitor.metrics import MonitorMetrics
 from maestro.workers.monitor.signals import TextAnalyzer
@@ -14,7 +14,13 @@ pytestmark = pytest.mark.unit
 
 def _collector(reference: int = 100, queue_size: int = 10_000) -> EventCollector:
     drift = DriftMonitor(c.DRIFT_FEATURES, reference_size=reference, window=reference, threshold=0.2)
-    return EventCollector(MonitorMetrics(process=False), drift, TextAnalyzer(), queue_size=queue_size)
+    return EventCollector(
+        MonitorMetrics(process=False),
+        drift,
+        TextAnalyzer(),
+        queue_size=queue_size,
+        text_budget=RateBudget(1e9),
+    )
 
 
 def _get(col: EventCollector, name: str, **labels: str) -> float | None:
@@ -151,3 +157,20 @@ def test_drift_gauges_published() -> None:
     assert _get(col, c.DRIFT_THRESHOLD, feature="prompt_language") == 0.2
     assert _get(col, c.DRIFT_PSI, feature="prompt_language") is None  # no text logged: never reported
     assert _get(col, c.DRIFT_SAMPLES, feature="prompt_chars", window="current") == 100
+
+
+def test_text_scoring_is_rate_limited_but_counters_stay_exact() -> None:
+    now = [0.0]
+    col = _collector()
+    col.text_budget = RateBudget(5, clock=lambda: now[0])
+    for i in range(20):
+        col.process(event(requestId=f"r{i}", responseText="A fine answer in plain English, thank you."))
+    assert _get(col, c.TEXT_ANALYZED, direction="response") == 5  # one second's burst
+    assert _get(col, c.TEXT_SKIPPED) == 15
+    assert _get(col, c.RESPONSE_CHARS + "_count") == 20  # lengths and counters see every event
+    now[0] += 1.0  # a second later: 5 more
+    for i in range(10):
+        col.process(event(requestId=f"s{i}", responseText="Another answer."))
+    assert _get(col, c.TEXT_ANALYZED, direction="response") == 10
+    off = RateBudget(0)
+    assert not any(off.take() for _ in range(3))

@@ -52,6 +52,9 @@ def _run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--drift-reference-file", help=f"reference distribution JSON (env {c.ENV_DRIFT_REFERENCE_FILE})"
     )
+    p.add_argument(
+        "--text-score-rate", type=float, help=f"texts scored per second (env {c.ENV_TEXT_SCORE_RATE})"
+    )
     p.add_argument("--log-level", default="INFO")
 
 

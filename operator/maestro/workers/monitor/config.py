@@ -60,6 +60,7 @@ class MonitorSettings:
     otlp_endpoint: str | None = None
     served_model: str | None = None
     passthrough: bool = True
+    text_score_rate: float = c.DEFAULT_TEXT_SCORE_RATE
     drift_threshold: float = c.DEFAULT_DRIFT_THRESHOLD
     drift_reference_size: int = c.DEFAULT_DRIFT_REFERENCE_SIZE
     drift_window: int = c.DEFAULT_DRIFT_WINDOW
@@ -81,6 +82,7 @@ class MonitorSettings:
             otlp_endpoint=e.get(c.ENV_OTLP_ENDPOINT) or None,
             served_model=e.get(c.ENV_SERVED_MODEL) or None,
             passthrough=_bool(e, c.ENV_PASSTHROUGH, True),
+            text_score_rate=_num(e, c.ENV_TEXT_SCORE_RATE, c.DEFAULT_TEXT_SCORE_RATE, 0),
             drift_threshold=_num(e, c.ENV_DRIFT_THRESHOLD, c.DEFAULT_DRIFT_THRESHOLD, 0),
             drift_reference_size=int(_num(e, c.ENV_DRIFT_REFERENCE_SIZE, c.DEFAULT_DRIFT_REFERENCE_SIZE, 1)),
             drift_window=int(_num(e, c.ENV_DRIFT_WINDOW, c.DEFAULT_DRIFT_WINDOW, 1)),

@@ -25,6 +25,8 @@ ENV_OTLP_ENDPOINT: Final = "MAESTRO_OTLP_ENDPOINT"
 ENV_SERVED_MODEL: Final = "MAESTRO_SERVED_MODEL"
 #: Re-export vLLM's own `vllm:*` series on the monitor's /metrics (one scrape target per pod).
 ENV_PASSTHROUGH: Final = "MAESTRO_MONITOR_PASSTHROUGH"
+#: Events per second whose text is scored (language/sentiment/profanity); the rest are counted only.
+ENV_TEXT_SCORE_RATE: Final = "MAESTRO_TEXT_SCORE_RATE"
 ENV_DRIFT_THRESHOLD: Final = "MAESTRO_DRIFT_THRESHOLD"
 ENV_DRIFT_REFERENCE_SIZE: Final = "MAESTRO_DRIFT_REFERENCE_SIZE"
 ENV_DRIFT_WINDOW: Final = "MAESTRO_DRIFT_WINDOW"
@@ -37,6 +39,7 @@ DEFAULT_VLLM_METRICS_URL: Final = "http://127.0.0.1:8000/metrics"
 DEFAULT_SCRAPE_INTERVAL: Final = 15.0
 DEFAULT_GUARD_URL: Final = "http://127.0.0.1:8080"
 DEFAULT_PROBE_INTERVAL: Final = 300.0
+DEFAULT_TEXT_SCORE_RATE: Final = 50.0
 DEFAULT_DRIFT_THRESHOLD: Final = 0.2  # PSI: < 0.1 stable, 0.1-0.2 moderate, > 0.2 significant shift
 DEFAULT_DRIFT_REFERENCE_SIZE: Final = 500
 DEFAULT_DRIFT_WINDOW: Final = 500
@@ -71,6 +74,7 @@ PROMPT_CHARS: Final = P + "prompt_chars"  # histogram
 RESPONSE_CHARS: Final = P + "response_chars"  # histogram
 # text signals (only for events that carry text: policy audit.logPrompts)
 TEXT_ANALYZED: Final = P + "text_analyzed_total"  # label direction=prompt|response
+TEXT_SKIPPED: Final = P + "text_skipped_total"  # events with text not scored (over the rate budget)
 LANGUAGE: Final = P + "language_total"  # labels direction, language
 SENTIMENT: Final = P + "sentiment_score"  # histogram, VADER compound rescaled to 0..1, label direction
 PROFANITY: Final = P + "profanity_total"  # label direction

@@ -389,6 +389,7 @@ def serving_dashboard() -> dict[str, Any]:
         [
             (f"sum(rate({c.EVENTS_RECEIVED}{_sel()}[{RI}]))", "received"),
             (f"sum by (reason) (rate({c.EVENTS_DROPPED}{_sel()}[{RI}]))", "dropped {{reason}}"),
+            (f"sum(rate({c.TEXT_SKIPPED}{_sel()}[{RI}]))", "text not scored (budget)"),
         ],
         unit="short",
         w=12,

@@ -93,6 +93,7 @@ class MonitorMetrics:
         self.text_analyzed = counter(
             c.TEXT_ANALYZED, "Texts scored for language/sentiment/profanity.", ("direction",)
         )
+        self.text_skipped = counter(c.TEXT_SKIPPED, "Events whose text was not scored (rate budget).")
         self.languages = counter(c.LANGUAGE, "Detected language of texts.", ("direction", "language"))
         self.sentiment = Histogram(
             c.SENTIMENT,

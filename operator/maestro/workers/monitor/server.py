@@ -21,7 +21,7 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from maestro.workers.events import serve_events
 from maestro.workers.monitor import contract as c
-from maestro.workers.monitor.collector import EventCollector
+from maestro.workers.monitor.collector import EventCollector, RateBudget
 from maestro.workers.monitor.config import MonitorSettings
 from maestro.workers.monitor.drift import DriftMonitor, load_reference_file, save_reference_file
 from maestro.workers.monitor.feedback import (
@@ -74,6 +74,7 @@ class Monitor:
             self.analyzer,
             on_reference_frozen=self._save_reference,
             hooks=[self.otlp.record_event] if self.otlp else None,
+            text_budget=RateBudget(s.text_score_rate),
         )
         self.scraper = VLLMScraper(
             s.vllm_metrics_url, self.metrics, interval=s.scrape_interval, passthrough_enabled=s.passthrough

@@ -1,0 +1,200 @@
+"""Guard latency with and without the monitor attached; prints JSON. Not a test (no timing asserts).
+
+    .venv/bin/python tests/unit/monitor/bench_monitor_overhead.py [--requests 1000] [--rounds 3]
+
+Three processes as in a pod: the fake upstream (vLLM stand-in from the guard tests), the guard,
+and — in the "on" rounds — the monitor on the guard's event socket, with `logPrompts` on so the
+monitor scores every prompt and answer (its most expensive mode). Rounds alternate on/off so
+machine noise hits both alike. The number that matters: guard p50/p99 on vs off.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import aiohttp
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+PY = sys.executable
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def _wait_http(url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as s:
+        while True:
+            try:
+                async with s.get(url) as r:
+                    if r.status < 500:
+                        return
+            except aiohttp.ClientError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{url} did not come up")
+            await asyncio.sleep(0.1)
+
+
+async def _load(url: str, n: int, concurrency: int) -> list[float]:
+    body = {
+        "model": "tiny",
+        "messages": [{"role": "user", "content": "What is the capital of France, please?"}],
+    }
+    lat: list[float] = []
+    todo = iter(range(n))
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as s:
+
+        async def worker() -> None:
+            for _ in todo:
+                t0 = time.perf_counter()
+                async with s.post(url + "/v1/chat/completions", json=body) as r:
+                    await r.read()
+                    assert r.status == 200, r.status
+                lat.append(time.perf_counter() - t0)
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return lat
+
+
+def _pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q * len(xs)))] * 1000
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--requests", type=int, default=1000)
+    ap.add_argument("--concurrency", type=int, default=4)
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    tmp = tempfile.mkdtemp(prefix="mb-", dir="/tmp")
+    sock = os.path.join(tmp, "ev.sock")
+    policy = os.path.join(tmp, "policy.json")
+    with open(policy, "w") as fh:
+        json.dump(
+            {
+                "name": "bench",
+                "digest": "b",
+                "servedModelName": "tiny",
+                "request": {"pii": {"input": "allow", "output": "allow"}},
+                "audit": {"enabled": False, "logPrompts": True},
+            },
+            fh,
+        )
+    os.makedirs(os.path.join(tmp, "keys"))
+    env = {**os.environ, "MAESTRO_EVENTS_SOCKET": sock, "HF_HUB_OFFLINE": "1"}
+    up_port, guard_port, mon_port = _port(), _port(), _port()
+    procs = [
+        subprocess.Popen(
+            [PY, os.path.join(ROOT, "tests/unit/guard/fakeupstream.py"), "--port", str(up_port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        ),
+        subprocess.Popen(
+            [
+                PY,
+                "-m",
+                "maestro",
+                "guard",
+                "--upstream",
+                f"http://127.0.0.1:{up_port}",
+                "--port",
+                str(guard_port),
+                "--config",
+                policy,
+                "--keys-dir",
+                os.path.join(tmp, "keys"),
+                "--audit-log",
+                os.devnull,
+                "--reload-seconds",
+                "0",
+                "--log-level",
+                "WARNING",
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        ),
+    ]
+    guard = f"http://127.0.0.1:{guard_port}"
+    results: dict[str, list[float]] = {"off": [], "on": []}
+    processed = 0
+    try:
+        await _wait_http(f"http://127.0.0.1:{up_port}/health")
+        await _wait_http(guard + "/healthz")
+        await _load(guard, 200, args.concurrency)  # warm-up
+        for rnd in range(args.rounds):
+            for mode in ("off", "on") if rnd % 2 == 0 else ("on", "off"):
+                mon = None
+                if mode == "on":
+                    mon = subprocess.Popen(
+                        [
+                            PY,
+                            "-m",
+                            "maestro",
+                            "monitor",
+                            "--port",
+                            str(mon_port),
+                            "--events-socket",
+                            sock,
+                            "--vllm-metrics-url",
+                            f"http://127.0.0.1:{up_port}/metrics",
+                            "--log-level",
+                            "ERROR",
+                        ],
+                        env=env,
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                    )
+                    await _wait_http(f"http://127.0.0.1:{mon_port}/healthz")
+                    await asyncio.sleep(1.1)  # the guard retries a missing socket after 1 s
+                results[mode] += await _load(guard, args.requests, args.concurrency)
+                if mon is not None:
+                    async with (
+                        aiohttp.ClientSession() as s,
+                        s.get(f"http://127.0.0.1:{mon_port}/healthz") as r,
+                    ):
+                        processed += (await r.json())["events"]["processed"]
+                    mon.send_signal(signal.SIGTERM)
+                    mon.wait(10)
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            p.wait(10)
+    out = {
+        mode: {
+            "requests": len(xs),
+            "p50_ms": round(_pct(xs, 0.5), 3),
+            "p99_ms": round(_pct(xs, 0.99), 3),
+            "mean_ms": round(statistics.fmean(xs) * 1000, 3),
+        }
+        for mode, xs in results.items()
+    }
+    out["monitor_events_processed"] = processed
+    out["config"] = {
+        "requests_per_round": args.requests,
+        "rounds": args.rounds,
+        "concurrency": args.concurrency,
+        "logPrompts": True,
+    }
+    print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
