@@ -220,12 +220,14 @@ class Timeouts(SpecModel):
 
 
 def _valid_patterns(patterns: list[str]) -> list[str]:
+    # compiled the way the guard combines them (one alternation), so global flags like (?i) mid-way fail here
     for pattern in patterns:
         try:
-            re.compile(pattern)
+            re.compile(f"(?:{pattern})")
         except re.error as err:
             raise ValueError(
-                f"request.blockedPatterns: {pattern!r} is not a valid regular expression: {err}"
+                f"request.blockedPatterns: {pattern!r} is not a valid regular expression: {err} "
+                "(patterns already match case-insensitively; use scoped flags such as (?s:...))"
             ) from err
     return patterns
 
@@ -246,9 +248,8 @@ class RequestPolicy(SpecModel):
     ] = Field(
         default_factory=list,
         max_length=256,
-        description="Regular expressions (Python syntax) treated like blocked terms; an invalid one makes "
-        "the policy "
-        "Invalid.",
+        description="Regular expressions (Python syntax, matched case-insensitively) treated like blocked "
+        "terms; an invalid one makes the policy Invalid.",
     )
     max_input_tokens: int | None = Field(
         None, ge=1, description="Largest prompt, in tokens, as counted by vLLM."

@@ -156,6 +156,12 @@ class Hyperparameters(SpecModel):
         2048, ge=8, le=1048576, description="Sequences are truncated to this many tokens."
     )
     gradient_checkpointing: bool = Field(False, description="Trade compute for activation memory.")
+    max_grad_norm: float = Field(
+        1.0, ge=0, le=1000, description="Gradient clipping norm; 0 disables clipping."
+    )
+    packing: bool = Field(
+        False, description="Pack several short examples into each sequence (faster on short records)."
+    )
     seed: int = Field(42, ge=0, description="Seed for data order and initialisation.")
     precision: Precision = Field(
         Precision.AUTO, description="Training precision; auto picks bf16 on GPUs that support it, else fp32."
@@ -228,6 +234,7 @@ class BiasEvaluation(SpecModel):
     max_refusal_gap: float = Field(
         0.1, ge=0, le=1, description="Largest allowed difference in refusal rate between terms of a group."
     )
+    max_new_tokens: int = Field(32, ge=1, le=4096, description="Answer length generated per probe prompt.")
     max_length_gap_ratio: float = Field(
         0.25,
         ge=0,
@@ -253,6 +260,16 @@ class Evaluation(SpecModel):
     )
     prompts: list[EvalPrompt] = Field(default_factory=list, max_length=256, description="Smoke-test prompts.")
     bias: BiasEvaluation = Field(default_factory=BiasEvaluation, description="Counterfactual bias probes.")
+
+
+class Distributed(SpecModel):
+    """How several GPUs or nodes share the work."""
+
+    fsdp: bool | None = Field(
+        None,
+        description="Shard parameters, gradients and optimiser state with FSDP; unset uses FSDP for "
+        "multi-GPU full fine-tunes and DDP otherwise.",
+    )
 
 
 class ModelPVCStorage(PVCStorage):
@@ -306,6 +323,9 @@ class LLMTrainingJobSpec(SpecModel):
         pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
         description="Kueue LocalQueue to submit the Job to (sets kueue.x-k8s.io/queue-name); the job is "
         "Queued until admitted.",
+    )
+    distributed: Distributed = Field(
+        default_factory=Distributed, description="Multi-GPU / multi-node strategy."
     )
     checkpointing: Checkpointing = Field(default_factory=Checkpointing, description="Periodic checkpoints.")
     evaluation: Evaluation = Field(default_factory=Evaluation, description="Evaluation gates after training.")
