@@ -22,7 +22,9 @@ FULL = {
     "request": {
         "auth": {
             "apiKeysSecretRef": {"name": "keys"},
-            "keys": [{"id": "alice", "allowedModels": ["tiny"], "requestsPerMinute": 5, "tokensPerMinute": 900}],
+            "keys": [
+                {"id": "alice", "allowedModels": ["tiny"], "requestsPerMinute": 5, "tokensPerMinute": 900}
+            ],
         },
         "rateLimits": {"requestsPerMinute": 60, "tokensPerMinute": 1000},
         "pii": {"input": "block", "output": "redact", "entities": ["EMAIL", "PHONE"]},
@@ -42,7 +44,12 @@ FULL = {
 
 def test_full_policy_parses_every_field() -> None:
     p = parse_policy(FULL)
-    assert (p.name, p.digest, p.served_model_name, p.upstream_model) == ("prod", "abc", "tiny", "/models/tiny")
+    assert (p.name, p.digest, p.served_model_name, p.upstream_model) == (
+        "prod",
+        "abc",
+        "tiny",
+        "/models/tiny",
+    )
     assert p.auth_required and p.keys["alice"].allowed_models == {"tiny"}
     assert p.keys["alice"].requests_per_minute == 5 and p.keys["alice"].tokens_per_minute == 900
     assert (p.requests_per_minute, p.tokens_per_minute) == (60, 1000)
@@ -50,7 +57,7 @@ def test_full_policy_parses_every_field() -> None:
     assert (p.max_input_tokens, p.max_output_tokens, p.max_request_bytes) == (100, 50, 4096)
     assert p.allowed_models == {"tiny"} and p.output_mode == "buffer"
     assert (p.window_chars, p.window_overlap) == (128, 32)
-    assert (p.timeout.sock_connect, p.timeout.sock_read) == (1, 2)
+    assert (p.connect_timeout_s, p.read_timeout_s) == (1, 2)
     assert p.log_prompts and p.audit_enabled and p.output_checks
 
 
@@ -133,7 +140,11 @@ def test_authenticate_statuses(tmp_path: Path) -> None:
     keys = load_keys(tmp_path)
     required = parse_policy({"request": {"auth": {"apiKeysSecretRef": {"name": "k"}}}})
     assert authenticate(required, keys, "Bearer sk-alice") == "alice"
-    for header, code in ((None, "missing_api_key"), ("Bearer nope", "invalid_api_key"), ("Basic x", "missing_api_key")):
+    for header, code in (
+        (None, "missing_api_key"),
+        ("Bearer nope", "invalid_api_key"),
+        ("Basic x", "missing_api_key"),
+    ):
         with pytest.raises(GuardError) as exc:
             authenticate(required, keys, header)
         assert exc.value.status == 401 and exc.value.code == code

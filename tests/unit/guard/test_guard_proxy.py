@@ -12,6 +12,7 @@ from typing import Any
 import aiohttp
 import openai
 import pytest
+
 from conftest import KEYS, Stack, open_request, policy_doc
 
 pytestmark = pytest.mark.unit
@@ -35,13 +36,19 @@ def test_sync_chat_stream_and_completions(stack: Stack) -> None:
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == stack.upstream.reply
     assert all(c.usage is None for c in chunks)  # the usage chunk the guard asked for is not leaked
     assert stack.upstream.requests[-1]["stream_options"] == {"include_usage": True}
-    chunks = list(client.chat.completions.create(model="tiny", messages=MSG, stream=True,
-                                                 stream_options={"include_usage": True}))
+    chunks = list(
+        client.chat.completions.create(
+            model="tiny", messages=MSG, stream=True, stream_options={"include_usage": True}
+        )
+    )
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
     c = client.completions.create(model="tiny", prompt="Once upon", max_tokens=5)
     assert c.choices[0].text == stack.upstream.reply
-    text = "".join(ch.choices[0].text for ch in client.completions.create(model="tiny", prompt="x", stream=True)
-                   if ch.choices)
+    text = "".join(
+        ch.choices[0].text
+        for ch in client.completions.create(model="tiny", prompt="x", stream=True)
+        if ch.choices
+    )
     assert text == stack.upstream.reply
     e = client.embeddings.create(model="tiny", input=["a", "b"])
     assert len(e.data) == 2
@@ -56,8 +63,9 @@ async def test_async_chat_stream(stack: Stack) -> None:
     stream = await client.chat.completions.create(model="tiny", messages=MSG, stream=True)
     text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
     assert text == stack.upstream.reply
-    results = await asyncio.gather(*(client.chat.completions.create(model="tiny", messages=MSG)
-                                     for _ in range(20)))
+    results = await asyncio.gather(
+        *(client.chat.completions.create(model="tiny", messages=MSG) for _ in range(20))
+    )
     assert len({x.choices[0].message.content for x in results}) == 1
     await client.close()
 
@@ -77,8 +85,9 @@ def test_auth_required(stack: Stack) -> None:
 
 
 def test_model_allow_lists(stack: Stack) -> None:
-    rules = open_request(allowedModels=["tiny", "other"],
-                         **auth(keys=[{"id": "bob", "allowedModels": ["other"]}]))
+    rules = open_request(
+        allowedModels=["tiny", "other"], **auth(keys=[{"id": "bob", "allowedModels": ["other"]}])
+    )
     stack.start(policy_doc(rules))
     assert stack.client().chat.completions.create(model="tiny", messages=MSG).choices
     with pytest.raises(openai.PermissionDeniedError) as exc:
@@ -104,8 +113,13 @@ def test_served_name_mapped_to_upstream_id(stack: Stack) -> None:
 
 
 def test_rate_limit_per_key_with_retry_after(stack: Stack) -> None:
-    stack.start(policy_doc(open_request(rateLimits={"requestsPerMinute": 2},
-                                        **auth(keys=[{"id": "bob", "requestsPerMinute": 5}]))))
+    stack.start(
+        policy_doc(
+            open_request(
+                rateLimits={"requestsPerMinute": 2}, **auth(keys=[{"id": "bob", "requestsPerMinute": 5}])
+            )
+        )
+    )
     alice = stack.client()
     alice.chat.completions.create(model="tiny", messages=MSG)
     alice.chat.completions.create(model="tiny", messages=MSG)
@@ -138,8 +152,12 @@ def test_pii_input_redacted_before_the_model_sees_it(stack: Stack) -> None:
     stack.start(policy_doc(open_request(pii={"input": "redact", "output": "allow"})))
     prompt = "Mail jane.roe@example.com or call +1 415-555-0100; card 4111 1111 1111 1111"
     stack.client().chat.completions.create(
-        model="tiny", messages=[{"role": "system", "content": "be nice"},
-                                {"role": "user", "content": [{"type": "text", "text": prompt}]}])
+        model="tiny",
+        messages=[
+            {"role": "system", "content": "be nice"},
+            {"role": "user", "content": [{"type": "text", "text": prompt}]},
+        ],
+    )
     seen = stack.upstream.requests[-1]["messages"][1]["content"][0]["text"]
     assert seen == "Mail <EMAIL> or call <PHONE>; card <CREDIT_CARD>"
     stack.client().completions.create(model="tiny", prompt=["ok", "ssn 234-56-7891"])
@@ -153,7 +171,9 @@ def test_pii_input_block_and_entity_selection(stack: Stack) -> None:
     stack.start(policy_doc(open_request(pii={"input": "block", "output": "allow", "entities": ["EMAIL"]})))
     client = stack.client()
     with pytest.raises(openai.BadRequestError) as exc:
-        client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "me@corp.example"}])
+        client.chat.completions.create(
+            model="tiny", messages=[{"role": "user", "content": "me@corp.example"}]
+        )
     assert exc.value.code == "pii_detected" and "EMAIL" in str(exc.value)
     client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "call 415-555-0100"}])
     assert stack.upstream.requests[-1]["messages"][0]["content"] == "call 415-555-0100"  # PHONE not selected
@@ -162,7 +182,10 @@ def test_pii_input_block_and_entity_selection(stack: Stack) -> None:
 def test_blocked_terms_and_patterns(stack: Stack) -> None:
     stack.start(policy_doc(open_request(blockedTerms=["Project Falcon"], blockedPatterns=[r"ticket-\d{4}"])))
     client = stack.client()
-    for text, rule in (("tell me about project falcon", "blockedTerms[0]"), ("see TICKET-1234", "blockedPatterns[0]")):
+    for text, rule in (
+        ("tell me about project falcon", "blockedTerms[0]"),
+        ("see TICKET-1234", "blockedPatterns[0]"),
+    ):
         with pytest.raises(openai.BadRequestError) as exc:
             client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": text}])
         assert exc.value.code == "content_policy_violation" and rule in str(exc.value)
@@ -189,7 +212,9 @@ def test_token_caps(stack: Stack) -> None:
 def test_request_body_limit(stack: Stack) -> None:
     stack.start(policy_doc(open_request(maxRequestBytes=2048)))
     with pytest.raises(openai.APIStatusError) as exc:
-        stack.client().chat.completions.create(model="tiny", messages=[{"role": "user", "content": "x" * 4096}])
+        stack.client().chat.completions.create(
+            model="tiny", messages=[{"role": "user", "content": "x" * 4096}]
+        )
     assert exc.value.status_code == 413 and exc.value.code == "request_too_large"
 
 
@@ -198,8 +223,11 @@ def test_request_body_limit(stack: Stack) -> None:
 
 def test_output_pii_split_across_sse_chunks_is_redacted(stack: Stack) -> None:
     stack.upstream.chunks = ["Reach me at ali", "ce.smith@exam", "ple.org any", "time."]
-    stack.start(policy_doc(open_request(pii={"input": "allow", "output": "redact"},
-                                        outputWindow={"chars": 16, "overlap": 8})))
+    stack.start(
+        policy_doc(
+            open_request(pii={"input": "allow", "output": "redact"}, outputWindow={"chars": 16, "overlap": 8})
+        )
+    )
     client = stack.client()
     chunks = list(client.chat.completions.create(model="tiny", messages=MSG, stream=True))
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
@@ -211,10 +239,12 @@ def test_output_pii_split_across_sse_chunks_is_redacted(stack: Stack) -> None:
 
 def test_output_block_mid_stream_raises_in_the_client(stack: Stack) -> None:
     stack.upstream.chunks = ["The launch code ", "is FAL", "CON-7 and more ", "text follows here."]
-    stack.start(policy_doc(open_request(blockedPatterns=[r"FALCON-\d"], outputWindow={"chars": 16, "overlap": 8})))
+    stack.start(
+        policy_doc(open_request(blockedPatterns=[r"FALCON-\d"], outputWindow={"chars": 16, "overlap": 8}))
+    )
     client = stack.client()
     got = []
-    with pytest.raises(openai.APIError, match="output_blocked|stopped"):
+    with pytest.raises(openai.APIError, match=r"output_blocked|stopped"):
         for c in client.chat.completions.create(model="tiny", messages=MSG, stream=True):
             got.append(c.choices[0].delta.content or "" if c.choices else "")
     assert "FALCON" not in "".join(got)
@@ -228,7 +258,9 @@ def test_output_block_mid_stream_raises_in_the_client(stack: Stack) -> None:
 
 def test_audit_hashes_prompts_unless_log_prompts(stack: Stack) -> None:
     stack.start(policy_doc(open_request(**auth())))
-    stack.client().chat.completions.create(model="tiny", messages=MSG, extra_headers={"x-request-id": "req-42"})
+    stack.client().chat.completions.create(
+        model="tiny", messages=MSG, extra_headers={"x-request-id": "req-42"}
+    )
     [line] = stack.audit()
     assert line["requestId"] == "req-42" and line["key"] == "alice" and line["status"] == 200
     assert line["promptSha256"] == hashlib.sha256(b"Say hello").hexdigest()
@@ -273,8 +305,10 @@ async def test_probes_and_metrics(stack: Stack) -> None:
     assert 'maestro_guard_requests_total{route="chat",status="200"} 1.0' in text
     assert 'maestro_guard_policy_decisions_total{action="block",rule="blockedTerms[0]"} 1.0' in text
     assert "gen_ai_server_request_duration_seconds_bucket" in text
-    assert 'gen_ai_client_token_usage_count{gen_ai_operation_name="chat",gen_ai_request_model="tiny",' \
-           'gen_ai_token_type="input"} 1.0' in text
+    assert (
+        'gen_ai_client_token_usage_count{gen_ai_operation_name="chat",gen_ai_request_model="tiny",'
+        'gen_ai_token_type="input"} 1.0' in text
+    )
     assert 'maestro_guard_policy_info{digest="d1",name="test"} 1.0' in text
     stack.upstream.healthy = False
     await asyncio.sleep(1.1)  # readiness is cached for a second
@@ -299,8 +333,9 @@ def test_hot_reload_applies_new_policy_without_dropping_inflight_stream(stack: S
     t = threading.Thread(target=consume)
     t.start()
     time.sleep(0.15)  # mid-stream
-    stack.write_policy(policy_doc(open_request(**auth(keys=[{"id": "alice", "allowedModels": ["none"]}])),
-                                  digest="d2"))
+    stack.write_policy(
+        policy_doc(open_request(**auth(keys=[{"id": "alice", "allowedModels": ["none"]}])), digest="d2")
+    )
     deadline = time.time() + 5
     while time.time() < deadline:
         try:

@@ -14,24 +14,42 @@ from maestro.workers.guard.stream import SSEFramer, StreamFilter
 pytestmark = pytest.mark.unit
 
 
-def chunk(content: str | None = None, finish: str | None = None, *, usage: dict[str, int] | None = None,
-          model: str = "m", role: bool = False) -> bytes:
+def chunk(
+    content: str | None = None,
+    finish: str | None = None,
+    *,
+    usage: dict[str, int] | None = None,
+    model: str = "m",
+    role: bool = False,
+) -> bytes:
     if usage is not None:
-        obj: dict[str, Any] = {"id": "c1", "object": "chat.completion.chunk", "model": model, "choices": [],
-                               "usage": usage}
+        obj: dict[str, Any] = {
+            "id": "c1",
+            "object": "chat.completion.chunk",
+            "model": model,
+            "choices": [],
+            "usage": usage,
+        }
     else:
         delta: dict[str, Any] = {} if content is None else {"content": content}
         if role:
             delta["role"] = "assistant"
-        obj = {"id": "c1", "object": "chat.completion.chunk", "model": model,
-               "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+        obj = {
+            "id": "c1",
+            "object": "chat.completion.chunk",
+            "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
     return b"data: " + json.dumps(obj).encode() + b"\n\n"
 
 
-def make(request: dict[str, Any], *, strip_usage: bool = False, keep_text: bool = False,
-         **doc: Any) -> StreamFilter:
+def make(
+    request: dict[str, Any], *, strip_usage: bool = False, keep_text: bool = False, **doc: Any
+) -> StreamFilter:
     active = compile_active(parse_policy({"request": request, **doc}))
-    return StreamFilter(active.policy, active.output_scanner, "chat", strip_usage=strip_usage, keep_text=keep_text)
+    return StreamFilter(
+        active.policy, active.output_scanner, "chat", strip_usage=strip_usage, keep_text=keep_text
+    )
 
 
 def run(filt: StreamFilter, pieces: list[bytes]) -> bytes:
@@ -52,12 +70,18 @@ def contents(sse: bytes) -> tuple[str, list[dict[str, Any]]]:
 
 
 def split_bytes(data: bytes, size: int) -> list[bytes]:
-    return [data[i:i + size] for i in range(0, len(data), size)]
+    return [data[i : i + size] for i in range(0, len(data), size)]
 
 
-STREAM = [chunk("", role=True), chunk("Write to jo"), chunk("hn.doe@exa"), chunk("mple.com today"),
-          chunk(None, "stop"), chunk(usage={"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}),
-          b"data: [DONE]\n\n"]
+STREAM = [
+    chunk("", role=True),
+    chunk("Write to jo"),
+    chunk("hn.doe@exa"),
+    chunk("mple.com today"),
+    chunk(None, "stop"),
+    chunk(usage={"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}),
+    b"data: [DONE]\n\n",
+]
 
 
 def test_framer_handles_any_split_and_crlf() -> None:
@@ -120,10 +144,23 @@ def test_buffer_mode_holds_everything_until_the_end() -> None:
 
 
 def test_block_after_headers_ends_stream_with_openai_error_event() -> None:
-    filt = make({"pii": {"input": "allow", "output": "allow"}, "blockedTerms": ["secretproject"],
-                 "outputWindow": {"chars": 16, "overlap": 8}})
-    out = run(filt, [chunk("", role=True), chunk("The secret"), chunk("project is"), chunk(" on", "stop"),
-                     b"data: [DONE]\n\n"])
+    filt = make(
+        {
+            "pii": {"input": "allow", "output": "allow"},
+            "blockedTerms": ["secretproject"],
+            "outputWindow": {"chars": 16, "overlap": 8},
+        }
+    )
+    out = run(
+        filt,
+        [
+            chunk("", role=True),
+            chunk("The secret"),
+            chunk("project is"),
+            chunk(" on", "stop"),
+            b"data: [DONE]\n\n",
+        ],
+    )
     assert filt.blocked is not None and filt.blocked.code == "output_blocked"
     _, objs = contents(out)
     assert objs[-1]["error"]["code"] == "output_blocked"
@@ -142,12 +179,14 @@ def test_audit_mode_streams_at_once_and_reports_at_the_end() -> None:
 
 
 def test_upstream_model_id_rewritten_to_served_name() -> None:
-    filt = make({"pii": {"input": "allow", "output": "allow"}}, servedModelName="tiny",
-                upstreamModel="/models/tiny")
+    filt = make(
+        {"pii": {"input": "allow", "output": "allow"}}, servedModelName="tiny", upstreamModel="/models/tiny"
+    )
     out = run(filt, [chunk("hi", model="/models/tiny"), chunk(None, "stop", model="/models/tiny")])
     assert b"/models/tiny" not in out and out.count(b'"model": "tiny"') == 2
-    filt = make({"pii": {"input": "allow", "output": "redact"}}, servedModelName="tiny",
-                upstreamModel="/models/tiny")
+    filt = make(
+        {"pii": {"input": "allow", "output": "redact"}}, servedModelName="tiny", upstreamModel="/models/tiny"
+    )
     out = run(filt, [chunk("hi", model="/models/tiny"), chunk(None, "stop", model="/models/tiny")])
     assert b"/models/tiny" not in out and contents(out)[0] == "hi"
 

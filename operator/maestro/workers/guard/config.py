@@ -1,7 +1,7 @@
 """The guard's policy: parse the operator-rendered JSON once into an immutable, precompiled `Policy`.
 
 Everything the hot path needs is computed here, at load time: regexes combined into one pattern,
-allow-lists turned into frozensets, timeouts into aiohttp objects. A request takes a reference to
+allow-lists turned into frozensets, timeouts into floats. A request takes a reference to
 the current `Policy` at its start and keeps it to the end, so a reload never changes the rules under
 an in-flight stream. A bad update raises `PolicyError` naming the field; the watcher keeps the last
 good policy.
@@ -16,8 +16,6 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import aiohttp
 
 log = logging.getLogger("maestro.guard")
 
@@ -72,11 +70,6 @@ class Policy:
     log_prompts: bool = False
     served_model_name: str | None = None
     upstream_model: str | None = None
-    timeout: aiohttp.ClientTimeout = field(
-        default_factory=lambda: aiohttp.ClientTimeout(
-            total=None, sock_connect=DEFAULT_CONNECT_S, sock_read=DEFAULT_READ_S
-        )
-    )
 
     @property
     def input_checks(self) -> bool:
@@ -281,7 +274,6 @@ def parse_policy(doc: Any) -> Policy:
         log_prompts=bool(_get(audit, "logPrompts", "audit", bool, False)),
         served_model_name=served or None,
         upstream_model=upstream or None,
-        timeout=aiohttp.ClientTimeout(total=None, sock_connect=connect, sock_read=read),
     )
 
 

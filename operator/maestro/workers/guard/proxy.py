@@ -21,7 +21,6 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-from yarl import URL
 
 from maestro.workers.guard import codec, contract
 from maestro.workers.guard.audit import AuditLog, EventSender
@@ -41,6 +40,7 @@ from maestro.workers.guard.rules import (
 )
 from maestro.workers.guard.stream import StreamFilter
 from maestro.workers.guard.telemetry import Telemetry, extract_parent
+from maestro.workers.guard.upstream import Response, UpstreamError, UpstreamPool, UpstreamTimeout
 
 log = logging.getLogger("maestro.guard")
 
@@ -48,6 +48,11 @@ _JSON = "application/json"
 _READY_CACHE_S = 1.0
 _BODY_READ_TIMEOUT_S = 30.0
 _MAX_MODEL_LABELS = 64
+ROUTE_PATHS = {
+    ROUTE_CHAT: "/v1/chat/completions",
+    ROUTE_COMPLETIONS: "/v1/completions",
+    ROUTE_EMBEDDINGS: "/v1/embeddings",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,15 +147,8 @@ class Guard:
         reload_interval: float = contract.DEFAULT_RELOAD_INTERVAL_S,
         telemetry: Telemetry | None = None,
     ) -> None:
-        base = upstream.rstrip("/")
-        self.upstream = base
-        self._urls = {
-            ROUTE_CHAT: URL(base + "/v1/chat/completions"),
-            ROUTE_COMPLETIONS: URL(base + "/v1/completions"),
-            ROUTE_EMBEDDINGS: URL(base + "/v1/embeddings"),
-            "models": URL(base + "/v1/models"),
-            "health": URL(base + contract.UPSTREAM_HEALTH_PATH),
-        }
+        self.upstream = upstream.rstrip("/")
+        self._pool = UpstreamPool(self.upstream)  # validates the URL now, connects lazily
         self.config_path = config_path
         self.keys_dir = keys_dir
         self.reload_interval = reload_interval
@@ -162,7 +160,6 @@ class Guard:
         self.active = compile_active(NO_POLICY)
         self._policy_sig: object = ()
         self._keys_sig: object = None
-        self._session: aiohttp.ClientSession | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._ids = itertools.count(1)
         self._id_prefix = os.urandom(4).hex()
@@ -252,21 +249,13 @@ class Guard:
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def start(self, app: web.Application | None = None) -> None:
-        connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=30, ttl_dns_cache=None)
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            auto_decompress=False,
-            skip_auto_headers=("Accept-Encoding", "User-Agent"),
-            timeout=aiohttp.ClientTimeout(total=None),
-        )
         if self.reload_interval > 0:
             self._watcher = asyncio.create_task(self._watch())
 
     async def stop(self, app: web.Application | None = None) -> None:
         if self._watcher is not None:
             self._watcher.cancel()
-        if self._session is not None:
-            await self._session.close()
+        self._pool.close()
         self.audit.close()
         self.events.close()
 
@@ -303,15 +292,15 @@ class Guard:
         )
 
     async def _upstream_healthy(self) -> bool:
-        assert self._session is not None
         try:
-            async with self._session.get(
-                self._urls["health"], timeout=aiohttp.ClientTimeout(total=2)
-            ) as resp:
-                await resp.read()
-                return resp.status == 200
-        except (aiohttp.ClientError, TimeoutError, OSError):
+            resp = await self._pool.request(
+                "GET", contract.UPSTREAM_HEALTH_PATH, connect_timeout=2, read_timeout=2
+            )
+            await resp.read()
+        except (UpstreamError, UpstreamTimeout):
             return False
+        resp.release()
+        return resp.status == 200
 
     async def metrics(self, request: web.Request) -> web.Response:
         self.audit.flush()
@@ -351,16 +340,21 @@ class Guard:
             self._finish(r, active.policy)
 
     async def _get_models(self, policy: Policy, key: str) -> tuple[bytes, int, str]:
-        assert self._session is not None
         try:
-            async with self._session.get(self._urls["models"], timeout=policy.timeout) as resp:
-                data = await resp.read()
-                ctype = resp.headers.get("Content-Type", _JSON)
-                status = resp.status
-        except (TimeoutError, aiohttp.ServerTimeoutError):
+            resp = await self._pool.request(
+                "GET",
+                "/v1/models",
+                connect_timeout=policy.connect_timeout_s,
+                read_timeout=policy.read_timeout_s,
+            )
+            data = await resp.read()
+        except UpstreamTimeout:
             raise GuardError(504, "The model server did not answer in time.", "upstream_timeout") from None
-        except (aiohttp.ClientError, OSError) as exc:
+        except UpstreamError as exc:
             raise GuardError(502, f"The model server is unreachable: {exc}", "upstream_unavailable") from None
+        resp.release()
+        ctype = resp.headers.get("content-type", _JSON)
+        status = resp.status
         if status != 200:
             return data, status, ctype
         try:
@@ -446,6 +440,8 @@ class Guard:
                 "request_too_large",
                 rule="maxRequestBytes",
             )
+        if length is not None and request.content.is_eof():  # all of it already arrived: no timer needed
+            return await request.read()
         try:
             async with asyncio.timeout(_BODY_READ_TIMEOUT_S):
                 if length is not None:
@@ -562,20 +558,22 @@ class Guard:
             v = request.headers.get(h)
             if v is not None:
                 headers[h] = v
-        assert self._session is not None
         try:
-            upstream = await self._session.post(
-                self._urls[route], data=payload, headers=headers, timeout=policy.timeout
+            upstream = await self._pool.request(
+                "POST",
+                ROUTE_PATHS[route],
+                payload,
+                headers,
+                connect_timeout=policy.connect_timeout_s,
+                read_timeout=policy.read_timeout_s,
             )
-        except (TimeoutError, aiohttp.ServerTimeoutError):
+        except UpstreamTimeout:
             self.telemetry.upstream_errors.labels("timeout").inc()
             raise GuardError(504, "The model server did not answer in time.", "upstream_timeout") from None
-        except (aiohttp.ClientError, OSError) as exc:
+        except UpstreamError as exc:
             self.telemetry.upstream_errors.labels("connect").inc()
             raise GuardError(
-                502,
-                f"The model server is unreachable ({type(exc).__name__}); retry shortly.",
-                "upstream_unavailable",
+                502, f"The model server is unreachable ({exc}); retry shortly.", "upstream_unavailable"
             ) from None
         try:
             if stream and upstream.status == 200 and upstream.content_type == "text/event-stream":
@@ -587,23 +585,23 @@ class Guard:
             upstream.release()
 
     async def _relay_json(
-        self, r: _Req, active: Active, upstream: aiohttp.ClientResponse, tpm: float | None
+        self, r: _Req, active: Active, upstream: Response, tpm: float | None
     ) -> web.Response:
         policy = active.policy
         try:
             data = await upstream.read()
-        except (TimeoutError, aiohttp.ServerTimeoutError):
+        except UpstreamTimeout:
             self.telemetry.upstream_errors.labels("timeout").inc()
             raise GuardError(
                 504, "The model server did not finish its answer in time.", "upstream_timeout"
             ) from None
-        except (aiohttp.ClientError, OSError):
+        except UpstreamError:
             self.telemetry.upstream_errors.labels("disconnect").inc()
             raise GuardError(
                 502, "The model server closed the connection mid-answer.", "upstream_error"
             ) from None
         r.status = upstream.status
-        ctype = upstream.headers.get("Content-Type", _JSON)
+        ctype = upstream.headers.get("content-type", _JSON)
         if upstream.status != 200:
             r.error = "upstream_status"
             return web.Response(
@@ -654,7 +652,7 @@ class Guard:
         request: web.Request,
         r: _Req,
         active: Active,
-        upstream: aiohttp.ClientResponse,
+        upstream: Response,
         *,
         strip_usage: bool,
         tpm: float | None,
@@ -675,7 +673,7 @@ class Guard:
         clean = False
         try:
             try:
-                async for chunk in upstream.content.iter_any():
+                async for chunk in upstream.iter_chunks():
                     out = filt.feed(chunk)
                     if out:
                         await _send(resp, out)
@@ -685,11 +683,11 @@ class Guard:
                         break  # stop the generation: the client got the error event
                 else:
                     clean = True
-            except (TimeoutError, aiohttp.ServerTimeoutError):
+            except UpstreamTimeout:
                 self.telemetry.upstream_errors.labels("timeout").inc()
                 r.error = "upstream_timeout"
                 await _send(resp, sse_error_event("The model server stalled mid-stream.", "upstream_timeout"))
-            except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError):
+            except UpstreamError:
                 self.telemetry.upstream_errors.labels("disconnect").inc()
                 r.error = "upstream_error"
                 await _send(
