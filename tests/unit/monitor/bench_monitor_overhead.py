@@ -70,6 +70,13 @@ async def _load(url: str, n: int, concurrency: int) -> list[float]:
     return lat
 
 
+def _cpu_s(pid: int) -> float:
+    """utime + stime of a process, in seconds."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _pct(xs: list[float], q: float) -> float:
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(q * len(xs)))] * 1000
@@ -134,6 +141,8 @@ async def main() -> None:
     guard = f"http://127.0.0.1:{guard_port}"
     results: dict[str, list[float]] = {"off": [], "on": []}
     processed = 0
+    cpu: dict[str, float] = {"guard_off": 0.0, "guard_on": 0.0, "monitor": 0.0}
+    wall: dict[str, float] = {"off": 0.0, "on": 0.0}
     try:
         await _wait_http(f"http://127.0.0.1:{up_port}/health")
         await _wait_http(guard + "/healthz")
@@ -163,8 +172,12 @@ async def main() -> None:
                     )
                     await _wait_http(f"http://127.0.0.1:{mon_port}/healthz")
                     await asyncio.sleep(1.1)  # the guard retries a missing socket after 1 s
+                g0, m0, t0 = _cpu_s(procs[1].pid), _cpu_s(mon.pid) if mon else 0.0, time.perf_counter()
                 results[mode] += await _load(guard, args.requests, args.concurrency)
+                wall[mode] += time.perf_counter() - t0
+                cpu[f"guard_{mode}"] += _cpu_s(procs[1].pid) - g0
                 if mon is not None:
+                    cpu["monitor"] += _cpu_s(mon.pid) - m0
                     async with (
                         aiohttp.ClientSession() as s,
                         s.get(f"http://127.0.0.1:{mon_port}/healthz") as r,
@@ -186,6 +199,13 @@ async def main() -> None:
         }
         for mode, xs in results.items()
     }
+    n = {mode: len(xs) for mode, xs in results.items()}
+    out["cpu_us_per_request"] = {
+        "guard_off": round(cpu["guard_off"] / n["off"] * 1e6, 1),
+        "guard_on": round(cpu["guard_on"] / n["on"] * 1e6, 1),
+        "monitor": round(cpu["monitor"] / n["on"] * 1e6, 1),
+    }
+    out["throughput_rps"] = {mode: round(n[mode] / wall[mode], 1) for mode in wall}
     out["monitor_events_processed"] = processed
     out["config"] = {
         "requests_per_round": args.requests,

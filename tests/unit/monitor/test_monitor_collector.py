@@ -12,15 +12,9 @@ from maestro.workers.monitor.signals import TextAnalyzer
 pytestmark = pytest.mark.unit
 
 
-def _collector(reference: int = 100, queue_size: int = 10_000) -> EventCollector:
+def _collector(reference: int = 100) -> EventCollector:
     drift = DriftMonitor(c.DRIFT_FEATURES, reference_size=reference, window=reference, threshold=0.2)
-    return EventCollector(
-        MonitorMetrics(process=False),
-        drift,
-        TextAnalyzer(),
-        queue_size=queue_size,
-        text_budget=RateBudget(1e9),
-    )
+    return EventCollector(MonitorMetrics(process=False), drift, TextAnalyzer(), text_budget=RateBudget(1e9))
 
 
 def _get(col: EventCollector, name: str, **labels: str) -> float | None:
@@ -105,22 +99,28 @@ def test_malformed_fields_are_ignored_not_fatal() -> None:
         )
     )
     col.offer({"unexpected": ["shape"]})
-    assert col.drain() == 2
-    assert col.processed == 2
+    assert col.processed == 2 and col.failed == 0
     assert _get(col, c.REQUESTS, model="tiny", route="/v1/chat/completions", code="unknown") == 1
     assert _get(col, c.TTFT + "_count", model="tiny") is None
     assert _get(col, c.PII_DETECTIONS, entity="EMAIL") is None
+    assert _get(col, c.EVENTS_RECEIVED) == 2
 
 
-def test_overload_drops_oldest_and_counts() -> None:
-    col = _collector(queue_size=10)
-    for i in range(25):
-        col.offer(event(requestId=f"r{i}"))
-    assert len(col.queue) == 10
-    assert _get(col, c.EVENTS_DROPPED, reason="overload") == 15
-    assert _get(col, c.EVENTS_RECEIVED) == 25
-    col.drain()
-    assert col.recent.get("r24") is not None and col.recent.get("r14") is None
+def test_a_failing_event_is_counted_and_the_next_one_still_counts() -> None:
+    col = _collector()
+
+    def broken_hook(ev: dict) -> None:
+        if ev["requestId"] == "bad":
+            raise RuntimeError("boom")
+
+    col.hooks.append(broken_hook)
+    col.offer(event(requestId="bad"))
+    col.offer(event(requestId="good"))
+    col.malformed()
+    assert col.failed == 1
+    assert _get(col, c.EVENTS_DROPPED, reason="malformed") == 2
+    assert _get(col, c.EVENTS_RECEIVED) == 3
+    assert col.recent.get("good") is not None
 
 
 def test_probe_events_are_not_traffic() -> None:

@@ -12,10 +12,11 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 
 import pytest
 import yaml
-from monitor_helpers import FakeChat, Served, event
+from monitor_helpers import FakeChat, Served, event, parse_scrape
 
 from maestro.workers.events import EventEmitter
 from maestro.workers.monitor import contract as c
@@ -28,6 +29,10 @@ FILES = os.path.join(ROOT, "charts", "maestro", "files")
 NAME = re.compile(r"(?<![\w:$])((?:maestro_|vllm:)[A-Za-z0-9_:]*)")
 #: Gone in vLLM 0.33: a panel using them would be silently empty.
 DEPRECATED_VLLM = ("vllm:gpu_cache_usage_perc", "vllm:time_per_output_token_seconds", "vllm:gpu_prefix_cache")
+
+
+#: Serving-side series (a live scrape of the monitor and the guard must have them).
+SERVING = ("maestro_monitor_", "maestro_guard_", "vllm:")
 
 
 def _exprs(board: dict) -> list[str]:
@@ -83,7 +88,7 @@ def test_no_deprecated_vllm_names() -> None:
 
 def test_operator_dashboard_uses_the_operator_contract() -> None:
     names = _names(_exprs(dashboards.operator_dashboard())) | {
-        n for n in _names(_rule_exprs()) if not n.startswith(("maestro_monitor_", "vllm:"))
+        n for n in _names(_rule_exprs()) if not n.startswith(SERVING)
     }
     assert names
     for n in names:
@@ -91,20 +96,46 @@ def test_operator_dashboard_uses_the_operator_contract() -> None:
         assert base in c.OPERATOR_METRICS or n in c.OPERATOR_METRICS, n
 
 
-async def _live_scrape(start_monitor, fake_vllm) -> set[str]:
+async def _live_scrape(start_monitor, fake_vllm, tmp_path) -> set[str]:
+    """Scrape the monitor and the real guard after traffic that touches every labelled series."""
+    from maestro.workers.guard.proxy import Guard
+
     fake, served = fake_vllm
     fake.serve(3, prompt_tokens=5, generation_tokens=9)
-    guard = await Served(FakeChat(lambda p: "A kind and lovely answer.").app).start()
+    upstream = await Served(FakeChat(lambda p: "A kind and lovely answer.").app).start()
+    policy = tmp_path / "policy.json"
+    policy.write_text(
+        json.dumps(
+            {
+                "name": "p",
+                "digest": "d",
+                "servedModelName": "tiny",
+                "request": {"pii": {"input": "allow", "output": "allow"}},
+                "audit": {"enabled": False, "logPrompts": True},
+            }
+        )
+    )
+    (tmp_path / "keys").mkdir()
+    events_socket = os.path.join(tempfile.mkdtemp(prefix="mon-", dir="/tmp"), "ev.sock")
+    guard = Guard(
+        upstream.url,
+        config_path=str(policy),
+        keys_dir=str(tmp_path / "keys"),
+        events_path=events_socket,
+        reload_interval=0,
+    )
+    guard_served = await Served(guard.app).start()
     mon = await start_monitor(
         vllm_metrics_url=served.url + "/metrics",
-        guard_url=guard.url,
+        events_socket=events_socket,
+        guard_url=guard_served.url,  # probes go through the real guard
         probes=True,
         served_model="tiny",
         probe_interval=3600,
         drift_reference_size=2,
         drift_window=2,
     )
-    emitter = EventEmitter(mon.monitor.settings.events_socket)
+    emitter = EventEmitter(events_socket)
     full = event(
         stream=True,
         promptText="Hello there, how are you today?",
@@ -127,15 +158,22 @@ async def _live_scrape(start_monitor, fake_vllm) -> set[str]:
         assert asyncio.get_running_loop().time() < deadline, "monitor did not scrape and probe in time"
         await asyncio.sleep(0.05)
     await asyncio.sleep(0.2)  # the first probe round finishes and publishes
+    assert mon.monitor.collector.processed == 6  # probe traffic through the guard is not user traffic
     _, samples = await mon.scrape()
-    await guard.stop()
-    return set(samples)
+    async with mon.session.get(guard_served.url + "/metrics") as resp:
+        guard_samples = parse_scrape(await resp.text())
+    await guard_served.stop()
+    await upstream.stop()
+    shutil.rmtree(os.path.dirname(events_socket), ignore_errors=True)
+    return set(samples) | set(guard_samples)
 
 
-async def test_every_dashboard_and_alert_series_is_in_a_live_scrape(start_monitor, fake_vllm) -> None:
-    scraped = await _live_scrape(start_monitor, fake_vllm)
+async def test_every_dashboard_and_alert_series_is_in_a_live_scrape(
+    start_monitor, fake_vllm, tmp_path
+) -> None:
+    scraped = await _live_scrape(start_monitor, fake_vllm, tmp_path)
     wanted = _names(_exprs(dashboards.serving_dashboard())) | {
-        n for n in _names(_rule_exprs()) if n.startswith(("maestro_monitor_", "vllm:"))
+        n for n in _names(_rule_exprs()) if n.startswith(SERVING)
     }
     missing = sorted(wanted - scraped)
     assert not missing, f"dashboard/alert series that nothing exports: {missing}"

@@ -1,17 +1,16 @@
 """Guard events → metrics, text signals, drift, and the short memory feedback needs.
 
-The datagram callback only appends to a bounded deque (dropping the oldest under overload and
-counting it); a separate task drains it in batches and yields between batches, so a burst of
-events never starves `/metrics` or `/v1/feedback`, and the guard never waits on any of it.
+Events are handled inline as the receiver reads them: cheap counters and histograms for every
+event, text scoring under a rate budget, drift gauges refreshed at most once a second. The guard
+never waits on any of it (the socket between them drops when full).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -22,11 +21,6 @@ from maestro.workers.monitor.metrics import MonitorMetrics
 from maestro.workers.monitor.signals import UNDETERMINED, TextAnalyzer
 
 log = logging.getLogger(__name__)
-
-#: Events scored per loop turn. Small, because the kernel queue in front of us is tiny: a pod's
-#: network namespace starts with net.unix.max_dgram_qlen = 10, so the loop must get back to the
-#: socket within ~10 events' time or the guard's sends are dropped.
-BATCH = 32
 
 
 @dataclass(frozen=True)
@@ -93,6 +87,11 @@ def _num(value: Any) -> float | None:
 
 
 class EventCollector:
+    """Turns events into metrics inline, as the receiver hands them over (~20 µs each; text
+    scoring, the expensive part, runs under `text_budget`). No queue of its own: the kernel's
+    socket queue is the bound, and when it is full the guard drops (and counts) instead of waiting.
+    """
+
     def __init__(
         self,
         metrics: MonitorMetrics,
@@ -100,62 +99,47 @@ class EventCollector:
         analyzer: TextAnalyzer,
         *,
         recent: RecentRequests | None = None,
-        queue_size: int = 10_000,
         on_reference_frozen: Callable[[], None] | None = None,
         hooks: list[Callable[[dict[str, Any]], None]] | None = None,
         text_budget: RateBudget | None = None,
+        drift_publish_interval: float = 1.0,
     ) -> None:
         self.metrics = metrics
         self.drift = drift
         self.analyzer = analyzer
         self.recent = recent or RecentRequests()
-        self.queue: deque[dict[str, Any]] = deque()
-        self.queue_size = queue_size
         self.processed = 0
-        self.dropped = 0
-        self._wake = asyncio.Event()
+        self.failed = 0
         self._on_reference_frozen = on_reference_frozen
         self.hooks = hooks or []  # e.g. the OTLP exporter's GenAI histograms
         self.text_budget = text_budget or RateBudget(c.DEFAULT_TEXT_SCORE_RATE)
+        self.drift_publish_interval = drift_publish_interval
+        self._published_at = 0.0
         self._frozen = self._frozen_features()
         for feature in drift.features:
             metrics.drift_threshold.labels(feature).set(drift.threshold)
 
-    # -- intake (datagram callback: O(1), never blocks) ---------------------------------------
+    # -- intake -------------------------------------------------------------------------------
     def offer(self, event: dict[str, Any]) -> None:
+        """One event from the socket. Never raises: a bad event is counted and skipped."""
         self.metrics.events_received.inc()
-        if len(self.queue) >= self.queue_size:
-            self.queue.popleft()
-            self.dropped += 1
-            self.metrics.events_dropped.labels("overload").inc()
-        self.queue.append(event)
-        self._wake.set()
-
-    async def run(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self.queue:
-                for _ in range(min(BATCH, len(self.queue))):
-                    self._safe_process(self.queue.popleft())
-                self.publish_drift()
-                await asyncio.sleep(0)
-
-    def drain(self) -> int:
-        """Process everything queued now (tests and shutdown)."""
-        n = 0
-        while self.queue:
-            self._safe_process(self.queue.popleft())
-            n += 1
-        self.publish_drift()
-        return n
-
-    def _safe_process(self, event: dict[str, Any]) -> None:
         try:
             self.process(event)
-        except Exception:  # a bad event is counted and skipped, never fatal
+        except Exception:
+            self.failed += 1
             log.exception("monitor: could not process event %r", str(event)[:200])
             self.metrics.events_dropped.labels("malformed").inc()
+
+    def malformed(self) -> None:
+        """A datagram that was not a JSON object."""
+        self.metrics.events_received.inc()
+        self.metrics.events_dropped.labels("malformed").inc()
+
+    def after_batch(self) -> None:
+        """Refresh the drift gauges at most once per interval (they cost more than an event)."""
+        now = time.monotonic()
+        if now - self._published_at >= self.drift_publish_interval:
+            self.publish_drift()
 
     # -- one event ----------------------------------------------------------------------------
     def process(self, event: dict[str, Any]) -> None:
@@ -167,27 +151,27 @@ class EventCollector:
         model = m.model(event.get("model"))
         status = event.get("status")
         code = str(status) if isinstance(status, int) and not isinstance(status, bool) else "unknown"
-        m.requests.labels(model, m.route(event.get("route")), code).inc()
+        m.child(m.requests, model, m.route(event.get("route")), code).inc()
         if event.get("refusal") is True:
-            m.refusals.labels(model).inc()
+            m.child(m.refusals, model).inc()
         finish = event.get("finishReason")
         if isinstance(finish, str) and finish:
-            m.finish_reasons.labels(model, m.reason(finish)).inc()
+            m.child(m.finish_reasons, model, m.reason(finish)).inc()
         prompt_tokens = _num(event.get("promptTokens"))
         completion_tokens = _num(event.get("completionTokens"))
         if prompt_tokens:
-            m.tokens.labels(model, "prompt").inc(prompt_tokens)
+            m.child(m.tokens, model, "prompt").inc(prompt_tokens)
         if completion_tokens:
-            m.tokens.labels(model, "completion").inc(completion_tokens)
+            m.child(m.tokens, model, "completion").inc(completion_tokens)
         for decision in event.get("decisions") or ():
             if isinstance(decision, dict) and decision.get("rule"):
-                m.policy_decisions.labels(m.rule(decision["rule"]), m.reason(decision.get("action"))).inc()
+                m.child(m.policy_decisions, m.rule(decision["rule"]), m.reason(decision.get("action"))).inc()
         pii = event.get("pii")
         if isinstance(pii, dict):
             for entity, n in pii.items():
                 count = _num(n)
                 if count:
-                    m.pii.labels(m.entity(entity)).inc(count)
+                    m.child(m.pii, m.entity(entity)).inc(count)
         self._latency(event, model, completion_tokens)
         # A failed or blocked request has no real answer: keep it out of the response features.
         self._lengths_and_text(event, response=not isinstance(status, int) or 200 <= status < 300)
@@ -211,9 +195,9 @@ class EventCollector:
         latency_ms = _num(event.get("latencyMs"))
         ttft_ms = _num(event.get("ttftMs"))
         if latency_ms is not None:
-            m.duration.labels(model).observe(latency_ms / 1000)
+            m.child(m.duration, model).observe(latency_ms / 1000)
         if ttft_ms is not None:
-            m.ttft.labels(model).observe(ttft_ms / 1000)
+            m.child(m.ttft, model).observe(ttft_ms / 1000)
         # Mean gap between tokens after the first: only meaningful for a stream with > 1 token.
         if (
             event.get("stream") is True
@@ -223,7 +207,7 @@ class EventCollector:
             and completion_tokens > 1
             and latency_ms >= ttft_ms
         ):
-            m.itl.labels(model).observe((latency_ms - ttft_ms) / 1000 / (completion_tokens - 1))
+            m.child(m.itl, model).observe((latency_ms - ttft_ms) / 1000 / (completion_tokens - 1))
 
     def _lengths_and_text(self, event: dict[str, Any], response: bool) -> None:
         m = self.metrics
@@ -244,19 +228,20 @@ class EventCollector:
                 self.drift.observe_length(f"{direction}_chars", chars)
             if not score_text or not isinstance(text, str) or not text:
                 continue
-            m.text_analyzed.labels(direction).inc()
+            m.child(m.text_analyzed, direction).inc()
             language = self.analyzer.language(text)
-            m.languages.labels(direction, m.language(language)).inc()
+            m.child(m.languages, direction, m.language(language)).inc()
             if language != UNDETERMINED or len(text) >= 20:
                 self.drift.observe(f"{direction}_language", language)
             score = self.analyzer.sentiment(text)
             if score is not None:
-                m.sentiment.labels(direction).observe((score + 1) / 2)
+                m.child(m.sentiment, direction).observe((score + 1) / 2)
             if self.analyzer.profane(text):
-                m.profanity.labels(direction).inc()
+                m.child(m.profanity, direction).inc()
 
     # -- drift gauges -------------------------------------------------------------------------
     def publish_drift(self) -> None:
+        self._published_at = time.monotonic()
         m = self.metrics
         values = self.drift.snapshot()
         for name, feature in self.drift.features.items():

@@ -60,7 +60,9 @@ CORRECTIONS_FILE: Final = "corrections.jsonl"
 P: Final = "maestro_monitor_"
 # guard events
 EVENTS_RECEIVED: Final = P + "events_received_total"
-EVENTS_DROPPED: Final = P + "events_dropped_total"  # label reason: overload|malformed
+EVENTS_DROPPED: Final = P + "events_dropped_total"  # label reason: malformed
+#: The guard's count of events it could not hand to the monitor (socket full or monitor absent).
+GUARD_EVENTS_DROPPED: Final = "maestro_guard_events_dropped_total"
 REQUESTS: Final = P + "requests_total"  # labels model, route, code
 REFUSALS: Final = P + "refusals_total"  # label model
 FINISH_REASONS: Final = P + "finish_reasons_total"  # labels model, reason

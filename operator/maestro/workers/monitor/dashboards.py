@@ -389,6 +389,7 @@ def serving_dashboard() -> dict[str, Any]:
         [
             (f"sum(rate({c.EVENTS_RECEIVED}{_sel()}[{RI}]))", "received"),
             (f"sum by (reason) (rate({c.EVENTS_DROPPED}{_sel()}[{RI}]))", "dropped {{reason}}"),
+            (f"sum(rate({c.GUARD_EVENTS_DROPPED}{_sel()}[{RI}]))", "dropped by the guard (socket full)"),
             (f"sum(rate({c.TEXT_SKIPPED}{_sel()}[{RI}]))", "text not scored (budget)"),
         ],
         unit="short",
@@ -527,11 +528,12 @@ def alert_rules() -> dict[str, Any]:
         ),
         _alert(
             "MaestroMonitorDroppingEvents",
-            f"sum by ({BY}) (rate({c.EVENTS_DROPPED}[10m])) > 0",
+            f"sum by ({BY}) (rate({c.GUARD_EVENTS_DROPPED}[10m])) > 1",
             "15m",
             "info",
-            "The monitor drops guard events on {{ $labels.namespace }}/{{ $labels.service }}",
-            "Signals are sampled, not complete; give the monitor sidecar more CPU.",
+            "Guard events do not reach the monitor on {{ $labels.namespace }}/{{ $labels.service }}",
+            "The guard drops monitor events (monitor down or too slow): monitoring signals are sampled, "
+            "not complete. Check the monitor sidecar's health and CPU.",
         ),
         _alert(
             "MaestroBiasRefusalGap",

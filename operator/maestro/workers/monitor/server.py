@@ -19,7 +19,6 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
-from maestro.workers.events import serve_events
 from maestro.workers.monitor import contract as c
 from maestro.workers.monitor.collector import EventCollector, RateBudget
 from maestro.workers.monitor.config import MonitorSettings
@@ -33,6 +32,7 @@ from maestro.workers.monitor.feedback import (
 )
 from maestro.workers.monitor.metrics import MonitorMetrics
 from maestro.workers.monitor.probes import BiasProber, read_api_key
+from maestro.workers.monitor.receiver import EventReceiver
 from maestro.workers.monitor.scrape import VLLMScraper
 from maestro.workers.monitor.signals import TextAnalyzer
 
@@ -93,7 +93,12 @@ class Monitor:
             )
         self.started = time.time()
         self._tasks: list[asyncio.Task[None]] = []
-        self._transport: asyncio.DatagramTransport | None = None
+        self.receiver = EventReceiver(
+            s.events_socket,
+            self.collector.offer,
+            on_malformed=self.collector.malformed,
+            after_batch=self.collector.after_batch,
+        )
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
         self.port: int | None = None
@@ -131,7 +136,11 @@ class Monitor:
             {
                 "status": "ok",
                 "uptimeSeconds": round(time.time() - self.started, 1),
-                "events": {"processed": col.processed, "queued": len(col.queue), "dropped": col.dropped},
+                "events": {
+                    "received": self.receiver.received,
+                    "processed": col.processed,
+                    "malformed": self.receiver.malformed + col.failed,
+                },
                 "vllm": {
                     "up": scr.last_error is None and scr.scrapes > 0,
                     "lastError": scr.last_error,
@@ -162,9 +171,8 @@ class Monitor:
     # -- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
         s = self.settings
-        self._transport, _ = await serve_events(self.collector.offer, s.events_socket)
+        self.receiver.start()
         self._session = aiohttp.ClientSession()
-        self._tasks.append(asyncio.create_task(self.collector.run(), name="events"))
         self._tasks.append(asyncio.create_task(self.scraper.run(self._session), name="scrape"))
         if self.prober:
             self._tasks.append(asyncio.create_task(self.prober.run(self._session), name="probes"))
@@ -195,9 +203,8 @@ class Monitor:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
-        if self._transport:
-            self._transport.close()
-        self.collector.drain()
+        self.receiver.close()
+        self.collector.publish_drift()
         if self._runner:
             await self._runner.cleanup()
         if self._session:
