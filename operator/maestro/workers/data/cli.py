@@ -33,8 +33,10 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--spec", help="LLMDataset spec (JSON/YAML file; default: $MAESTRO_SPEC)")
     v.add_argument("--source", help="override spec.source.uri (local runs; a plain path means file://)")
     v.add_argument("--output", help=f"output directory (default: ${ENV_OUTPUT_DIR} or {DEFAULT_OUTPUT_DIR})")
-    v.add_argument("--termination-path", help=f"summary file (default: ${ENV_TERMINATION_PATH} or "
-                                              f"{DEFAULT_TERMINATION_PATH})")  # fmt: skip
+    v.add_argument(
+        "--termination-path",
+        help=f"summary file (default: ${ENV_TERMINATION_PATH} or {DEFAULT_TERMINATION_PATH})",
+    )
     v.add_argument("--quiet", action="store_true", help="no human summary on stderr")
     return p
 

@@ -163,40 +163,64 @@ def parse_summary(text: str) -> Summary:
 
 
 def dump_summary(summary: Summary | dict[str, Any]) -> str:
-    """Serialize compactly, shrinking optional detail until it fits in MAX_SUMMARY_BYTES."""
+    """Serialize compactly, shedding optional detail step by step until it fits in MAX_SUMMARY_BYTES.
+
+    What the operator writes to status goes last: version, records, the failed gates and the reason.
+    """
     data: dict[str, Any] = json.loads(json.dumps(summary))
-    text = _compact(data)
-    if len(text.encode()) <= MAX_SUMMARY_BYTES:
-        return text
-    stats = data.get("stats") or {}
-    # drop the least useful detail first; what the operator writes to status stays
-    for key in list(stats):
-        if key not in ("languages", "lengthChars"):
+    stats: dict[str, Any] = data.get("stats") or {}
+
+    def top_languages(n: int) -> None:
+        langs = stats.get("languages")
+        if isinstance(langs, dict) and len(langs) > n:
+            stats["languages"] = dict(sorted(langs.items(), key=lambda kv: -kv[1])[:n])
+
+    def drop_extras() -> None:
+        for key in [k for k in stats if k not in ("languages", "lengthChars")]:
             stats.pop(key)
-            text = _compact(data)
-            if len(text.encode()) <= MAX_SUMMARY_BYTES:
-                return text
-    langs = stats.get("languages")
-    if isinstance(langs, dict) and len(langs) > 5:
-        top = sorted(langs.items(), key=lambda kv: -kv[1])[:5]
-        stats["languages"] = dict(top)
-        text = _compact(data)
-        if len(text.encode()) <= MAX_SUMMARY_BYTES:
-            return text
-    for gate in data.get("gates", []):
-        gate["name"] = str(gate.get("name", ""))[:48]
-    if "reason" in data:
-        data["reason"] = str(data["reason"])[:300]
-    text = _compact(data)
-    if len(text.encode()) <= MAX_SUMMARY_BYTES:
-        return text
-    failed = [g for g in data.get("gates", []) if not g.get("passed")]
-    data["gates"] = failed[:20]
-    data["gatesTruncated"] = True
-    text = _compact(data)
-    if len(text.encode()) > MAX_SUMMARY_BYTES:  # pathological; keep the parseable core
+
+    def trim_text() -> None:
+        if "reason" in data:
+            data["reason"] = str(data["reason"])[:300]
+        for gate in data.get("gates", []):
+            gate["name"] = str(gate.get("name", ""))[:64]
+            if "message" in gate:
+                gate["message"] = str(gate["message"])[:120]
+
+    def drop_messages() -> None:
+        for gate in data.get("gates", []):
+            gate.pop("message", None)
+
+    def failed_only() -> None:
+        gates = data.get("gates", [])
+        failed = [g for g in gates if not g.get("passed")]
+        if len(failed) < len(gates):
+            data["gates"] = failed
+            data["gatesTruncated"] = True
+
+    def few_failed() -> None:
+        if len(data.get("gates", [])) > 10:
+            data["gates"] = data["gates"][:10]
+            data["gatesTruncated"] = True
+
+    def no_stats() -> None:
         data["stats"] = {}
-        data["gates"] = data["gates"][:5]
+
+    steps = (
+        drop_extras,
+        lambda: top_languages(10),
+        trim_text,
+        drop_messages,
+        lambda: top_languages(3),
+        failed_only,
+        few_failed,
+        no_stats,
+    )
+    text = _compact(data)
+    for step in steps:
+        if len(text.encode()) <= MAX_SUMMARY_BYTES:
+            break
+        step()
         text = _compact(data)
     return text
 

@@ -118,10 +118,15 @@ def render(report: dict[str, Any]) -> str:
     passed = report["passed"]
     consent = gov.get("consent") or {}
     flow = [
-        ("read", rec["total"]), ("invalid", rec["invalid"]), ("exact duplicates", rec["duplicates"]),
-        ("near duplicates", rec["nearDuplicates"]), ("filtered", rec["filtered"]), ("kept", rec["kept"]),
-        ("train", rec["train"]), ("validation", rec["validation"]),
-    ]  # fmt: skip
+        ("read", rec["total"]),
+        ("invalid", rec["invalid"]),
+        ("exact duplicates", rec["duplicates"]),
+        ("near duplicates", rec["nearDuplicates"]),
+        ("filtered", rec["filtered"]),
+        ("kept", rec["kept"]),
+        ("train", rec["train"]),
+        ("validation", rec["validation"]),
+    ]
     langs = list(stats.get("languageShares", {}).items())[:12]
     warnings = list(report.get("warnings") or [])
     if pii["recordsWithPII"] and not gov.get("containsPersonalData"):

@@ -32,31 +32,46 @@ def evaluate(cfg: Config, res: Result) -> list[dict[str, Any]]:
 
     invalid_ratio = _ratio(res.invalid, res.total)
     gate(
-        INVALID_GATE, invalid_ratio <= g.max_invalid_ratio, invalid_ratio, g.max_invalid_ratio,
+        INVALID_GATE,
+        invalid_ratio <= g.max_invalid_ratio,
+        invalid_ratio,
+        g.max_invalid_ratio,
         f"{res.invalid} of {res.total} records are malformed; first: {res.first_error}",
-    )  # fmt: skip
+    )
     gate(
-        "minRecords", res.kept >= g.min_records, res.kept, g.min_records,
+        "minRecords",
+        res.kept >= g.min_records,
+        res.kept,
+        g.min_records,
         f"only {res.kept} records kept after cleaning, {g.min_records} required",
-    )  # fmt: skip
+    )
     if g.max_duplicate_ratio is not None:
         dup = _ratio(res.duplicates + res.near_duplicates, res.valid)
         gate(
-            "maxDuplicateRatio", dup <= g.max_duplicate_ratio, dup, g.max_duplicate_ratio,
+            "maxDuplicateRatio",
+            dup <= g.max_duplicate_ratio,
+            dup,
+            g.max_duplicate_ratio,
             f"{res.duplicates} exact and {res.near_duplicates} near duplicates in {res.valid} valid records",
-        )  # fmt: skip
+        )
     if g.max_pii_ratio is not None:
         pii = _ratio(res.pii_records, res.scanned)
         gate(
-            "maxPIIRatio", pii <= g.max_pii_ratio, pii, g.max_pii_ratio,
+            "maxPIIRatio",
+            pii <= g.max_pii_ratio,
+            pii,
+            g.max_pii_ratio,
             f"{res.pii_records} of {res.scanned} scanned records hold PII",
-        )  # fmt: skip
+        )
     if cfg.pii_action == "reject":
         gate(
-            "piiReject", res.pii_records == 0, res.pii_records, 0,
+            "piiReject",
+            res.pii_records == 0,
+            res.pii_records,
+            0,
             f"processing.pii.action is reject and {res.pii_records} records hold PII "
             f"({', '.join(f'{k}={v}' for k, v in res.pii_by_type.most_common(5))})",
-        )  # fmt: skip
+        )
     if g.allowed_languages:
         # undetermined (too short to tell) is not evidence of another language
         other = sum(
@@ -64,10 +79,13 @@ def evaluate(cfg: Config, res: Result) -> list[dict[str, Any]]:
         )
         top = [f"{lang}={n}" for lang, n in res.languages.most_common() if lang not in g.allowed_languages]
         gate(
-            "allowedLanguages", other == 0, other, 0,
+            "allowedLanguages",
+            other == 0,
+            other,
+            0,
             f"{other} kept records are in languages outside {sorted(g.allowed_languages)}: "
             + ", ".join(top[:5]),
-        )  # fmt: skip
+        )
     if res.representation is not None:
         imb = res.representation["imbalance"]
         counts = res.representation["counts"]

@@ -237,9 +237,14 @@ class Pipeline:
         return res
 
     def _process(
-        self, loc: sources.Location, reader: sources.HashingReader, fmt: str, compression: str | None,
-        tmp: str, res: Result,
-    ) -> None:  # fmt: skip
+        self,
+        loc: sources.Location,
+        reader: sources.HashingReader,
+        fmt: str,
+        compression: str | None,
+        tmp: str,
+        res: Result,
+    ) -> None:
         train = _SplitWriter(os.path.join(tmp, "train.jsonl"))
         val = _SplitWriter(os.path.join(tmp, "validation.jsonl"))
         try:
@@ -292,11 +297,13 @@ class Pipeline:
                 self._invalid(res, lineno, "content", "is empty after normalization")
                 continue
             rec.texts = texts
-            key = key_of(rec.kind, rec.roles, texts)
+            joined = texts[0] if len(texts) == 1 else "\n".join(texts)
+            words = joined.lower().split()
+            key = key_of(rec.roles, words)
             if exact_seen is not None and exact_seen(key):
                 res.duplicates += 1
                 continue
-            nchars = sum(map(len, texts)) + len(texts) - 1
+            nchars = len(joined)
             if nchars < min_chars:
                 filtered["too_short"] += 1
                 continue
@@ -305,35 +312,26 @@ class Pipeline:
                 continue
             if scan is not None:
                 res.scanned += 1
-                found = None
-                for i, t in enumerate(texts):
-                    hits = scan(t)
-                    if hits:
-                        if found is None:
-                            found = {}
-                        found[i] = hits
-                if found is not None:
+                hits = scan(joined)  # one scan per record; findings are mapped back to the texts
+                if hits:
                     res.pii_records += 1
-                    for hits in found.values():
-                        for f in hits:
-                            pii_by_type[f.entity] += 1
+                    for f in hits:
+                        pii_by_type[f.entity] += 1
                     if action == "drop":
                         res.pii_dropped += 1
                         filtered["pii"] += 1
                         continue
                     if action != "allow":  # redact, and reject (which fails the gate but never writes PII)
-                        for i, hits in found.items():
-                            texts[i] = apply_redactions(texts[i], hits)[0]
+                        texts = rec.texts = redact_parts(texts, hits)
                         res.pii_redacted += 1
+                        joined = texts[0] if len(texts) == 1 else "\n".join(texts)
+                        words = joined.lower().split()
+                        nchars = len(joined)
                         if exact_seen is not None:  # redaction can make two records identical
-                            rkey = key_of(rec.kind, rec.roles, texts)
-                            if exact_seen(rkey):
+                            key = key_of(rec.roles, words)
+                            if exact_seen(key):
                                 res.duplicates += 1
                                 continue
-                            key = rkey
-                        nchars = sum(map(len, texts)) + len(texts) - 1
-            joined = texts[0] if len(texts) == 1 else "\n".join(texts)
-            words = joined.lower().split()
             lang = detect(joined, words)
             if languages is not None and lang not in languages and not (keep_und and lang == "und"):
                 filtered["language"] += 1
@@ -405,6 +403,28 @@ class Pipeline:
         res.invalid += 1
         if len(res.invalid_examples) < MAX_EXAMPLES:
             res.invalid_examples.append(f"line {lineno}: {field_}: {message}")
+
+
+def redact_parts(texts: list[str], hits: list[Any]) -> list[str]:
+    """Apply findings made on `"\n".join(texts)` to the texts (a span crossing a boundary is clipped)."""
+    if len(texts) == 1:
+        return [apply_redactions(texts[0], hits)[0]]
+    out: list[str] = []
+    start = 0
+    j = 0
+    for t in texts:
+        end = start + len(t)
+        mine = []
+        while j < len(hits) and hits[j].start < end:
+            f = hits[j]
+            if f.end > start:
+                mine.append(f._replace(start=max(f.start, start) - start, end=min(f.end, end) - start))
+            if f.end > end + 1:  # continues into the next text
+                break
+            j += 1
+        out.append(apply_redactions(t, mine)[0] if mine else t)
+        start = end + 1
+    return out
 
 
 def _replace_fields(cfg: Config, fm: FieldMap) -> Config:

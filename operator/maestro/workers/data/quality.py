@@ -9,6 +9,7 @@ document's worth of words, so they apply from `HEURISTIC_MIN_WORDS` words on: sh
 from __future__ import annotations
 
 import re
+import string
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ MAX_DUP_LINE_FRAC = 0.3
 MAX_TOP_2GRAM_CHAR_FRAC = 0.2
 MAX_WORD_CHARS = 1000  # C4: longer "words" are base64 blobs or minified code
 
+_LETTERS_WS = bytes(string.ascii_letters + string.whitespace, "ascii")
 _NO_ALPHA_TOKEN = re.compile(r"(?<!\S)[^\sA-Za-z\u00c0-\u024f\u0370-\u1fff\u3040-\uffff]+(?!\S)")
 
 
@@ -68,12 +70,16 @@ def heuristic_reason(text: str, words: list[str]) -> str | None:
     avg = total_chars / n
     if avg < MIN_AVG_WORD_LEN or avg > MAX_AVG_WORD_LEN:
         return "avg_word_length"
-    if max(map(len, words)) > MAX_WORD_CHARS:
+    if len(text) > MAX_WORD_CHARS and max(map(len, words)) > MAX_WORD_CHARS:
         return "long_word"
     symbols = text.count("#") + text.count("...") + text.count("…")
     if symbols / n > MAX_SYMBOL_WORD_RATIO:
         return "symbol_ratio"
-    if 1 - len(_NO_ALPHA_TOKEN.findall(text)) / n < MIN_ALPHA_WORD_RATIO:
+    # every word without a letter holds a non-letter character, so few such characters in ASCII text
+    # bound the ratio without tokenizing (bytes.translate runs at memcpy speed)
+    max_bad = (1 - MIN_ALPHA_WORD_RATIO) * n
+    bounded = text.isascii() and len(text.encode().translate(None, _LETTERS_WS)) < max_bad
+    if not bounded and 1 - len(_NO_ALPHA_TOKEN.findall(text)) / n < MIN_ALPHA_WORD_RATIO:
         return "alpha_ratio"
     if text.count("\n") >= 3:
         lines = [ln for ln in text.split("\n") if ln.strip()]

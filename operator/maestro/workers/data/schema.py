@@ -92,6 +92,10 @@ class Record:
 
 
 def _text(value: Any, field: str) -> str:
+    if type(value) is str:  # exact-type check first: the common case, and far cheaper than isinstance
+        if not value or value.isspace():
+            raise RecordError(field, "is empty")
+        return value
     if isinstance(value, str):
         if not value.strip():
             raise RecordError(field, "is empty")
@@ -114,36 +118,40 @@ def map_row(row: Any, fm: FieldMap) -> Record:
         if not isinstance(row, Mapping):
             raise RecordError("$", f"expected an object, got {type(row).__name__}")
         return Record("text", None, [_text(row.get(fm.text), fm.text)])
-    if not isinstance(row, Mapping):
+    if type(row) is not dict and not isinstance(row, Mapping):
         raise RecordError("$", f"expected an object, got {type(row).__name__}")
     if kind == "prompt-completion":
         return Record(
             kind, None, [_text(row.get(fm.prompt), fm.prompt), _text(row.get(fm.completion), fm.completion)]
         )
     messages = row.get(fm.messages)
-    if isinstance(messages, str):  # CSV/Parquet columns carry the list as JSON text
+    if type(messages) is str:  # CSV/Parquet columns carry the list as JSON text
         try:
             messages = json.loads(messages)
         except ValueError as exc:
             raise RecordError(fm.messages, f"is a string but not a JSON list ({exc.msg})") from None
-    if not isinstance(messages, list):
+    if type(messages) is not list:
         what = "missing" if messages is None else f"a {type(messages).__name__}"
         raise RecordError(fm.messages, f"expected a list of messages, got {what}")
     if not messages:
         raise RecordError(fm.messages, "is an empty list")
     roles: list[str] = []
     texts: list[str] = []
+    role_f, content_f = fm.role, fm.content
     for i, msg in enumerate(messages):
-        where = f"{fm.messages}[{i}]"
-        if not isinstance(msg, Mapping):
-            raise RecordError(where, f"expected an object, got {type(msg).__name__}")
-        role = msg.get(fm.role)
+        if type(msg) is not dict and not isinstance(msg, Mapping):
+            raise RecordError(f"{fm.messages}[{i}]", f"expected an object, got {type(msg).__name__}")
+        role = msg.get(role_f)
         if role not in ROLES:
             raise RecordError(
-                f"{where}.{fm.role}", f"must be one of {', '.join(sorted(ROLES))}, got {role!r}"
+                f"{fm.messages}[{i}].{role_f}", f"must be one of {', '.join(sorted(ROLES))}, got {role!r}"
             )
         roles.append(role)
-        texts.append(_text(msg.get(fm.content), f"{where}.{fm.content}"))
+        content = msg.get(content_f)
+        if type(content) is str and content and not content.isspace():
+            texts.append(content)
+        else:
+            texts.append(_text(content, f"{fm.messages}[{i}].{content_f}"))
     if "assistant" not in roles:
         raise RecordError(fm.messages, "has no assistant message to learn from")
     return Record("chat", tuple(roles), texts)

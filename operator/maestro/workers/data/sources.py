@@ -33,9 +33,17 @@ from maestro.workers.data.errors import InputError, SourceIOError
 CHUNK = 1 << 20
 FORMATS = ("jsonl", "csv", "parquet", "text")
 _EXT_FORMAT = {
-    ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv", ".tsv": "csv",
-    ".parquet": "parquet", ".pq": "parquet", ".txt": "text", ".text": "text", ".md": "text",
-}  # fmt: skip
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "jsonl",
+    ".csv": "csv",
+    ".tsv": "csv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".txt": "text",
+    ".text": "text",
+    ".md": "text",
+}
 _COMPRESSION = {".gz": "gzip", ".bz2": "bz2", ".xz": "xz"}
 
 
@@ -164,8 +172,11 @@ def open_source(loc: Location, env: Mapping[str, str] | None = None) -> Iterator
 def decompress(reader: IO[bytes], compression: str | None) -> IO[bytes]:
     if compression is None:
         return reader
-    opener = {"gzip": gzip.GzipFile, "bz2": bz2.BZ2File, "xz": lzma.LZMAFile}[compression]
-    return opener(fileobj=reader, mode="rb")  # type: ignore[no-any-return, call-arg]
+    if compression == "gzip":
+        return gzip.GzipFile(fileobj=reader, mode="rb")
+    if compression == "bz2":
+        return bz2.BZ2File(reader, mode="rb")
+    return lzma.LZMAFile(reader, mode="rb")
 
 
 def iter_lines(stream: IO[bytes]) -> Iterator[bytes]:

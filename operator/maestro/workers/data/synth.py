@@ -16,8 +16,28 @@ from dataclasses import dataclass, field
 
 from maestro.workers.data import pii
 
-_FIRST = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy", "mallory",
-          "niaj", "olivia", "peggy", "rupert", "sybil", "trent", "victor", "walter", "yasmin"]  # fmt: skip
+_FIRST = [
+    "alice",
+    "bob",
+    "carol",
+    "dave",
+    "erin",
+    "frank",
+    "grace",
+    "heidi",
+    "ivan",
+    "judy",
+    "mallory",
+    "niaj",
+    "olivia",
+    "peggy",
+    "rupert",
+    "sybil",
+    "trent",
+    "victor",
+    "walter",
+    "yasmin",
+]
 _DOMAINS = ["example.com", "mail.example.org", "corp.example.net", "uni-example.edu", "example.co.uk"]
 
 
@@ -79,8 +99,9 @@ def make_pii(entity: str, rng: random.Random) -> str:
     if entity == "IPV4":
         return f"{rng.randint(1, 223)}.{rng.randint(0, 255)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}"
     if entity == "IPV6":
-        addr = ipaddress.IPv6Address(rng.getrandbits(128) if rng.random() < 0.5 else
-                                     (0x20010DB8 << 96) | rng.getrandbits(16))  # fmt: skip
+        addr = ipaddress.IPv6Address(
+            rng.getrandbits(128) if rng.random() < 0.5 else (0x20010DB8 << 96) | rng.getrandbits(16)
+        )
         return addr.compressed if rng.random() < 0.7 else addr.exploded
     if entity == "API_KEY":
         alnum = string.ascii_letters + string.digits
@@ -207,12 +228,20 @@ class PIIScore:
         per = {}
         for e, (tp, fp, fn) in sorted(self.by_entity.items()):
             per[e] = {
-                "tp": tp, "fp": fp, "fn": fn,
+                "tp": tp,
+                "fp": fp,
+                "fn": fn,
                 "precision": round(tp / (tp + fp), 4) if tp + fp else 1.0,
                 "recall": round(tp / (tp + fn), 4) if tp + fn else 1.0,
-            }  # fmt: skip
-        return {"precision": round(self.precision, 4), "recall": round(self.recall, 4), "tp": self.tp,
-                "fp": self.fp, "fn": self.fn, "by_entity": per}  # fmt: skip
+            }
+        return {
+            "precision": round(self.precision, 4),
+            "recall": round(self.recall, 4),
+            "tp": self.tp,
+            "fp": self.fp,
+            "fn": self.fn,
+            "by_entity": per,
+        }
 
 
 def score_pii(corpus: list[LabelledRecord], scanner: pii.PIIScanner) -> PIIScore:
