@@ -45,8 +45,14 @@ def free_port() -> int:
 
 
 def port_in_use(port: int) -> bool:
+    """True when something listens on the port (bind, not connect: a connect can self-connect)."""
     with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+        return False
 
 
 def resolve_bin_dir(explicit: str | Path | None = None) -> Path:
