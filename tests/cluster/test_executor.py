@@ -1,0 +1,323 @@
+"""The local executor runs pods for real on the local control plane: Jobs complete with their
+termination message, failures carry exit codes, replicas listen on the same port in separate
+network namespaces, ConfigMap changes reach mounted files, deletion leaves no process or netns,
+and a restarted executor adopts what is still running.
+
+Container commands use the worker image, so `python` is the executor's own interpreter (the
+project venv) — see `maestro.devcluster.executor.images`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.cluster
+
+NODE = "maestro-local"
+IMAGE = "ghcr.io/maestro-llmops/maestro-worker:0.1.0"
+
+
+def wait_for(pred: Callable[[], Any], timeout: float = 30, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = pred()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def get_json(kubectl: Any, *args: str, namespace: str | None = None) -> Any:
+    return json.loads(kubectl("get", *args, "-o", "json", namespace=namespace).stdout)
+
+
+def apply(kubectl: Any, obj: dict[str, Any], namespace: str) -> None:
+    kubectl("apply", "-f", "-", input=yaml.safe_dump(obj), namespace=namespace)
+
+
+def local_pod_spec(containers: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    """What the operator puts in a pod template to land on the local node."""
+    return {
+        "nodeSelector": {"executor.llmops.dev/local": "true"},
+        "tolerations": [{"key": "executor.llmops.dev/local", "operator": "Exists", "effect": "NoSchedule"}],
+        "terminationGracePeriodSeconds": 5,
+        "containers": [{"image": IMAGE, **c} for c in containers],
+        **extra,
+    }
+
+
+def job(name: str, containers: list[dict[str, Any]], **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name},
+            "spec": {"backoffLimit": 0, "template": {
+                "metadata": {"labels": {"executor.llmops.dev/local": "true"}},
+                "spec": local_pod_spec(containers, restartPolicy="Never", **spec)}}}
+
+
+def job_pod(kubectl: Any, name: str, namespace: str) -> dict[str, Any]:
+    pods = get_json(kubectl, "pods", "-l", f"job-name={name}", namespace=namespace)["items"]
+    assert len(pods) == 1, [p["metadata"]["name"] for p in pods]
+    return pods[0]  # type: ignore[no-any-return]
+
+
+class Executor:
+    """`maestro dev executor` as a subprocess against the test cluster."""
+
+    def __init__(self, kubeconfig: Path, state_dir: Path) -> None:
+        self.kubeconfig, self.state_dir = kubeconfig, state_dir
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = state_dir.parent / "executor.log"
+
+    def start(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "maestro", "dev", "executor", f"--kubeconfig={self.kubeconfig}",
+                 f"--state-dir={self.state_dir}", "--restart-backoff=1"], stdout=out, stderr=out)
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        rc = self.proc.wait(60)
+        self.proc = None
+        return rc
+
+    def netns(self) -> list[str]:
+        prefix = f"maestro-{self.executor_id}-"
+        return [n for n in os.listdir("/run/netns") if n.startswith(prefix)] if Path("/run/netns").is_dir() else []
+
+    @property
+    def executor_id(self) -> str:
+        return str(json.loads((self.state_dir / "executor.json").read_text())["executorId"])
+
+    def tail(self) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-40:]) if self.log.exists() else ""
+
+
+def _node_ready(kubectl: Any) -> bool:
+    proc = kubectl("get", "node", NODE, "-o", "json", check=False)
+    if proc.returncode != 0:
+        return False
+    conds = json.loads(proc.stdout)["status"].get("conditions", [])
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conds)
+
+
+@pytest.fixture(scope="module")
+def executor(cluster: Any, kubectl: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Executor]:
+    if os.geteuid() != 0 or subprocess.run(["ip", "netns", "list"], capture_output=True).returncode != 0:
+        pytest.skip("the local executor needs root and `ip netns` (network and mount namespaces)")
+    ex = Executor(Path(cluster.kubeconfig), tmp_path_factory.mktemp("executor") / "state")
+    ex.start()
+    try:
+        wait_for(lambda: _node_ready(kubectl), 30, f"node {NODE} Ready; executor log:\n{ex.tail()}")
+        yield ex
+    finally:
+        if ex.proc is not None:
+            assert ex.stop() == 0, ex.tail()
+        assert ex.netns() == [], "the executor left network namespaces behind"
+
+
+def test_node_is_registered_like_a_kubelet(executor: Executor, kubectl: Any) -> None:
+    node = get_json(kubectl, "node", NODE)
+    assert node["metadata"]["labels"]["executor.llmops.dev/local"] == "true"
+    assert "kwok.x-k8s.io/node" not in node["metadata"].get("annotations", {})
+    assert {"key": "executor.llmops.dev/local", "value": "true", "effect": "NoSchedule"} in node["spec"]["taints"]
+    assert int(node["status"]["allocatable"]["cpu"]) == len(os.sched_getaffinity(0))
+    assert "nvidia.com/gpu" not in node["status"]["allocatable"]
+    lease = get_json(kubectl, "lease", NODE, namespace="kube-node-lease")
+    assert lease["spec"]["holderIdentity"] == NODE
+
+
+WRITER = r"""
+import json, os, pathlib
+pathlib.Path('/data/shared.txt').write_text('from ' + os.environ['POD_NAME'])
+msg = {'pod': os.environ['POD_NAME'], 'greeting': open('/etc/cfg/greeting').read(),
+       'token': len(open('/var/run/secrets/kubernetes.io/serviceaccount/token').read()) > 100,
+       'ns': open('/var/run/secrets/kubernetes.io/serviceaccount/namespace').read(), 'cwd': os.getcwd()}
+open('/dev/termination-log', 'w').write(json.dumps(msg))
+"""
+READER = "import pathlib; open('/dev/termination-log','w').write(pathlib.Path('/data/shared.txt').read_text())"
+
+
+def test_job_completes_with_termination_message_and_volumes(executor: Executor, kubectl: Any,
+                                                            namespace: str) -> None:
+    kubectl("create", "configmap", "cfg", "--from-literal=greeting=hello", namespace=namespace)
+    apply(kubectl, {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "work"},
+                    "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}},
+          namespace)
+    volumes = [{"name": "cfg", "configMap": {"name": "cfg"}},
+               {"name": "data", "persistentVolumeClaim": {"claimName": "work"}}]
+    mounts = [{"name": "cfg", "mountPath": "/etc/cfg"}, {"name": "data", "mountPath": "/data"}]
+    env = [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]
+    apply(kubectl, job("writer", [{"name": "main", "command": ["python", "-c", WRITER], "env": env,
+                                   "workingDir": "/work/dir", "volumeMounts": mounts}], volumes=volumes), namespace)
+    kubectl("wait", "--for=condition=Complete", "job/writer", "--timeout=60s", namespace=namespace)
+    pod = job_pod(kubectl, "writer", namespace)
+    assert pod["status"]["phase"] == "Succeeded"
+    term = pod["status"]["containerStatuses"][0]["state"]["terminated"]
+    assert term["exitCode"] == 0 and term["reason"] == "Completed"
+    assert json.loads(term["message"]) == {"pod": pod["metadata"]["name"], "greeting": "hello", "token": True,
+                                           "ns": namespace, "cwd": "/work/dir"}
+    assert pod["status"]["podIP"].startswith("10.")
+    # the claim outlives the pod: a second job reads what the first wrote
+    apply(kubectl, job("reader", [{"name": "main", "command": ["python", "-c", READER],
+                                   "volumeMounts": [mounts[1]]}], volumes=[volumes[1]]), namespace)
+    kubectl("wait", "--for=condition=Complete", "job/reader", "--timeout=60s", namespace=namespace)
+    reader = job_pod(kubectl, "reader", namespace)
+    assert reader["status"]["containerStatuses"][0]["state"]["terminated"]["message"] == \
+        f"from {pod['metadata']['name']}"
+    assert not Path("/work/dir").exists() and not Path("/data/shared.txt").exists(), "wrote to the host's /"
+
+
+def test_failing_container_fails_the_job_with_exit_code(executor: Executor, kubectl: Any, namespace: str) -> None:
+    code = "import sys; print('loading'); print('bad input: no records', file=sys.stderr); sys.exit(3)"
+    apply(kubectl, job("boom", [{"name": "main", "command": ["python", "-c", code],
+                                 "terminationMessagePolicy": "FallbackToLogsOnError"}]), namespace)
+    kubectl("wait", "--for=condition=Failed", "job/boom", "--timeout=60s", namespace=namespace)
+    pod = job_pod(kubectl, "boom", namespace)
+    assert pod["status"]["phase"] == "Failed"
+    term = pod["status"]["containerStatuses"][0]["state"]["terminated"]
+    assert term["exitCode"] == 3 and term["reason"] == "Error"
+    assert "bad input: no records" in term["message"]
+    log = executor.state_dir / "logs" / f"{namespace}_{pod['metadata']['name']}_main.log"
+    assert "loading" in log.read_text()
+
+
+def test_unknown_image_waits_with_a_clear_reason(executor: Executor, kubectl: Any, namespace: str) -> None:
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "odd", "labels": {"executor.llmops.dev/local": "true"}},
+           "spec": local_pod_spec([{"name": "main", "image": "example.com/unknown:1"}])}
+    apply(kubectl, pod, namespace)
+
+    def waiting() -> dict[str, Any] | None:
+        st = get_json(kubectl, "pod", "odd", namespace=namespace)["status"].get("containerStatuses") or [{}]
+        w: dict[str, Any] | None = st[0].get("state", {}).get("waiting")
+        return w if w and w.get("reason") == "ErrImageNeverPull" else None
+
+    w = wait_for(waiting, 30, "ErrImageNeverPull")
+    assert "example.com/unknown:1" in w["message"] and "--images" in w["message"]
+
+
+SERVER = "import os, http.server; os.chdir('/srv'); http.server.test(http.server.SimpleHTTPRequestHandler, port=8080)"
+
+
+def fetch(url: str) -> str | None:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return resp.read().decode()  # type: ignore[no-any-return]
+    except OSError:
+        return None
+
+
+def test_replicas_share_a_port_in_separate_netns_and_see_configmap_updates(
+        executor: Executor, kubectl: Any, namespace: str) -> None:
+    kubectl("create", "configmap", "site", "--from-literal=index.html=v1", namespace=namespace)
+    labels = {"app": "web", "executor.llmops.dev/local": "true"}
+    container = {"name": "web", "command": ["python", "-c", SERVER], "ports": [{"name": "http", "containerPort": 8080}],
+                 "readinessProbe": {"httpGet": {"path": "/index.html", "port": "http"}, "periodSeconds": 1},
+                 "volumeMounts": [{"name": "site", "mountPath": "/srv"}]}
+    apply(kubectl, {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"}, "spec": {
+        "replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+        "template": {"metadata": {"labels": labels}, "spec": local_pod_spec(
+            [container], volumes=[{"name": "site", "configMap": {"name": "site"}}])}}}, namespace)
+    kubectl("wait", "--for=condition=Available", "deployment/web", "--timeout=60s", namespace=namespace)
+    pods = get_json(kubectl, "pods", "-l", "app=web", namespace=namespace)["items"]
+    assert len(pods) == 2
+    ips = {p["status"]["podIP"] for p in pods}
+    assert len(ips) == 2
+    for p in pods:
+        assert p["spec"]["nodeName"] == NODE
+        assert {c["type"]: c["status"] for c in p["status"]["conditions"]}["Ready"] == "True"
+        assert fetch(f"http://{p['status']['podIP']}:8080/index.html") == "v1"
+    patch = json.dumps({"data": {"index.html": "v2"}})
+    kubectl("patch", "configmap", "site", "--type=merge", "-p", patch, namespace=namespace)
+    for ip in ips:
+        wait_for(lambda ip=ip: fetch(f"http://{ip}:8080/index.html") == "v2", 15, f"{ip} to serve the new ConfigMap")
+
+
+def _pod_pids(executor: Executor, uid: str) -> list[int]:
+    rec = json.loads((executor.state_dir / "pods" / uid / "pod.json").read_text())
+    pids = [c["proc"]["pid"] for c in rec["containers"].values() if c.get("proc")]
+    out = subprocess.run(["ip", "netns", "pids", rec["netns"]], capture_output=True, text=True).stdout
+    return pids + [int(p) for p in out.split()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def sleeper(name: str, **spec: Any) -> dict[str, Any]:
+    code = "import signal, time; signal.signal(signal.SIGTERM, lambda *a: exit(0)); time.sleep(3600)"
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "labels": {"executor.llmops.dev/local": "true"}},
+            "spec": local_pod_spec([{"name": "main", "command": ["python", "-c", code]},
+                                    {"name": "side", "command": ["python", "-c", "import time; time.sleep(3600)"]}],
+                                   **spec)}
+
+
+def _running(kubectl: Any, name: str, namespace: str) -> dict[str, Any] | None:
+    pod: dict[str, Any] = get_json(kubectl, "pod", name, namespace=namespace)
+    ready = {c["type"]: c["status"] for c in pod["status"].get("conditions", [])}.get("Ready")
+    return pod if pod["status"].get("phase") == "Running" and ready == "True" else None
+
+
+def test_deletion_kills_every_process_and_removes_the_netns(executor: Executor, kubectl: Any,
+                                                            namespace: str) -> None:
+    apply(kubectl, sleeper("sleepy"), namespace)
+    pod = wait_for(lambda: _running(kubectl, "sleepy", namespace), 30, "the pod to run")
+    pids = _pod_pids(executor, pod["metadata"]["uid"])
+    assert pids and all(_alive(p) for p in pids)
+    t0 = time.monotonic()
+    kubectl("delete", "pod", "sleepy", "--wait=true", "--timeout=30s", namespace=namespace)
+    # `side` ignores nothing but gets SIGTERM; both exit well inside the 5 s grace period
+    assert time.monotonic() - t0 < 5
+    assert not [p for p in pids if _alive(p)]
+    assert not [n for n in executor.netns() if n.endswith(pod["metadata"]["uid"][:13])]
+    assert not (executor.state_dir / "pods" / pod["metadata"]["uid"]).exists()
+
+
+def test_restarted_executor_adopts_running_pods(executor: Executor, kubectl: Any, namespace: str) -> None:
+    apply(kubectl, sleeper("survivor"), namespace)
+    pod = wait_for(lambda: _running(kubectl, "survivor", namespace), 30, "the pod to run")
+    pids = _pod_pids(executor, pod["metadata"]["uid"])
+    executor.stop(signal.SIGKILL)  # a crash: nothing cleaned up
+    assert all(_alive(p) for p in pids)
+    executor.start()
+    time.sleep(3)
+    again = wait_for(lambda: _running(kubectl, "survivor", namespace), 30, f"the pod to stay Running\n{executor.tail()}")
+    assert all(_alive(p) for p in pids)
+    assert [c["restartCount"] for c in again["status"]["containerStatuses"]] == [0, 0]
+    kubectl("delete", "pod", "survivor", "--wait=true", "--timeout=30s", namespace=namespace)
+    assert not [p for p in pids if _alive(p)]
+
+
+def test_liveness_failure_restarts_the_container(executor: Executor, kubectl: Any, namespace: str) -> None:
+    code = "import time; time.sleep(3600)"
+    pod = {"apiVersion": "v1", "kind": "Pod",
+           "metadata": {"name": "flaky", "labels": {"executor.llmops.dev/local": "true"}},
+           "spec": local_pod_spec([{"name": "main", "command": ["python", "-c", code], "livenessProbe": {
+               "exec": {"command": ["python", "-c", "import os; os.stat('/tmp/healthy')"]},
+               "periodSeconds": 1, "failureThreshold": 2}}])}
+    apply(kubectl, pod, namespace)
+
+    def restarted() -> bool:
+        st = get_json(kubectl, "pod", "flaky", namespace=namespace)["status"].get("containerStatuses") or [{}]
+        return int(st[0].get("restartCount", 0)) >= 1
+
+    wait_for(restarted, 30, "a liveness restart")
+    status = get_json(kubectl, "pod", "flaky", namespace=namespace)["status"]["containerStatuses"][0]
+    assert status["lastState"]["terminated"]["exitCode"] in (137, 143)
