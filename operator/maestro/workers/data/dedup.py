@@ -38,7 +38,7 @@ class ExactDedup:
 
 
 def choose_bands(
-    threshold: float, num_perm: int, min_recall: float = 0.98, max_bands: int = 32
+    threshold: float, num_perm: int, min_recall: float = 0.98, max_bands: int = 48
 ) -> tuple[int, int]:
     """(bands, rows): the most selective banding that still makes a pair at `threshold` a candidate
     with probability >= `min_recall` (verification removes the extra candidates)."""
@@ -172,7 +172,8 @@ class NearDedup:
         shingle = np.zeros(total, dtype=np.uint64)
         for k in range(n):
             shifted = np.zeros(total, dtype=np.uint64)
-            shifted[: total - k] = w[k:]
+            if k < total:
+                shifted[: total - k] = w[k:]
             shifted[pos + k >= ends] = 0  # do not run into the next record
             shingle += shifted * self._coef[k]
         # a shingle starts at every position with n words ahead; short records get one shingle
