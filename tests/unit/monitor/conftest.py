@@ -46,6 +46,7 @@ async def start_monitor(sock_dir: str) -> AsyncIterator[Callable[..., Any]]:
             "drift_reference_size": 100,
             "drift_window": 100,
             "text_score_rate": 1e9,  # score every text: tests count exact signals
+            "event_batch_interval": 0.005,
         }
         settings = MonitorSettings(**{**kwargs, **overrides})
         monitor = Monitor(settings)

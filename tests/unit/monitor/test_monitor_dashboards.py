@@ -162,6 +162,7 @@ async def _live_scrape(start_monitor, fake_vllm, tmp_path) -> set[str]:
     _, samples = await mon.scrape()
     async with mon.session.get(guard_served.url + "/metrics") as resp:
         guard_samples = parse_scrape(await resp.text())
+    await mon.monitor.stop()
     await guard_served.stop()
     await upstream.stop()
     shutil.rmtree(os.path.dirname(events_socket), ignore_errors=True)

@@ -130,6 +130,10 @@ class EventCollector:
             log.exception("monitor: could not process event %r", str(event)[:200])
             self.metrics.events_dropped.labels("malformed").inc()
 
+    def overflowed(self, n: int) -> None:
+        """Events the receiver dropped because the monitor fell behind."""
+        self.metrics.events_dropped.labels("overload").inc(n)
+
     def malformed(self) -> None:
         """A datagram that was not a JSON object."""
         self.metrics.events_received.inc()

@@ -65,6 +65,8 @@ class MonitorSettings:
     drift_reference_size: int = c.DEFAULT_DRIFT_REFERENCE_SIZE
     drift_window: int = c.DEFAULT_DRIFT_WINDOW
     drift_reference_file: str | None = None
+    #: Seconds between event batches (not an env setting: a tuning knob for tests and benchmarks).
+    event_batch_interval: float = 0.02
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> MonitorSettings:

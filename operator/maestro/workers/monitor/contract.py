@@ -60,7 +60,7 @@ CORRECTIONS_FILE: Final = "corrections.jsonl"
 P: Final = "maestro_monitor_"
 # guard events
 EVENTS_RECEIVED: Final = P + "events_received_total"
-EVENTS_DROPPED: Final = P + "events_dropped_total"  # label reason: malformed
+EVENTS_DROPPED: Final = P + "events_dropped_total"  # label reason: malformed|overload
 #: The guard's count of events it could not hand to the monitor (socket full or monitor absent).
 GUARD_EVENTS_DROPPED: Final = "maestro_guard_events_dropped_total"
 REQUESTS: Final = P + "requests_total"  # labels model, route, code

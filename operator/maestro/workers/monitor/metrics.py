@@ -150,7 +150,8 @@ class MonitorMetrics:
         )
         self.vllm_up.set(0)
         # Known label values start at 0, so rate() and alerts see a series before the first incident.
-        self.events_dropped.labels("malformed")
+        for reason in ("malformed", "overload"):
+            self.events_dropped.labels(reason)
         for reason in ("connect", "timeout", "http", "parse", "too_large"):
             self.vllm_scrape_errors.labels(reason)
         for result in ("ok", "error"):

@@ -97,7 +97,9 @@ class Monitor:
             s.events_socket,
             self.collector.offer,
             on_malformed=self.collector.malformed,
+            on_dropped=self.collector.overflowed,
             after_batch=self.collector.after_batch,
+            interval=s.event_batch_interval,
         )
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -203,7 +205,7 @@ class Monitor:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
-        self.receiver.close()
+        await self.receiver.close()
         self.collector.publish_drift()
         if self._runner:
             await self._runner.cleanup()
