@@ -59,10 +59,18 @@ def local_pod_spec(containers: list[dict[str, Any]], **extra: Any) -> dict[str, 
 
 
 def job(name: str, containers: list[dict[str, Any]], **spec: Any) -> dict[str, Any]:
-    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name},
-            "spec": {"backoffLimit": 0, "template": {
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name},
+        "spec": {
+            "backoffLimit": 0,
+            "template": {
                 "metadata": {"labels": {"executor.llmops.dev/local": "true"}},
-                "spec": local_pod_spec(containers, restartPolicy="Never", **spec)}}}
+                "spec": local_pod_spec(containers, restartPolicy="Never", **spec),
+            },
+        },
+    }
 
 
 def job_pod(kubectl: Any, name: str, namespace: str) -> dict[str, Any]:
@@ -83,8 +91,19 @@ class Executor:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "maestro", "dev", "executor", f"--kubeconfig={self.kubeconfig}",
-                 f"--state-dir={self.state_dir}", "--restart-backoff=1"], stdout=out, stderr=out)
+                [
+                    sys.executable,
+                    "-m",
+                    "maestro",
+                    "dev",
+                    "executor",
+                    f"--kubeconfig={self.kubeconfig}",
+                    f"--state-dir={self.state_dir}",
+                    "--restart-backoff=1",
+                ],
+                stdout=out,
+                stderr=out,
+            )
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         assert self.proc is not None
@@ -95,7 +114,11 @@ class Executor:
 
     def netns(self) -> list[str]:
         prefix = f"maestro-{self.executor_id}-"
-        return [n for n in os.listdir("/run/netns") if n.startswith(prefix)] if Path("/run/netns").is_dir() else []
+        return (
+            [n for n in os.listdir("/run/netns") if n.startswith(prefix)]
+            if Path("/run/netns").is_dir()
+            else []
+        )
 
     @property
     def executor_id(self) -> str:
@@ -132,7 +155,9 @@ def test_node_is_registered_like_a_kubelet(executor: Executor, kubectl: Any) -> 
     node = get_json(kubectl, "node", NODE)
     assert node["metadata"]["labels"]["executor.llmops.dev/local"] == "true"
     assert "kwok.x-k8s.io/node" not in node["metadata"].get("annotations", {})
-    assert {"key": "executor.llmops.dev/local", "value": "true", "effect": "NoSchedule"} in node["spec"]["taints"]
+    assert {"key": "executor.llmops.dev/local", "value": "true", "effect": "NoSchedule"} in node["spec"][
+        "taints"
+    ]
     assert int(node["status"]["allocatable"]["cpu"]) == len(os.sched_getaffinity(0))
     assert "nvidia.com/gpu" not in node["status"]["allocatable"]
     lease = get_json(kubectl, "lease", NODE, namespace="kube-node-lease")
@@ -147,43 +172,98 @@ msg = {'pod': os.environ['POD_NAME'], 'greeting': open('/etc/cfg/greeting').read
        'ns': open('/var/run/secrets/kubernetes.io/serviceaccount/namespace').read(), 'cwd': os.getcwd()}
 open('/dev/termination-log', 'w').write(json.dumps(msg))
 """
-READER = "import pathlib; open('/dev/termination-log','w').write(pathlib.Path('/data/shared.txt').read_text())"
+READER = (
+    "import pathlib; open('/dev/termination-log','w').write(pathlib.Path('/data/shared.txt').read_text())"
+)
 
 
-def test_job_completes_with_termination_message_and_volumes(executor: Executor, kubectl: Any,
-                                                            namespace: str) -> None:
+def test_job_completes_with_termination_message_and_volumes(
+    executor: Executor, kubectl: Any, namespace: str
+) -> None:
     kubectl("create", "configmap", "cfg", "--from-literal=greeting=hello", namespace=namespace)
-    apply(kubectl, {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "work"},
-                    "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}},
-          namespace)
-    volumes = [{"name": "cfg", "configMap": {"name": "cfg"}},
-               {"name": "data", "persistentVolumeClaim": {"claimName": "work"}}]
+    apply(
+        kubectl,
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "work"},
+            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+        },
+        namespace,
+    )
+    volumes = [
+        {"name": "cfg", "configMap": {"name": "cfg"}},
+        {"name": "data", "persistentVolumeClaim": {"claimName": "work"}},
+    ]
     mounts = [{"name": "cfg", "mountPath": "/etc/cfg"}, {"name": "data", "mountPath": "/data"}]
     env = [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]
-    apply(kubectl, job("writer", [{"name": "main", "command": ["python", "-c", WRITER], "env": env,
-                                   "workingDir": "/work/dir", "volumeMounts": mounts}], volumes=volumes), namespace)
+    apply(
+        kubectl,
+        job(
+            "writer",
+            [
+                {
+                    "name": "main",
+                    "command": ["python", "-c", WRITER],
+                    "env": env,
+                    "workingDir": "/work/dir",
+                    "volumeMounts": mounts,
+                }
+            ],
+            volumes=volumes,
+        ),
+        namespace,
+    )
     kubectl("wait", "--for=condition=Complete", "job/writer", "--timeout=60s", namespace=namespace)
     pod = job_pod(kubectl, "writer", namespace)
     assert pod["status"]["phase"] == "Succeeded"
     term = pod["status"]["containerStatuses"][0]["state"]["terminated"]
     assert term["exitCode"] == 0 and term["reason"] == "Completed"
-    assert json.loads(term["message"]) == {"pod": pod["metadata"]["name"], "greeting": "hello", "token": True,
-                                           "ns": namespace, "cwd": "/work/dir"}
+    assert json.loads(term["message"]) == {
+        "pod": pod["metadata"]["name"],
+        "greeting": "hello",
+        "token": True,
+        "ns": namespace,
+        "cwd": "/work/dir",
+    }
     assert pod["status"]["podIP"].startswith("10.")
     # the claim outlives the pod: a second job reads what the first wrote
-    apply(kubectl, job("reader", [{"name": "main", "command": ["python", "-c", READER],
-                                   "volumeMounts": [mounts[1]]}], volumes=[volumes[1]]), namespace)
+    apply(
+        kubectl,
+        job(
+            "reader",
+            [{"name": "main", "command": ["python", "-c", READER], "volumeMounts": [mounts[1]]}],
+            volumes=[volumes[1]],
+        ),
+        namespace,
+    )
     kubectl("wait", "--for=condition=Complete", "job/reader", "--timeout=60s", namespace=namespace)
     reader = job_pod(kubectl, "reader", namespace)
-    assert reader["status"]["containerStatuses"][0]["state"]["terminated"]["message"] == \
-        f"from {pod['metadata']['name']}"
+    assert (
+        reader["status"]["containerStatuses"][0]["state"]["terminated"]["message"]
+        == f"from {pod['metadata']['name']}"
+    )
     assert not Path("/work/dir").exists() and not Path("/data/shared.txt").exists(), "wrote to the host's /"
 
 
-def test_failing_container_fails_the_job_with_exit_code(executor: Executor, kubectl: Any, namespace: str) -> None:
+def test_failing_container_fails_the_job_with_exit_code(
+    executor: Executor, kubectl: Any, namespace: str
+) -> None:
     code = "import sys; print('loading'); print('bad input: no records', file=sys.stderr); sys.exit(3)"
-    apply(kubectl, job("boom", [{"name": "main", "command": ["python", "-c", code],
-                                 "terminationMessagePolicy": "FallbackToLogsOnError"}]), namespace)
+    apply(
+        kubectl,
+        job(
+            "boom",
+            [
+                {
+                    "name": "main",
+                    "command": ["python", "-c", code],
+                    "terminationMessagePolicy": "FallbackToLogsOnError",
+                }
+            ],
+        ),
+        namespace,
+    )
     kubectl("wait", "--for=condition=Failed", "job/boom", "--timeout=60s", namespace=namespace)
     pod = job_pod(kubectl, "boom", namespace)
     assert pod["status"]["phase"] == "Failed"
@@ -195,8 +275,12 @@ def test_failing_container_fails_the_job_with_exit_code(executor: Executor, kube
 
 
 def test_unknown_image_waits_with_a_clear_reason(executor: Executor, kubectl: Any, namespace: str) -> None:
-    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "odd", "labels": {"executor.llmops.dev/local": "true"}},
-           "spec": local_pod_spec([{"name": "main", "image": "example.com/unknown:1"}])}
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "odd", "labels": {"executor.llmops.dev/local": "true"}},
+        "spec": local_pod_spec([{"name": "main", "image": "example.com/unknown:1"}]),
+    }
     apply(kubectl, pod, namespace)
 
     def waiting() -> dict[str, Any] | None:
@@ -208,7 +292,7 @@ def test_unknown_image_waits_with_a_clear_reason(executor: Executor, kubectl: An
     assert "example.com/unknown:1" in w["message"] and "--images" in w["message"]
 
 
-SERVER = "import os, http.server; os.chdir('/srv'); http.server.test(http.server.SimpleHTTPRequestHandler, port=8080)"
+SERVER = "import http.server as h, os; os.chdir('/srv'); h.test(h.SimpleHTTPRequestHandler, port=8080)"
 
 
 def fetch(url: str) -> str | None:
@@ -220,16 +304,36 @@ def fetch(url: str) -> str | None:
 
 
 def test_replicas_share_a_port_in_separate_netns_and_see_configmap_updates(
-        executor: Executor, kubectl: Any, namespace: str) -> None:
+    executor: Executor, kubectl: Any, namespace: str
+) -> None:
     kubectl("create", "configmap", "site", "--from-literal=index.html=v1", namespace=namespace)
     labels = {"app": "web", "executor.llmops.dev/local": "true"}
-    container = {"name": "web", "command": ["python", "-c", SERVER], "ports": [{"name": "http", "containerPort": 8080}],
-                 "readinessProbe": {"httpGet": {"path": "/index.html", "port": "http"}, "periodSeconds": 1},
-                 "volumeMounts": [{"name": "site", "mountPath": "/srv"}]}
-    apply(kubectl, {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"}, "spec": {
-        "replicas": 2, "selector": {"matchLabels": {"app": "web"}},
-        "template": {"metadata": {"labels": labels}, "spec": local_pod_spec(
-            [container], volumes=[{"name": "site", "configMap": {"name": "site"}}])}}}, namespace)
+    container = {
+        "name": "web",
+        "command": ["python", "-c", SERVER],
+        "ports": [{"name": "http", "containerPort": 8080}],
+        "readinessProbe": {"httpGet": {"path": "/index.html", "port": "http"}, "periodSeconds": 1},
+        "volumeMounts": [{"name": "site", "mountPath": "/srv"}],
+    }
+    apply(
+        kubectl,
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "web"},
+            "spec": {
+                "replicas": 2,
+                "selector": {"matchLabels": {"app": "web"}},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": local_pod_spec(
+                        [container], volumes=[{"name": "site", "configMap": {"name": "site"}}]
+                    ),
+                },
+            },
+        },
+        namespace,
+    )
     kubectl("wait", "--for=condition=Available", "deployment/web", "--timeout=60s", namespace=namespace)
     pods = get_json(kubectl, "pods", "-l", "app=web", namespace=namespace)["items"]
     assert len(pods) == 2
@@ -242,7 +346,11 @@ def test_replicas_share_a_port_in_separate_netns_and_see_configmap_updates(
     patch = json.dumps({"data": {"index.html": "v2"}})
     kubectl("patch", "configmap", "site", "--type=merge", "-p", patch, namespace=namespace)
     for ip in ips:
-        wait_for(lambda ip=ip: fetch(f"http://{ip}:8080/index.html") == "v2", 15, f"{ip} to serve the new ConfigMap")
+        wait_for(
+            lambda ip=ip: fetch(f"http://{ip}:8080/index.html") == "v2",
+            15,
+            f"{ip} to serve the new ConfigMap",
+        )
 
 
 def _pod_pids(executor: Executor, uid: str) -> list[int]:
@@ -262,11 +370,18 @@ def _alive(pid: int) -> bool:
 
 def sleeper(name: str, **spec: Any) -> dict[str, Any]:
     code = "import signal, time; signal.signal(signal.SIGTERM, lambda *a: exit(0)); time.sleep(3600)"
-    return {"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name, "labels": {"executor.llmops.dev/local": "true"}},
-            "spec": local_pod_spec([{"name": "main", "command": ["python", "-c", code]},
-                                    {"name": "side", "command": ["python", "-c", "import time; time.sleep(3600)"]}],
-                                   **spec)}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": {"executor.llmops.dev/local": "true"}},
+        "spec": local_pod_spec(
+            [
+                {"name": "main", "command": ["python", "-c", code]},
+                {"name": "side", "command": ["python", "-c", "import time; time.sleep(3600)"]},
+            ],
+            **spec,
+        ),
+    }
 
 
 def _running(kubectl: Any, name: str, namespace: str) -> dict[str, Any] | None:
@@ -275,8 +390,9 @@ def _running(kubectl: Any, name: str, namespace: str) -> dict[str, Any] | None:
     return pod if pod["status"].get("phase") == "Running" and ready == "True" else None
 
 
-def test_deletion_kills_every_process_and_removes_the_netns(executor: Executor, kubectl: Any,
-                                                            namespace: str) -> None:
+def test_deletion_kills_every_process_and_removes_the_netns(
+    executor: Executor, kubectl: Any, namespace: str
+) -> None:
     apply(kubectl, sleeper("sleepy"), namespace)
     pod = wait_for(lambda: _running(kubectl, "sleepy", namespace), 30, "the pod to run")
     pids = _pod_pids(executor, pod["metadata"]["uid"])
@@ -298,7 +414,9 @@ def test_restarted_executor_adopts_running_pods(executor: Executor, kubectl: Any
     assert all(_alive(p) for p in pids)
     executor.start()
     time.sleep(3)
-    again = wait_for(lambda: _running(kubectl, "survivor", namespace), 30, f"the pod to stay Running\n{executor.tail()}")
+    again = wait_for(
+        lambda: _running(kubectl, "survivor", namespace), 30, f"the pod to stay Running\n{executor.tail()}"
+    )
     assert all(_alive(p) for p in pids)
     assert [c["restartCount"] for c in again["status"]["containerStatuses"]] == [0, 0]
     kubectl("delete", "pod", "survivor", "--wait=true", "--timeout=30s", namespace=namespace)
@@ -307,11 +425,24 @@ def test_restarted_executor_adopts_running_pods(executor: Executor, kubectl: Any
 
 def test_liveness_failure_restarts_the_container(executor: Executor, kubectl: Any, namespace: str) -> None:
     code = "import time; time.sleep(3600)"
-    pod = {"apiVersion": "v1", "kind": "Pod",
-           "metadata": {"name": "flaky", "labels": {"executor.llmops.dev/local": "true"}},
-           "spec": local_pod_spec([{"name": "main", "command": ["python", "-c", code], "livenessProbe": {
-               "exec": {"command": ["python", "-c", "import os; os.stat('/tmp/healthy')"]},
-               "periodSeconds": 1, "failureThreshold": 2}}])}
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "flaky", "labels": {"executor.llmops.dev/local": "true"}},
+        "spec": local_pod_spec(
+            [
+                {
+                    "name": "main",
+                    "command": ["python", "-c", code],
+                    "livenessProbe": {
+                        "exec": {"command": ["python", "-c", "import os; os.stat('/tmp/healthy')"]},
+                        "periodSeconds": 1,
+                        "failureThreshold": 2,
+                    },
+                }
+            ]
+        ),
+    }
     apply(kubectl, pod, namespace)
 
     def restarted() -> bool:

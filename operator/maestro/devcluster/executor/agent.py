@@ -13,6 +13,7 @@ import logging
 import os
 import shutil
 import signal
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,8 +39,11 @@ TERMINAL = ("Succeeded", "Failed")
 
 def machine_resources() -> dict[str, str]:
     cpus = len(os.sched_getaffinity(0))
-    mem_kib = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
-                   if line.startswith("MemTotal:"))
+    mem_kib = next(
+        int(line.split()[1])
+        for line in Path("/proc/meminfo").read_text().splitlines()
+        if line.startswith("MemTotal:")
+    )
     return {"cpu": str(cpus), "memory": f"{mem_kib}Ki", "pods": "110", "ephemeral-storage": "100Gi"}
 
 
@@ -64,18 +68,28 @@ class Agent:
         self.executor_id = hashlib.sha1(str(self.state_dir).encode()).hexdigest()[:6]
         self.runners: dict[str, PodRunner] = {}
         self.cache: dict[tuple[str, str, str], Obj] = {}
-        self.resources = machine_resources() | {k: v for k, v in (("cpu", opts.cpu), ("memory", opts.memory)) if v}
+        self.resources = machine_resources() | {
+            k: v for k, v in (("cpu", opts.cpu), ("memory", opts.memory)) if v
+        }
         self._stop = asyncio.Event()
         self._pods_synced = asyncio.Event()
+        self._background: set[asyncio.Task[None]] = set()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Fire and forget, keeping a reference so the task is not garbage-collected mid-flight."""
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     # -- setup ---------------------------------------------------------------------------------
     def _network(self) -> PodNetwork:
         cfg_file = self.state_dir / "executor.json"
         cfg = json.loads(cfg_file.read_text()) if cfg_file.exists() else {}
         subnet = self.opts.pod_cidr or cfg.get("podCIDR")
-        net = PodNetwork(self.executor_id, ipaddress.ip_network(subnet) if subnet else pick_subnet())
-        cfg_file.write_text(json.dumps({"podCIDR": str(net.subnet), "node": self.opts.node,
-                                        "executorId": self.executor_id}))
+        net = PodNetwork(self.executor_id, ipaddress.IPv4Network(subnet) if subnet else pick_subnet())
+        cfg_file.write_text(
+            json.dumps({"podCIDR": str(net.subnet), "node": self.opts.node, "executorId": self.executor_id})
+        )
         return net
 
     async def run(self) -> None:
@@ -86,20 +100,44 @@ class Agent:
         async with Api(self.opts.kubeconfig, self.state_dir / "client") as api:
             self.api = api
             volumes = Volumes(api, self.fetch, self.state_dir, self.resources)
-            self.ctx = Context(api, self.opts.node, network.gateway, network,
-                               ImageTable.load(self.opts.images_file, self.opts.vllm_venv), volumes, self.fetch,
-                               self.state_dir, self.opts.backoff_base)
+            self.ctx = Context(
+                api,
+                self.opts.node,
+                network.gateway,
+                network,
+                ImageTable.load(self.opts.images_file, self.opts.vllm_venv),
+                volumes,
+                self.fetch,
+                self.state_dir,
+                self.opts.backoff_base,
+            )
             await self._register_node()
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self._stop.set)
-            tasks = [asyncio.create_task(c) for c in (
-                self._heartbeat(), self._watch_pods(), self._watch_objects("configmaps", "ConfigMap"),
-                self._watch_objects("secrets", "Secret"))]
-            log.info("node %s ready: pods on %s via bridge %s (gateway %s), state %s", self.opts.node,
-                     network.subnet, network.bridge, network.gateway, self.state_dir)
-            print(json.dumps({"node": self.opts.node, "podCIDR": str(network.subnet), "hostIP": network.gateway}),
-                  flush=True)
+            tasks = [
+                asyncio.create_task(c)
+                for c in (
+                    self._heartbeat(),
+                    self._watch_pods(),
+                    self._watch_objects("configmaps", "ConfigMap"),
+                    self._watch_objects("secrets", "Secret"),
+                )
+            ]
+            log.info(
+                "node %s ready: pods on %s via bridge %s (gateway %s), state %s",
+                self.opts.node,
+                network.subnet,
+                network.bridge,
+                network.gateway,
+                self.state_dir,
+            )
+            print(
+                json.dumps(
+                    {"node": self.opts.node, "podCIDR": str(network.subnet), "hostIP": network.gateway}
+                ),
+                flush=True,
+            )
             await self._stop.wait()
             log.info("stopping: terminating %d pods", len(self.runners))
             for t in tasks:
@@ -111,10 +149,13 @@ class Agent:
         """Stop every pod (they are marked Failed, as a kubelet does on node shutdown) and report the
         node NotReady, so controllers replace the pods elsewhere or once the executor is back."""
         msg = "the local executor stopped"
-        await asyncio.gather(*(
-            r.terminate(min(r._grace(), self.opts.shutdown_grace), "Terminated", msg)
-            for r in self.runners.values()
-        ), return_exceptions=True)
+        await asyncio.gather(
+            *(
+                r.terminate(min(r._grace(), self.opts.shutdown_grace), "Terminated", msg)
+                for r in self.runners.values()
+            ),
+            return_exceptions=True,
+        )
         for r in self.runners.values():
             await r.close()
         with contextlib.suppress(ApiError, OSError):
@@ -125,10 +166,18 @@ class Agent:
     # -- node ----------------------------------------------------------------------------------
     def _node_manifest(self) -> Obj:
         return {
-            "apiVersion": "v1", "kind": "Node",
-            "metadata": {"name": self.opts.node, "labels": {
-                "kubernetes.io/hostname": self.opts.node, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
-                LOCAL_LABEL: "true", "node.kubernetes.io/instance-type": "maestro-local"}},
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {
+                "name": self.opts.node,
+                "labels": {
+                    "kubernetes.io/hostname": self.opts.node,
+                    "kubernetes.io/os": "linux",
+                    "kubernetes.io/arch": "amd64",
+                    LOCAL_LABEL: "true",
+                    "node.kubernetes.io/instance-type": "maestro-local",
+                },
+            },
             "spec": {"taints": [TAINT]},
         }
 
@@ -143,53 +192,92 @@ class Agent:
             if "kwok.x-k8s.io/node" in current.get("metadata", {}).get("annotations", {}):
                 raise RuntimeError(f"node {self.opts.node} is a kwok node; pick another --node name") from e
             taints = [t for t in current.get("spec", {}).get("taints", []) if t.get("key") != LOCAL_LABEL]
-            await self.api.patch(f"/api/v1/nodes/{self.opts.node}",
-                                 {"metadata": {"labels": node["metadata"]["labels"]},
-                                  "spec": {"taints": [*taints, TAINT]}})
+            await self.api.patch(
+                f"/api/v1/nodes/{self.opts.node}",
+                {"metadata": {"labels": node["metadata"]["labels"]}, "spec": {"taints": [*taints, TAINT]}},
+            )
         await self._node_status(ready=True)
 
     async def _node_status(self, ready: bool) -> None:
         now = rfc3339()
-        reason, msg = ("KubeletReady", "maestro local executor is posting ready status") if ready else (
-            "ExecutorStopped", "maestro local executor stopped")
+        reason, msg = (
+            ("KubeletReady", "maestro local executor is posting ready status")
+            if ready
+            else ("ExecutorStopped", "maestro local executor stopped")
+        )
 
         def cond(type_: str, status: str, r: str, m: str) -> Obj:
-            return {"type": type_, "status": status, "reason": r, "message": m, "lastHeartbeatTime": now,
-                    "lastTransitionTime": self._transitions.setdefault((type_, status), now)}
+            return {
+                "type": type_,
+                "status": status,
+                "reason": r,
+                "message": m,
+                "lastHeartbeatTime": now,
+                "lastTransitionTime": self._transitions.setdefault((type_, status), now),
+            }
 
         self._transitions = getattr(self, "_transitions", {})
-        body = {"status": {
-            "capacity": self.resources, "allocatable": self.resources, "phase": "Running",
-            "addresses": [{"type": "InternalIP", "address": self.ctx.host_ip},
-                          {"type": "Hostname", "address": self.opts.node}],
-            "daemonEndpoints": {"kubeletEndpoint": {"Port": 0}},
-            "nodeInfo": {"architecture": "amd64", "operatingSystem": "linux", "osImage": "maestro local executor",
-                         "kernelVersion": os.uname().release, "containerRuntimeVersion": f"maestro://{__version__}",
-                         "kubeletVersion": f"maestro-executor-{__version__}", "kubeProxyVersion": "",
-                         "machineID": "", "systemUUID": "", "bootID": ""},
-            "conditions": [
-                cond("Ready", "True" if ready else "False", reason, msg),
-                cond("MemoryPressure", "False", "KubeletHasSufficientMemory", "ok"),
-                cond("DiskPressure", "False", "KubeletHasNoDiskPressure", "ok"),
-                cond("PIDPressure", "False", "KubeletHasSufficientPID", "ok"),
-            ],
-        }}
+        body = {
+            "status": {
+                "capacity": self.resources,
+                "allocatable": self.resources,
+                "phase": "Running",
+                "addresses": [
+                    {"type": "InternalIP", "address": self.ctx.host_ip},
+                    {"type": "Hostname", "address": self.opts.node},
+                ],
+                "daemonEndpoints": {"kubeletEndpoint": {"Port": 0}},
+                "nodeInfo": {
+                    "architecture": "amd64",
+                    "operatingSystem": "linux",
+                    "osImage": "maestro local executor",
+                    "kernelVersion": os.uname().release,
+                    "containerRuntimeVersion": f"maestro://{__version__}",
+                    "kubeletVersion": f"maestro-executor-{__version__}",
+                    "kubeProxyVersion": "",
+                    "machineID": "",
+                    "systemUUID": "",
+                    "bootID": "",
+                },
+                "conditions": [
+                    cond("Ready", "True" if ready else "False", reason, msg),
+                    cond("MemoryPressure", "False", "KubeletHasSufficientMemory", "ok"),
+                    cond("DiskPressure", "False", "KubeletHasNoDiskPressure", "ok"),
+                    cond("PIDPressure", "False", "KubeletHasSufficientPID", "ok"),
+                ],
+            }
+        }
         await self.api.patch(f"/api/v1/nodes/{self.opts.node}/status", body, STRATEGIC)
 
     async def _heartbeat(self) -> None:
         node = await self.api.get(f"/api/v1/nodes/{self.opts.node}")
-        owner = [{"apiVersion": "v1", "kind": "Node", "name": self.opts.node, "uid": node["metadata"]["uid"]}] if node else []
+        owner = (
+            [{"apiVersion": "v1", "kind": "Node", "name": self.opts.node, "uid": node["metadata"]["uid"]}]
+            if node
+            else []
+        )
         path = f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{self.opts.node}"
         while True:
             try:
                 now = rfc3339().replace("Z", ".000000Z")
-                lease = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                         "metadata": {"name": self.opts.node, "namespace": "kube-node-lease", "ownerReferences": owner},
-                         "spec": {"holderIdentity": self.opts.node, "leaseDurationSeconds": LEASE_SECONDS,
-                                  "renewTime": now}}
+                lease = {
+                    "apiVersion": "coordination.k8s.io/v1",
+                    "kind": "Lease",
+                    "metadata": {
+                        "name": self.opts.node,
+                        "namespace": "kube-node-lease",
+                        "ownerReferences": owner,
+                    },
+                    "spec": {
+                        "holderIdentity": self.opts.node,
+                        "leaseDurationSeconds": LEASE_SECONDS,
+                        "renewTime": now,
+                    },
+                }
                 if await self.api.get(path) is None:
-                    await self.api.request("POST", "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases",
-                                           lease)
+                    await self.api.request(
+                        "POST", "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases", lease
+                    )
                 else:
                     await self.api.patch(path, {"spec": lease["spec"]})
                 await self._node_status(ready=True)
@@ -202,7 +290,11 @@ class Agent:
         key = (kind, namespace, name)
         if key in self.cache:
             return self.cache[key]
-        plural = {"ConfigMap": "configmaps", "Secret": "secrets", "PersistentVolumeClaim": "persistentvolumeclaims"}
+        plural = {
+            "ConfigMap": "configmaps",
+            "Secret": "secrets",
+            "PersistentVolumeClaim": "persistentvolumeclaims",
+        }
         obj = await self.api.get(f"/api/v1/namespaces/{namespace}/{plural[kind]}/{name}")
         if obj is not None:
             obj.setdefault("kind", kind)
@@ -211,9 +303,15 @@ class Agent:
     async def _watch_objects(self, resource: str, kind: str) -> None:
         async for etype, obj in self.api.watch(f"/api/v1/{resource}"):
             if etype == "SYNC":
-                fresh = {(kind, o["metadata"]["namespace"], o["metadata"]["name"]): {**o, "kind": kind}
-                         for o in obj.get("items", [])}
-                touched = {k for k in set(self.cache) | set(fresh) if k[0] == kind and self.cache.get(k) != fresh.get(k)}
+                fresh = {
+                    (kind, o["metadata"]["namespace"], o["metadata"]["name"]): {**o, "kind": kind}
+                    for o in obj.get("items", [])
+                }
+                touched = {
+                    k
+                    for k in set(self.cache) | set(fresh)
+                    if k[0] == kind and self.cache.get(k) != fresh.get(k)
+                }
                 for k in [k for k in self.cache if k[0] == kind]:
                     del self.cache[k]
                 self.cache |= fresh
@@ -227,7 +325,7 @@ class Agent:
             for r in list(self.runners.values()):
                 ns = r.pod["metadata"]["namespace"]
                 if any((kind, ns, name) in touched for kind_, name in r.references() if kind_ == kind):
-                    asyncio.create_task(self._refresh(r))
+                    self._spawn(self._refresh(r))
 
     async def _refresh(self, r: PodRunner) -> None:
         try:
@@ -247,13 +345,13 @@ class Agent:
                     first = False
                 live = {p["metadata"]["uid"] for p in pods}
                 for uid in [u for u in self.runners if u not in live]:
-                    asyncio.create_task(self._gone(uid))
+                    self._spawn(self._gone(uid))
                 for p in pods:
                     await self._on_pod(p)
                 self._pods_synced.set()
             elif etype == "DELETED":
                 if obj["metadata"]["uid"] in self.runners:
-                    asyncio.create_task(self._gone(obj["metadata"]["uid"]))
+                    self._spawn(self._gone(obj["metadata"]["uid"]))
             else:
                 await self._on_pod(obj)
 
@@ -263,7 +361,7 @@ class Agent:
         if runner is not None:
             runner.update(pod)
             if pod["metadata"].get("deletionTimestamp") and not runner.terminating:
-                asyncio.create_task(self._delete(runner))
+                self._spawn(self._delete(runner))
             return
         if pod["metadata"].get("deletionTimestamp"):
             await self._delete_object(pod)
@@ -298,10 +396,16 @@ class Agent:
 
     async def _delete_object(self, pod: Obj) -> None:
         meta = pod["metadata"]
-        body = {"apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": 0,
-                "preconditions": {"uid": meta["uid"]}}
+        body = {
+            "apiVersion": "v1",
+            "kind": "DeleteOptions",
+            "gracePeriodSeconds": 0,
+            "preconditions": {"uid": meta["uid"]},
+        }
         try:
-            await self.api.request("DELETE", f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}", body)
+            await self.api.request(
+                "DELETE", f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}", body
+            )
         except ApiError as e:
             if e.status not in (404, 409):
                 log.warning("deleting pod %s/%s: %s", meta["namespace"], meta["name"], e)
@@ -314,11 +418,16 @@ class Agent:
         for d in sorted(pods_dir.glob("*")) if pods_dir.is_dir() else []:
             rec = self._record(d.name) or {}
             pod = pods.get(d.name)
-            if pod is not None and pod.get("status", {}).get("phase") not in TERMINAL \
-                    and not pod["metadata"].get("deletionTimestamp"):
+            if (
+                pod is not None
+                and pod.get("status", {}).get("phase") not in TERMINAL
+                and not pod["metadata"].get("deletionTimestamp")
+            ):
                 known.add(d.name)
                 continue
-            log.info("cleaning up pod %s/%s left by an earlier executor", rec.get("namespace"), rec.get("name"))
+            log.info(
+                "cleaning up pod %s/%s left by an earlier executor", rec.get("namespace"), rec.get("name")
+            )
             await asyncio.to_thread(self._kill_record, d, rec)
             if pod is None or pod["metadata"].get("deletionTimestamp") is None:
                 await asyncio.to_thread(shutil.rmtree, d, True)

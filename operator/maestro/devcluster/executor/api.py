@@ -73,12 +73,24 @@ class Api:
         assert self._session is not None, "use `async with Api(...)`"
         return self._session
 
-    async def request(self, method: str, path: str, body: Any = None, content_type: str = "application/json",
-                      params: dict[str, str] | None = None, timeout: float = 30) -> Obj:
+    async def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        content_type: str = "application/json",
+        params: dict[str, str] | None = None,
+        timeout: float = 30,
+    ) -> Obj:
         data = json.dumps(body) if body is not None else None
-        async with self.session.request(method, self.server + path, data=data, params=params,
-                                        headers={"Content-Type": content_type, "Accept": "application/json"},
-                                        timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+        async with self.session.request(
+            method,
+            self.server + path,
+            data=data,
+            params=params,
+            headers={"Content-Type": content_type, "Accept": "application/json"},
+            timeout=aiohttp.ClientTimeout(total=timeout),
+        ) as resp:
             text = await resp.text()
             if resp.status >= 400:
                 raise ApiError(resp.status, method, path, text)
@@ -106,10 +118,16 @@ class Api:
                 yield "SYNC", listing
                 rv = listing["metadata"]["resourceVersion"]
                 while True:
-                    q = {**params, "watch": "1", "resourceVersion": rv, "allowWatchBookmarks": "true",
-                         "timeoutSeconds": "300"}
-                    async with self.session.get(self.server + path, params=q,
-                                                timeout=aiohttp.ClientTimeout(total=None, sock_read=330)) as resp:
+                    q = {
+                        **params,
+                        "watch": "1",
+                        "resourceVersion": rv,
+                        "allowWatchBookmarks": "true",
+                        "timeoutSeconds": "300",
+                    }
+                    async with self.session.get(
+                        self.server + path, params=q, timeout=aiohttp.ClientTimeout(total=None, sock_read=330)
+                    ) as resp:
                         if resp.status >= 400:
                             raise ApiError(resp.status, "WATCH", path, await resp.text())
                         async for line in resp.content:
@@ -117,8 +135,12 @@ class Api:
                                 continue
                             ev = json.loads(line)
                             if ev["type"] == "ERROR":
-                                raise ApiError(int(ev["object"].get("code", 500)), "WATCH", path,
-                                               ev["object"].get("message", ""))
+                                raise ApiError(
+                                    int(ev["object"].get("code", 500)),
+                                    "WATCH",
+                                    path,
+                                    ev["object"].get("message", ""),
+                                )
                             rv = ev["object"]["metadata"].get("resourceVersion", rv)
                             if ev["type"] != "BOOKMARK":
                                 yield ev["type"], ev["object"]

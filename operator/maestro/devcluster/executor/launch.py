@@ -24,6 +24,7 @@ import os
 import signal
 import sys
 import time
+from typing import Any
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
@@ -48,8 +49,16 @@ def _check(rc: int, what: str) -> None:
 
 
 def mount(src: str | None, dst: str, fstype: str | None, flags: int, data: str | None = None) -> None:
-    _check(_libc.mount(src.encode() if src else None, dst.encode(), fstype.encode() if fstype else None,
-                       flags, data.encode() if data else None), f"mount {src} -> {dst} ({fstype})")
+    _check(
+        _libc.mount(
+            src.encode() if src else None,
+            dst.encode(),
+            fstype.encode() if fstype else None,
+            flags,
+            data.encode() if data else None,
+        ),
+        f"mount {src} -> {dst} ({fstype})",
+    )
 
 
 def umount(path: str) -> None:
@@ -177,7 +186,7 @@ def _mounts_under(path: str, exclude: str) -> list[str]:
     return top
 
 
-def _setup(spec: dict) -> None:
+def _setup(spec: dict[str, Any]) -> None:
     if spec.get("netns"):
         fd = os.open(spec["netns"], os.O_RDONLY)
         _check(_libc.setns(fd, CLONE_NEWNET), f"setns {spec['netns']}")
@@ -194,7 +203,7 @@ def _setup(spec: dict) -> None:
     builder.ensure(builder.resolve(spec.get("workingDir") or "/"), True)
 
 
-def _write_exit(path: str, status: dict) -> None:
+def _write_exit(path: str, status: dict[str, Any]) -> None:
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
         json.dump(status, f)
@@ -202,7 +211,8 @@ def _write_exit(path: str, status: dict) -> None:
 
 
 def main() -> int:
-    spec = json.loads(open(sys.argv[1]).read())
+    with open(sys.argv[1]) as f:
+        spec = json.load(f)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     started = time.time()
@@ -210,8 +220,16 @@ def main() -> int:
         _setup(spec)
     except OSError as e:
         print(f"maestro executor: cannot set up the container: {e}", file=sys.stderr, flush=True)
-        _write_exit(spec["exitFile"], {"exitCode": 128, "reason": "StartError", "message": str(e),
-                                       "startedAt": started, "finishedAt": time.time()})
+        _write_exit(
+            spec["exitFile"],
+            {
+                "exitCode": 128,
+                "reason": "StartError",
+                "message": str(e),
+                "startedAt": started,
+                "finishedAt": time.time(),
+            },
+        )
         return 128
     pid = os.fork()
     if pid == 0:
@@ -232,7 +250,11 @@ def main() -> int:
         except InterruptedError:
             continue
     code = os.waitstatus_to_exitcode(status)
-    result: dict = {"exitCode": code if code >= 0 else 128 - code, "startedAt": started, "finishedAt": time.time()}
+    result: dict[str, Any] = {
+        "exitCode": code if code >= 0 else 128 - code,
+        "startedAt": started,
+        "finishedAt": time.time(),
+    }
     if code < 0:
         result["signal"] = -code
     _write_exit(spec["exitFile"], result)

@@ -34,14 +34,14 @@ def used_subnets() -> set[ipaddress.IPv4Network]:
     for line in out.splitlines():
         parts = line.split()
         if "inet" in parts:
-            nets.add(ipaddress.ip_interface(parts[parts.index("inet") + 1]).network)
+            nets.add(ipaddress.IPv4Interface(parts[parts.index("inet") + 1]).network)
     return nets
 
 
 def pick_subnet(base: str = "10.250.0.0/16") -> ipaddress.IPv4Network:
     """The first /24 of `base` that no interface on this host uses."""
     used = used_subnets()
-    for net in ipaddress.ip_network(base).subnets(new_prefix=24):
+    for net in ipaddress.IPv4Network(base).subnets(new_prefix=24):
         if not any(net.overlaps(u) for u in used):
             return net
     raise NetworkError(f"no free /24 left in {base}; pass --pod-cidr")

@@ -39,11 +39,22 @@ from maestro.devcluster.executor.volumes import Fetch, Volumes
 log = logging.getLogger("maestro.executor")
 Obj = dict[str, Any]
 TICK = 0.2
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 BACKOFF_CAP = 300.0
 BACKOFF_RESET_AFTER = 600.0
 #: Host environment variables handed to every container (caches, offline switches, locale).
-PASSTHROUGH_ENV = ("HF_HOME", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE",
-                   "TORCH_HOME", "XDG_CACHE_HOME", "LANG", "LC_ALL", "TZ", "OMP_NUM_THREADS")
+PASSTHROUGH_ENV = (
+    "HF_HOME",
+    "HF_HUB_OFFLINE",
+    "TRANSFORMERS_OFFLINE",
+    "HF_DATASETS_OFFLINE",
+    "TORCH_HOME",
+    "XDG_CACHE_HOME",
+    "LANG",
+    "LC_ALL",
+    "TZ",
+    "OMP_NUM_THREADS",
+)
 
 
 @dataclass
@@ -103,7 +114,8 @@ class PodRunner:
         self.dir = ctx.pod_dir(self.uid)
         spec = pod["spec"]
         self.ctrs: list[Ctr] = [
-            Ctr(c, "sidecar" if c.get("restartPolicy") == "Always" else "init") for c in spec.get("initContainers", [])
+            Ctr(c, "sidecar" if c.get("restartPolicy") == "Always" else "init")
+            for c in spec.get("initContainers", [])
         ] + [Ctr(c, "app") for c in spec["containers"]]
         self.restart_policy: str = spec.get("restartPolicy", "Always")
         self.conditions = Conditions()
@@ -199,7 +211,9 @@ class PodRunner:
         self._mark_not_ready("ContainersNotReady")
         while True:
             try:
-                self.volume_paths = await self.ctx.volumes.prepare(self.pod, self.dir, self.pod_ip, self.ctx.host_ip)
+                self.volume_paths = await self.ctx.volumes.prepare(
+                    self.pod, self.dir, self.pod_ip, self.ctx.host_ip
+                )
                 return
             except ConfigError as e:
                 self._all_waiting("CreateContainerConfigError", str(e))
@@ -230,8 +244,11 @@ class PodRunner:
                 c.state = {"running": {"startedAt": rfc3339(c.started_at)}}
                 self._start_probes(c)
                 log.info("%s: adopted container %s (pid %d)", self.key, c.name, c.proc.pid)
-        if any(c.kind != "app" for c in self.ctrs) and all(c.done or c.proc for c in self.ctrs if c.kind != "app") \
-                and any(c.proc for c in self.ctrs if c.kind == "app"):
+        if (
+            any(c.kind != "app" for c in self.ctrs)
+            and all(c.done or c.proc for c in self.ctrs if c.kind != "app")
+            and any(c.proc for c in self.ctrs if c.kind == "app")
+        ):
             self.conditions.set("Initialized", True)
         self._changed()
 
@@ -242,9 +259,12 @@ class PodRunner:
         if self.finished:
             return
         if self._deadline_exceeded():
-            await self._finish("Failed", "DeadlineExceeded",
-                               f"Pod was active on the node longer than the specified deadline "
-                               f"({self.pod['spec']['activeDeadlineSeconds']}s)")
+            await self._finish(
+                "Failed",
+                "DeadlineExceeded",
+                f"Pod was active on the node longer than the specified deadline "
+                f"({self.pod['spec']['activeDeadlineSeconds']}s)",
+            )
             return
         if self._init_failed:
             await self._finish("Failed")
@@ -313,7 +333,13 @@ class PodRunner:
         c.state = {"running": {"startedAt": rfc3339(c.started_at)}}
         c.started = "startupProbe" not in c.spec
         c.ready = False
-        log.info("%s: started container %s (pid %d): %s", self.key, c.name, c.proc.pid, " ".join(spec["argv"])[:300])
+        log.info(
+            "%s: started container %s (pid %d): %s",
+            self.key,
+            c.name,
+            c.proc.pid,
+            " ".join(spec["argv"])[:300],
+        )
         self._start_probes(c)
         self._save()
         self._changed()
@@ -323,15 +349,20 @@ class PodRunner:
         refs = env_references({"spec": {"containers": [spec]}})
         ns = self.pod["metadata"]["namespace"]
         objects = {ref: await self.ctx.fetch(ref[0], ns, ref[1]) for ref in refs}
-        pod_env = container_env(self.pod, spec, self.pod_ip, self.ctx.host_ip, self.ctx.volumes.node_alloc, objects)
+        pod_env = container_env(
+            self.pod, spec, self.pod_ip, self.ctx.host_ip, self.ctx.volumes.node_alloc, objects
+        )
         command = [expand(a, pod_env) for a in spec.get("command", [])]
         args = [expand(a, pod_env) for a in spec.get("args", [])]
         program = self.ctx.images.program(spec.get("image", ""), command, args)
         if program.note:
             log.info("%s: container %s: %s", self.key, c.name, program.note)
         hostname = self.pod["spec"].get("hostname") or self.pod["metadata"]["name"]
-        env = {"PATH": f"{self.ctx.images.venv}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-               "HOSTNAME": hostname, "HOME": "/root"}
+        env = {
+            "PATH": f"{self.ctx.images.venv}/bin:{SYSTEM_PATH}",
+            "HOSTNAME": hostname,
+            "HOME": "/root",
+        }
         env |= {k: os.environ[k] for k in PASSTHROUGH_ENV if k in os.environ}
         env |= program.env | pod_env
         mounts: list[Obj] = []
@@ -345,9 +376,17 @@ class PodRunner:
                 if not src.exists():
                     src.mkdir(parents=True)
             mounts.append({"source": str(src), "path": vm["mountPath"], "readOnly": bool(vm.get("readOnly"))})
-        mounts.append({"source": str(self._run_dir(c) / "termination-log"),
-                       "path": spec.get("terminationMessagePath") or "/dev/termination-log"})
-        etc = ("hosts", "hostname") if self.pod["spec"].get("hostNetwork") else ("hosts", "hostname", "resolv.conf")
+        mounts.append(
+            {
+                "source": str(self._run_dir(c) / "termination-log"),
+                "path": spec.get("terminationMessagePath") or "/dev/termination-log",
+            }
+        )
+        etc = (
+            ("hosts", "hostname")
+            if self.pod["spec"].get("hostNetwork")
+            else ("hosts", "hostname", "resolv.conf")
+        )
         for name in etc:
             if not any(m["path"] == f"/etc/{name}" for m in mounts):
                 mounts.append({"source": str(self.dir / f"etc-{name}"), "path": f"/etc/{name}"})
@@ -355,9 +394,16 @@ class PodRunner:
         scratch = self._run_dir(c) / "scratch"
         root.mkdir(parents=True, exist_ok=True)
         scratch.mkdir(parents=True, exist_ok=True)
-        return {"argv": program.argv, "env": env, "mounts": mounts, "workingDir": spec.get("workingDir") or "/",
-                "netns": f"/run/netns/{self.netns}" if self.netns else None, "hostname": hostname,
-                "root": str(root), "scratch": str(scratch)}
+        return {
+            "argv": program.argv,
+            "env": env,
+            "mounts": mounts,
+            "workingDir": spec.get("workingDir") or "/",
+            "netns": f"/run/netns/{self.netns}" if self.netns else None,
+            "hostname": hostname,
+            "root": str(root),
+            "scratch": str(scratch),
+        }
 
     def _on_exit(self, c: Ctr) -> None:
         assert c.proc is not None
@@ -376,13 +422,22 @@ class PodRunner:
             c.crash_streak = 0
         if self._should_restart(c, code):
             c.last_state = term
-            delay = 0.0 if c.crash_streak == 0 else min(self.ctx.backoff_base * 2 ** (c.crash_streak - 1), BACKOFF_CAP)
+            delay = (
+                0.0
+                if c.crash_streak == 0
+                else min(self.ctx.backoff_base * 2 ** (c.crash_streak - 1), BACKOFF_CAP)
+            )
             c.crash_streak += 1
             c.restart_count += 1
             c.next_start = time.monotonic() + delay
-            c.state = waiting("CrashLoopBackOff",
-                              f"back-off {delay:g}s restarting failed container={c.name} pod={self.pod['metadata']['name']}"
-                              ) if delay else waiting("ContainerCreating")
+            c.state = (
+                waiting(
+                    "CrashLoopBackOff",
+                    f"back-off {delay:g}s restarting failed container={c.name} pod={self.key}",
+                )
+                if delay
+                else waiting("ContainerCreating")
+            )
             c.started = False
         else:
             c.state, c.done = term, True
@@ -471,10 +526,23 @@ class PodRunner:
             exec_argv = None
             if "exec" in spec.raw and proc.container_pid():
                 try:
-                    cmd = self.ctx.images.exec_argv(c.spec.get("image", ""), spec.raw["exec"].get("command", []))
+                    cmd = self.ctx.images.exec_argv(
+                        c.spec.get("image", ""), spec.raw["exec"].get("command", [])
+                    )
                 except ImageError:
                     cmd = spec.raw["exec"].get("command", [])
-                exec_argv = ["nsenter", "-t", str(proc.container_pid()), "-n", "-m", "-u", "-r", "-w", "--", *cmd]
+                exec_argv = [
+                    "nsenter",
+                    "-t",
+                    str(proc.container_pid()),
+                    "-n",
+                    "-m",
+                    "-u",
+                    "-r",
+                    "-w",
+                    "--",
+                    *cmd,
+                ]
             ok, detail = await run_probe(spec, c.spec, self.pod_ip, exec_argv)
             if c.proc is not proc:
                 return
@@ -507,7 +575,10 @@ class PodRunner:
             if not c.running and c.kind != "init":
                 c.ready = False
         serving = [c for c in self.ctrs if c.kind != "init"]
-        all_ready = all(c.ready for c in serving) and self.conditions.items.get("Initialized", {}).get("status") == "True"
+        all_ready = (
+            all(c.ready for c in serving)
+            and self.conditions.items.get("Initialized", {}).get("status") == "True"
+        )
         before = {k: v["status"] for k, v in self.conditions.items.items()}
         if all_ready:
             self.conditions.set("ContainersReady", True)
@@ -542,18 +613,29 @@ class PodRunner:
         image = {c.name: c.spec.get("image", "") for c in self.ctrs}
 
         def cs(c: Ctr) -> Obj:
-            out: Obj = {"name": c.name, "image": image[c.name], "imageID": f"maestro-local://{image[c.name]}",
-                        "ready": c.ready, "started": c.started and c.running, "restartCount": c.restart_count,
-                        "state": c.state, "lastState": c.last_state}
+            out: Obj = {
+                "name": c.name,
+                "image": image[c.name],
+                "imageID": f"maestro-local://{image[c.name]}",
+                "ready": c.ready,
+                "started": c.started and c.running,
+                "restartCount": c.restart_count,
+                "state": c.state,
+                "lastState": c.last_state,
+            }
             if c.running or "terminated" in c.state:
                 out["containerID"] = self._container_id(c)
             return out
 
         status: Obj = {
-            "phase": phase, "hostIP": self.ctx.host_ip, "hostIPs": [{"ip": self.ctx.host_ip}],
-            "startTime": rfc3339(self.start_time), "conditions": self.conditions.as_list(),
+            "phase": phase,
+            "hostIP": self.ctx.host_ip,
+            "hostIPs": [{"ip": self.ctx.host_ip}],
+            "startTime": rfc3339(self.start_time),
+            "conditions": self.conditions.as_list(),
             "containerStatuses": [cs(c) for c in self.ctrs if c.kind == "app"],
-            "reason": self.reason, "message": self.message,
+            "reason": self.reason,
+            "message": self.message,
         }
         if self.pod_ip:
             status |= {"podIP": self.pod_ip, "podIPs": [{"ip": self.pod_ip}]}
@@ -598,31 +680,53 @@ class PodRunner:
         spec, meta = self.pod["spec"], self.pod["metadata"]
         hostname = spec.get("hostname") or meta["name"]
         lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
-        fqdn = f"{hostname}.{spec['subdomain']}.{meta['namespace']}.svc.cluster.local" if spec.get("subdomain") else ""
+        fqdn = (
+            f"{hostname}.{spec['subdomain']}.{meta['namespace']}.svc.cluster.local"
+            if spec.get("subdomain")
+            else ""
+        )
         lines.append(f"{self.pod_ip}\t{fqdn + ' ' if fqdn else ''}{hostname}")
         for alias in spec.get("hostAliases", []):
             lines.append(f"{alias['ip']}\t{' '.join(alias.get('hostnames', []))}")
-        (self.dir / "etc-hosts").write_text("# Kubernetes-managed hosts file (maestro local executor).\n"
-                                            + "\n".join(lines) + "\n")
+        (self.dir / "etc-hosts").write_text(
+            "# Kubernetes-managed hosts file (maestro local executor).\n" + "\n".join(lines) + "\n"
+        )
         (self.dir / "etc-hostname").write_text(hostname + "\n")
         # No cluster DNS here: names fail fast (nothing answers on the pod's own loopback) instead of
         # timing out against the host's resolver, which a pod's network cannot reach.
         dns = spec.get("dnsConfig") or {}
         servers = dns.get("nameservers") or ["127.0.0.1"]
-        opts = " ".join(o["name"] + (f":{o['value']}" if o.get("value") else "") for o in dns.get("options", []))
+        opts = " ".join(
+            o["name"] + (f":{o['value']}" if o.get("value") else "") for o in dns.get("options", [])
+        )
         (self.dir / "etc-resolv.conf").write_text(
             "".join(f"nameserver {n}\n" for n in servers)
             + (f"search {' '.join(dns['searches'])}\n" if dns.get("searches") else "")
-            + f"options timeout:1 attempts:1 {opts}\n")
+            + f"options timeout:1 attempts:1 {opts}\n"
+        )
 
     def _save(self) -> None:
         meta = self.pod["metadata"]
         rec = {
-            "namespace": meta["namespace"], "name": meta["name"], "uid": self.uid, "podIP": self.pod_ip,
-            "netns": self.netns, "startTime": self.start_time, "finished": self.finished,
-            "containers": {c.name: {"restartCount": c.restart_count, "done": c.done, "state": c.state,
-                                    "lastState": c.last_state, "startedAt": c.started_at, "logOffset": c.log_offset,
-                                    "proc": c.proc.record() if c.proc else None} for c in self.ctrs},
+            "namespace": meta["namespace"],
+            "name": meta["name"],
+            "uid": self.uid,
+            "podIP": self.pod_ip,
+            "netns": self.netns,
+            "startTime": self.start_time,
+            "finished": self.finished,
+            "containers": {
+                c.name: {
+                    "restartCount": c.restart_count,
+                    "done": c.done,
+                    "state": c.state,
+                    "lastState": c.last_state,
+                    "startedAt": c.started_at,
+                    "logOffset": c.log_offset,
+                    "proc": c.proc.record() if c.proc else None,
+                }
+                for c in self.ctrs
+            },
         }
         self.dir.mkdir(parents=True, exist_ok=True)
         tmp = self.dir / "pod.json.tmp"

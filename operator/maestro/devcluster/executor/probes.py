@@ -53,7 +53,9 @@ _INSECURE.check_hostname = False
 _INSECURE.verify_mode = ssl.CERT_NONE
 
 
-async def run_probe(spec: ProbeSpec, container: Obj, pod_ip: str, exec_argv: list[str] | None) -> tuple[bool, str]:
+async def run_probe(
+    spec: ProbeSpec, container: Obj, pod_ip: str, exec_argv: list[str] | None
+) -> tuple[bool, str]:
     """One probe attempt: (success, message for events)."""
     raw = spec.raw
     try:
@@ -62,31 +64,44 @@ async def run_probe(spec: ProbeSpec, container: Obj, pod_ip: str, exec_argv: lis
             scheme = h.get("scheme", "HTTP").lower()
             host = h.get("host") or pod_ip
             path = h.get("path", "/")
-            url = f"{scheme}://{host}:{_port(container, h['port'])}{path if path.startswith('/') else '/' + path}"
+            path = path if path.startswith("/") else "/" + path
+            url = f"{scheme}://{host}:{_port(container, h['port'])}{path}"
             headers = {x["name"]: x["value"] for x in h.get("httpHeaders", [])}
             headers.setdefault("User-Agent", "kube-probe/maestro-executor")
-            async with aiohttp.ClientSession() as s, s.get(
-                url, headers=headers, ssl=_INSECURE if scheme == "https" else None, allow_redirects=False,
-                timeout=aiohttp.ClientTimeout(total=spec.timeout),
-            ) as resp:
+            async with (
+                aiohttp.ClientSession() as s,
+                s.get(
+                    url,
+                    headers=headers,
+                    ssl=_INSECURE if scheme == "https" else True,
+                    allow_redirects=False,
+                    timeout=aiohttp.ClientTimeout(total=spec.timeout),
+                ) as resp,
+            ):
                 ok = 200 <= resp.status < 400
                 return ok, f"HTTP probe {url}: status {resp.status}"
         if "tcpSocket" in raw:
             t = raw["tcpSocket"]
             port = _port(container, t["port"])
-            _, writer = await asyncio.wait_for(asyncio.open_connection(t.get("host") or pod_ip, port), spec.timeout)
+            _, writer = await asyncio.wait_for(
+                asyncio.open_connection(t.get("host") or pod_ip, port), spec.timeout
+            )
             writer.close()
             return True, f"TCP probe {pod_ip}:{port}: connected"
         if "exec" in raw and exec_argv is not None:
-            proc = await asyncio.create_subprocess_exec(*exec_argv, stdout=asyncio.subprocess.PIPE,
-                                                        stderr=asyncio.subprocess.STDOUT)
+            proc = await asyncio.create_subprocess_exec(
+                *exec_argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+            )
             try:
                 out, _ = await asyncio.wait_for(proc.communicate(), spec.timeout)
             except TimeoutError:
                 proc.kill()
                 await proc.wait()
                 return False, f"exec probe timed out after {spec.timeout}s"
-            return proc.returncode == 0, f"exec probe exit {proc.returncode}: {out.decode(errors='replace')[-200:]}"
+            return (
+                proc.returncode == 0,
+                f"exec probe exit {proc.returncode}: {out.decode(errors='replace')[-200:]}",
+            )
         if "grpc" in raw:
             return False, "grpc probes are not supported by the local executor"
         return False, f"probe has no handler: {sorted(raw)}"

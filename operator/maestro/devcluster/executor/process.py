@@ -4,6 +4,7 @@ kernel start time identifies the supervisor after a restart."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -29,10 +30,8 @@ def proc_start_time(pid: int) -> int | None:
 
 
 def signal_group(pgid: int, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 @dataclass
@@ -55,9 +54,14 @@ class Process:
         spec_file.write_text(json.dumps(spec))
         spec_file.chmod(0o600)  # holds the container's env (secrets)
         with open(log, "ab") as out:
-            popen = subprocess.Popen([sys.executable, "-I", "-S", str(LAUNCHER), str(spec_file)],
-                                     stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
-                                     close_fds=True)
+            popen = subprocess.Popen(
+                [sys.executable, "-I", "-S", str(LAUNCHER), str(spec_file)],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                start_new_session=True,
+                close_fds=True,
+            )
         return cls(popen.pid, proc_start_time(popen.pid) or 0, exit_file, popen)
 
     @classmethod
@@ -97,10 +101,8 @@ class Process:
             signal_group(self.pid, sig)
         cpid = self.container_pid()
         if cpid and proc_start_time(cpid) is not None:  # the container may have left the group (setsid)
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(cpid, sig)
-            except ProcessLookupError:
-                pass
 
     def stop(self, grace: float) -> None:
         """SIGTERM, wait up to `grace` seconds, SIGKILL. Blocking: call in a thread."""

@@ -27,9 +27,12 @@ class Conditions:
     def set(self, type_: str, status: bool, reason: str | None = None, message: str | None = None) -> None:
         value = "True" if status else "False"
         old = self.items.get(type_)
-        cond: Obj = {"type": type_, "status": value,
-                     "lastTransitionTime": old["lastTransitionTime"] if old and old["status"] == value else rfc3339(),
-                     "lastProbeTime": None}
+        cond: Obj = {
+            "type": type_,
+            "status": value,
+            "lastTransitionTime": old["lastTransitionTime"] if old and old["status"] == value else rfc3339(),
+            "lastProbeTime": None,
+        }
         if reason:
             cond["reason"] = reason
         if message:
@@ -50,8 +53,13 @@ def waiting(reason: str, message: str | None = None) -> Obj:
 def terminated_state(status: Obj, started: float, container_id: str, message: str) -> Obj:
     code = int(status.get("exitCode", 137))
     reason = status.get("reason") or ("Completed" if code == 0 else "Error")
-    t: Obj = {"exitCode": code, "reason": reason, "startedAt": rfc3339(status.get("startedAt") or started),
-              "finishedAt": rfc3339(status.get("finishedAt")), "containerID": container_id}
+    t: Obj = {
+        "exitCode": code,
+        "reason": reason,
+        "startedAt": rfc3339(status.get("startedAt") or started),
+        "finishedAt": rfc3339(status.get("finishedAt")),
+        "containerID": container_id,
+    }
     if status.get("signal"):
         t["signal"] = int(status["signal"])
     if message:

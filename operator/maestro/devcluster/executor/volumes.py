@@ -131,7 +131,9 @@ class Volumes:
         await self.refresh(pod, pod_dir, pod_ip, host_ip, strict=True)
         return paths
 
-    async def refresh(self, pod: Obj, pod_dir: Path, pod_ip: str, host_ip: str, strict: bool = False) -> list[str]:
+    async def refresh(
+        self, pod: Obj, pod_dir: Path, pod_ip: str, host_ip: str, strict: bool = False
+    ) -> list[str]:
         """Rewrite the file-backed volumes whose content changed; returns their names. A missing
         optional-less object raises in `strict` mode (start) and keeps the old files otherwise."""
         changed: list[str] = []
@@ -161,8 +163,9 @@ class Volumes:
             src["name"] = src.get("secretName", "")
         return await self._source(pod, {key: src}, src.get("defaultMode", 0o644), pod_ip, host_ip)
 
-    async def _source(self, pod: Obj, src: Obj, mode: int, pod_ip: str,
-                      host_ip: str) -> dict[str, tuple[bytes, int]]:
+    async def _source(
+        self, pod: Obj, src: Obj, mode: int, pod_ip: str, host_ip: str
+    ) -> dict[str, tuple[bytes, int]]:
         ns = pod["metadata"]["namespace"]
         if "configMap" in src or "secret" in src:
             kind, ref = ("ConfigMap", src["configMap"]) if "configMap" in src else ("Secret", src["secret"])
@@ -190,7 +193,9 @@ class Volumes:
                     value = field_value(pod, it["fieldRef"]["fieldPath"], pod_ip, host_ip)
                 else:
                     ref = it["resourceFieldRef"]
-                    ctr = next((c for c in pod["spec"]["containers"] if c["name"] == ref.get("containerName")), None)
+                    ctr = next(
+                        (c for c in pod["spec"]["containers"] if c["name"] == ref.get("containerName")), None
+                    )
                     value = resource_value(ctr, ref, self.node_alloc)
                 out[it["path"]] = (value.encode(), it.get("mode", mode))
             return out
@@ -209,15 +214,27 @@ class Volumes:
         if cached and time.time() < cached[1]:
             return cached[0]
         sa = pod["spec"].get("serviceAccountName") or "default"
-        body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {
-            "audiences": [audience] if audience else [], "expirationSeconds": seconds,
-            "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": meta["name"], "uid": meta["uid"]}}}
+        body = {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "spec": {
+                "audiences": [audience] if audience else [],
+                "expirationSeconds": seconds,
+                "boundObjectRef": {
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "name": meta["name"],
+                    "uid": meta["uid"],
+                },
+            },
+        }
         try:
-            resp = await self.api.request("POST", f"/api/v1/namespaces/{meta['namespace']}/serviceaccounts/{sa}/token",
-                                          body)
+            resp = await self.api.request(
+                "POST", f"/api/v1/namespaces/{meta['namespace']}/serviceaccounts/{sa}/token", body
+            )
         except ApiError as e:
             raise ConfigError(f"token request for serviceaccount {sa!r} failed: {e}") from e
-        token = resp["status"]["token"].encode()
+        token = str(resp["status"]["token"]).encode()
         self._tokens[key] = (token, time.time() + 0.8 * seconds)  # refresh at 80% of the lifetime
         return token
 
