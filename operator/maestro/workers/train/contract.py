@@ -169,7 +169,7 @@ def parse_summary(text: str) -> Summary:
     model = data.get("model")
     if model is not None:
         if not isinstance(model, dict) or not all(
-            isinstance(model.get(k), str) for k in ModelRef.__annotations__
+            isinstance(model.get(k), str) for k in ("uri", "digest", "format")
         ):
             raise ValueError("training summary 'model' needs string uri, digest and format")
         if not model["digest"].startswith("sha256:"):

@@ -99,6 +99,9 @@ def build_tiny_model(out_dir: Path, seed: int = 0, *, vocab_size: int = 512, lay
         eos_token_id=hf_tok.eos_token_id,
         pad_token_id=hf_tok.pad_token_id,
         tie_word_embeddings=True,
+        # Wider than the usual 0.02: with 64-dim tied embeddings and a final RMSNorm, 0.02 caps every
+        # logit near ±1, so adapters (which cannot touch embeddings or norms) could never fit anything.
+        initializer_range=0.1,
     )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(cfg)
