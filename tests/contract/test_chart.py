@@ -1,0 +1,147 @@
+"""The Helm chart, rendered by Helm's own engine (helm-python-sdk): lint, render several value sets,
+validate every object against the Kubernetes schemas, keep RBAC equal to what the operator declares,
+and reject bad values through values.schema.json."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.unit
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "maestro"
+helm = pytest.importorskip("helm_python")
+
+VALUE_SETS: dict[str, dict[str, Any]] = {
+    "defaults": {},
+    "ha-observability": {"operator": {"replicas": 2, "logLevel": "debug"},
+                         "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "kps"}},
+                                     "prometheusRule": {"enabled": True}}},
+    "minimal": {"webhook": {"enabled": False}, "dashboards": {"enabled": False},
+                "networkPolicy": {"enabled": False}, "operator": {"watchNamespaces": ["team-a", "team-b"]},
+                "serviceAccount": {"create": False, "name": "existing-sa"}},
+    "mirrored-images": {"images": {"worker": "registry.local/maestro-worker:0.1.0-cuda",
+                                   "sidecar": "registry.local/maestro-sidecar:0.1.0",
+                                   "vllm": "registry.local/vllm-openai:v0.33.0"},
+                        "operator": {"image": {"repository": "registry.local/maestro-operator"},
+                                     "tolerations": [{"key": "infra", "operator": "Exists"}]},
+                        "storageClassName": "fast-ssd"},
+}
+
+
+def render(values: dict[str, Any]) -> list[dict[str, Any]]:
+    chart = helm.Chart.load(str(CHART))
+    chart.validate_schema(values)
+    out = chart.render(values, name="maestro", namespace="maestro-system", is_install=True)
+    docs: list[dict[str, Any]] = []
+    for path, text in sorted(out.items()):
+        if path.endswith("NOTES.txt"):
+            continue
+        docs += [d for d in yaml.safe_load_all(text) if d]
+    return docs
+
+
+def by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+def test_lint_is_clean() -> None:
+    for values in VALUE_SETS.values():
+        report = helm.lint(str(CHART), values, strict=True)
+        problems = [m for m in report["messages"] if m["severity"] >= 2] + report["errors"]
+        assert not problems, problems
+
+
+@pytest.mark.parametrize("name", sorted(VALUE_SETS))
+def test_every_object_validates_against_kubernetes_schemas(name: str) -> None:
+    kv = pytest.importorskip("kubernetes_validate")
+    docs = render(VALUE_SETS[name])
+    assert by_kind(docs, "Deployment") and by_kind(docs, "ClusterRole")
+    for doc in docs:
+        if doc["apiVersion"].startswith(("monitoring.coreos.com/", "kopf.dev/")):
+            continue  # CRD kinds: checked by the server-side dry run in tests/cluster/test_chart_install.py
+        kv.validate(doc, "1.35.0", strict=True)
+
+
+def test_operator_pod_is_restricted() -> None:
+    dep = by_kind(render({}), "Deployment")[0]
+    pod = dep["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    c = pod["containers"][0]
+    assert c["securityContext"] == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                                    "capabilities": {"drop": ["ALL"]}}
+    assert {"startupProbe", "livenessProbe", "readinessProbe", "resources"} <= set(c)
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env["MAESTRO_VLLM_IMAGE"] == "vllm/vllm-openai:v0.33.0"
+    assert ":" in c["image"] and not c["image"].endswith(":latest")
+
+
+def test_images_are_configurable() -> None:
+    docs = render(VALUE_SETS["mirrored-images"])
+    c = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert c["image"] == "registry.local/maestro-operator:0.1.0"
+    assert env["MAESTRO_WORKER_IMAGE"] == "registry.local/maestro-worker:0.1.0-cuda"
+    assert env["MAESTRO_STORAGE_CLASS"] == "fast-ssd"
+
+
+def test_cluster_role_is_exactly_what_the_operator_declares() -> None:
+    from maestro.k8s.rbac import RULES
+
+    on_disk = yaml.safe_load((CHART / "files/rbac/rules.yaml").read_text())
+    assert on_disk == RULES, ("charts/maestro/files/rbac/rules.yaml drifted from maestro.k8s.rbac.RULES; regenerate: "
+                              ".venv/bin/python -c 'import yaml; from maestro.k8s.rbac import RULES; "
+                              "print(yaml.safe_dump(RULES, sort_keys=False))' > charts/maestro/files/rbac/rules.yaml")
+    role = by_kind(render({}), "ClusterRole")[0]
+    assert role["rules"] == RULES
+    assert not any("secrets" in r["resources"] for r in role["rules"])
+    ha = by_kind(render(VALUE_SETS["ha-observability"]), "ClusterRole")[0]
+    assert ha["rules"][: len(RULES)] == RULES and ha["rules"][-1]["apiGroups"] == ["kopf.dev"]
+
+
+def test_optional_objects_follow_values() -> None:
+    default_kinds = {d["kind"] for d in render({})}
+    assert {"ServiceMonitor", "PrometheusRule", "ClusterKopfPeering"}.isdisjoint(default_kinds)
+    assert {"NetworkPolicy", "ConfigMap", "ServiceAccount"} <= default_kinds
+    ha = render(VALUE_SETS["ha-observability"])
+    assert {"ServiceMonitor", "PrometheusRule", "ClusterKopfPeering"} <= {d["kind"] for d in ha}
+    assert "--peering" in by_kind(ha, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["args"]
+    minimal = render(VALUE_SETS["minimal"])
+    kinds = {d["kind"] for d in minimal}
+    assert "NetworkPolicy" not in kinds and "ServiceAccount" not in kinds and "ConfigMap" not in kinds
+    args = by_kind(minimal, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args == ["run", "--namespace=team-a", "--namespace=team-b"]
+
+
+def test_dashboards_ship_with_the_grafana_sidecar_label() -> None:
+    import json
+
+    cms = [d for d in by_kind(render({}), "ConfigMap") if "dashboard" in d["metadata"]["name"]]
+    assert len(cms) >= 2
+    for cm in cms:
+        assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+        for body in cm["data"].values():
+            assert json.loads(body)["panels"]
+
+
+@pytest.mark.parametrize(
+    ("values", "needle"),
+    [
+        ({"operator": {"replicaz": 2}}, "replicaz"),
+        ({"operator": {"replicas": "two"}}, "replicas"),
+        ({"webhook": {"failurePolicy": "Sometimes"}}, "failurePolicy"),
+        ({"images": {"worker": ""}}, "worker"),
+        ({"metrics": {"port": 70000}}, "port"),
+        ({"unknownTopLevel": True}, "unknownTopLevel"),
+        ({"metrics": {"serviceMonitor": {"interval": "soon"}}}, "interval"),
+    ],
+)
+def test_schema_rejects_bad_values(values: dict[str, Any], needle: str) -> None:
+    chart = helm.Chart.load(str(CHART))
+    with pytest.raises(Exception) as err:
+        chart.validate_schema(values)
+    assert needle in str(err.value)
