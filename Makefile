@@ -4,7 +4,8 @@ PY := .venv/bin/python
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: help venv cluster-build cluster-up cluster-down test test-unit lint crds dev dev-down clean
+.PHONY: help venv vllm-venv cluster-build cluster-up cluster-down test test-unit lint crds dev dev-down clean \
+	kind-up images kind-load deploy
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -35,5 +36,32 @@ test: venv cluster-build ## everything: lint, unit, contract, cluster and e2e te
 test-unit: venv ## only the tests that need no cluster
 	@.venv/bin/pytest -m "unit" -q
 
+vllm-venv: ## install vLLM for CPU into its own cached venv (idempotent)
+	@./hack/vllm-venv.sh >/dev/null
+
+dev: venv cluster-build vllm-venv ## the whole lifecycle locally: cluster, executor, operator, quickstart, summary
+	@MAESTRO_KUBE_BIN=$$(./hack/kube/build.sh) MAESTRO_VLLM_VENV=$$(./hack/vllm-venv.sh) $(PY) -m maestro dev up
+
+dev-down: ## stop everything `make dev` started
+	@$(PY) -m maestro dev down
+
 clean: ## remove local state (not the build cache)
 	rm -rf .state
+
+# --- for users with Docker (not used by the tests) ------------------------------------------------
+IMAGE_REPO ?= ghcr.io/maestro-llmops
+VERSION ?= 0.1.0
+KIND_CLUSTER ?= maestro
+
+kind-up: ## create a kind cluster from kind-config.yaml
+	kind create cluster --name $(KIND_CLUSTER) --config kind-config.yaml
+
+images: ## build the operator, worker and sidecar images
+	for i in operator worker sidecar; do docker build -f images/$$i/Dockerfile -t $(IMAGE_REPO)/maestro-$$i:$(VERSION) . || exit 1; done
+
+kind-load: ## load the images into the kind cluster
+	for i in operator worker sidecar; do kind load docker-image $(IMAGE_REPO)/maestro-$$i:$(VERSION) --name $(KIND_CLUSTER) || exit 1; done
+
+deploy: ## helm install/upgrade the chart into the current kube context
+	kubectl apply --server-side -f charts/maestro/crds/
+	helm upgrade --install maestro charts/maestro -n maestro-system --create-namespace

@@ -1,0 +1,235 @@
+"""`make dev`: the whole Maestro lifecycle on one CPU machine, for real.
+
+Starts the local control plane, the local executor (runs Maestro's own pods as processes), the
+operator, applies `examples/quickstart/` and waits until the dataset is Ready, the LoRA job has
+Succeeded and the guarded deployment serves; then prints a short summary, including one chat
+completion through the guard, a redaction and a blocked request. Every step is idempotent: a second
+`make dev` reuses what is running. Logs of every component land in `<state>/logs/`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from maestro.devcluster.cluster import REPO_ROOT, ClusterError, DevCluster, _alive, _signal_group, tail
+
+QUICKSTART = REPO_ROOT / "examples" / "quickstart"
+INPUTS = Path("/tmp/maestro-quickstart")
+NAMESPACE = "maestro-quickstart"
+API_KEY = "mk-quickstart-dev-key-change-me"
+GUARD_PORT = 8080
+MONITOR_PORT = 9090
+
+
+def say(msg: str) -> None:
+    print(f"[maestro dev] {msg}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class DevEnv:
+    state_dir: Path
+
+    def __post_init__(self) -> None:
+        self.state_dir = Path(self.state_dir).resolve()
+        self.cluster = DevCluster(self.state_dir / "cluster")
+        self.logs = self.state_dir / "logs"
+        self.pid_file = self.state_dir / "dev-processes.json"
+
+    # -- processes -------------------------------------------------------------------------------
+    def _pids(self) -> dict[str, int]:
+        if self.pid_file.exists():
+            out: dict[str, int] = json.loads(self.pid_file.read_text())
+            return out
+        return {}
+
+    def _start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+        pids = self._pids()
+        if name in pids and _alive(pids[name]):
+            say(f"{name} already running (pid {pids[name]})")
+            return
+        self.logs.mkdir(parents=True, exist_ok=True)
+        with open(self.logs / f"{name}.log", "ab") as log:
+            proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    start_new_session=True, env={**os.environ, **(env or {})})
+        pids[name] = proc.pid
+        self.pid_file.write_text(json.dumps(pids))
+        time.sleep(1.0)
+        if not _alive(proc.pid):
+            raise ClusterError(f"{name} exited at start; last lines of {self.logs / (name + '.log')}:\n"
+                               f"{tail(self.logs / (name + '.log'))}")
+        say(f"started {name} (pid {proc.pid}, log {self.logs / (name + '.log')})")
+
+    def _stop(self, name: str, grace: float = 30.0) -> None:
+        pids = self._pids()
+        pid = pids.pop(name, None)
+        if pid and _alive(pid):
+            _signal_group(pid, signal.SIGTERM)
+            deadline = time.monotonic() + grace
+            while _alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if _alive(pid):
+                _signal_group(pid, signal.SIGKILL)
+            try:
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+            say(f"stopped {name}")
+        self.pid_file.write_text(json.dumps(pids)) if self.state_dir.exists() else None
+
+    # -- kubectl ---------------------------------------------------------------------------------
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+        kubectl = shutil.which("kubectl")
+        if kubectl is None:
+            raise ClusterError("kubectl not found on PATH")
+        proc = subprocess.run([kubectl, f"--kubeconfig={self.cluster.kubeconfig}", *args], input=input,
+                              capture_output=True, text=True, timeout=120)
+        if check and proc.returncode != 0:
+            raise ClusterError(f"kubectl {' '.join(args)}: {proc.stderr.strip()}")
+        return proc
+
+    def get(self, kind: str, name: str) -> dict[str, Any]:
+        proc = self.kubectl("get", kind, name, "-n", NAMESPACE, "-o", "json", check=False)
+        if proc.returncode != 0:
+            return {}
+        out: dict[str, Any] = json.loads(proc.stdout)
+        return out
+
+    # -- steps -----------------------------------------------------------------------------------
+    def prepare_inputs(self) -> None:
+        """The quickstart's file:// inputs: the dataset file and a tiny Llama built locally."""
+        INPUTS.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(QUICKSTART / "data" / "support.jsonl", INPUTS / "support.jsonl")
+        model = INPUTS / "tiny-llama"
+        if not (model / "config.json").exists():
+            say("building the tiny base model (no downloads)")
+            subprocess.run([sys.executable, "-m", "maestro", "train", "tiny-model", "--out", str(model)],
+                           check=True, stdout=subprocess.DEVNULL)
+
+    def up(self, timeout: float = 900) -> dict[str, Any]:
+        t0 = time.monotonic()
+        say("starting the local control plane")
+        self.cluster.up(timeout=120)
+        say(f"control plane ready: {self.cluster.server} (KUBECONFIG={self.cluster.kubeconfig})")
+        self.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO_ROOT / "crds"))
+        self.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+        self.prepare_inputs()
+        env = {"KUBECONFIG": str(self.cluster.kubeconfig)}
+        self._start("executor", [sys.executable, "-m", "maestro", "dev", "executor",
+                                 "--kubeconfig", str(self.cluster.kubeconfig),
+                                 "--state-dir", str(self.state_dir / "executor")], env)
+        self._start("operator", [sys.executable, "-m", "maestro", "run"],
+                    {**env, "MAESTRO_LOCAL_EXECUTOR": "true"})
+        self.kubectl("create", "namespace", NAMESPACE, check=False)
+        self.kubectl("apply", "-n", NAMESPACE, "-f", str(QUICKSTART))
+        say(f"applied examples/quickstart/ to namespace {NAMESPACE}; waiting (this trains and serves a model)")
+        self.wait_ready(deadline=t0 + timeout)
+        summary = self.summary()
+        summary["seconds"] = round(time.monotonic() - t0, 1)
+        return summary
+
+    def wait_ready(self, deadline: float) -> None:
+        targets = [("llmds", "support-chats", {"Ready"}), ("llmtj", "support-lora", {"Succeeded"}),
+                   ("llmdep", "support-bot", {"Ready"})]
+        last: dict[str, str] = {}
+        while time.monotonic() < deadline:
+            done = True
+            for kind, name, ok in targets:
+                st = self.get(kind, name).get("status", {})
+                phase = st.get("phase", "Pending")
+                ready = next((c for c in st.get("conditions", []) if c.get("type") == "Ready"), {})
+                line = f"{kind}/{name}: {phase}" + (f" ({ready.get('reason')}: {ready.get('message', '')})"
+                                                   if ready.get("reason") and phase not in ok else "")
+                if kind == "llmtj" and st.get("progress"):
+                    p = st["progress"]
+                    line += f" step {p.get('step')}/{p.get('totalSteps')} loss {p.get('loss')}"
+                if last.get(name) != line:
+                    say(line)
+                    last[name] = line
+                if phase == "Failed":
+                    raise ClusterError(f"{kind}/{name} failed: {line}; logs in {self.logs} and "
+                                       f"{self.state_dir / 'executor' / 'logs'}")
+                done = done and phase in ok
+            if done:
+                return
+            time.sleep(2)
+        raise ClusterError(f"timed out waiting for the quickstart; last states: {list(last.values())}")
+
+    def endpoint(self) -> str:
+        pods = json.loads(self.kubectl("get", "pods", "-n", NAMESPACE, "-l", "llmops.dev/deployment=support-bot",
+                                       "-o", "json").stdout)["items"]
+        ips = [p["status"].get("podIP") for p in pods if p["status"].get("podIP")]
+        if not ips:
+            raise ClusterError("no serving pod has an IP yet")
+        return f"http://{ips[0]}:{GUARD_PORT}"
+
+    def summary(self) -> dict[str, Any]:
+        ds = self.get("llmds", "support-chats").get("status", {})
+        tj = self.get("llmtj", "support-lora").get("status", {})
+        dep = self.get("llmdep", "support-bot").get("status", {})
+        base = self.endpoint()
+        chat = _post(base + "/v1/chat/completions", {
+            "model": "support-bot", "max_tokens": 24,
+            "messages": [{"role": "user", "content": "My router shows a red light, what should I do?"}]})
+        redacted = _post(base + "/v1/chat/completions", {
+            "model": "support-bot", "max_tokens": 8,
+            "messages": [{"role": "user", "content": "Email me at jane.doe@example.com about my order"}]})
+        blocked = _post(base + "/v1/chat/completions", {
+            "model": "support-bot", "max_tokens": 8,
+            "messages": [{"role": "user", "content": "show me the internal-only runbook"}]})
+        return {"dataset": ds, "training": tj, "deployment": dep, "endpoint": base,
+                "chat": chat, "redacted": redacted, "blocked": blocked}
+
+    def down(self) -> None:
+        self._stop("operator")
+        self._stop("executor", grace=60)
+        self.cluster.down(quiet=True)
+        say("stopped everything")
+
+
+def _post(url: str, body: dict[str, Any], key: str = API_KEY) -> dict[str, Any]:
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST", headers={
+        "Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            return {"status": resp.status, "body": json.loads(resp.read()), "headers": dict(resp.headers)}
+    except urllib.error.HTTPError as e:
+        return {"status": e.code, "body": json.loads(e.read() or b"{}"), "headers": dict(e.headers)}
+
+
+def render_summary(s: dict[str, Any], out: Callable[[str], None] = print) -> None:
+    ds, tj, dep = s["dataset"], s["training"], s["deployment"]
+    rec = ds.get("records", {})
+    out("\n== Maestro quickstart ==")
+    out(f"Dataset support-chats   version {ds.get('version')}")
+    out(f"  records: {rec.get('total')} read, {rec.get('kept')} kept, {rec.get('duplicates')} duplicates, "
+        f"{rec.get('piiRedacted')} PII redacted, train/validation {rec.get('train')}/{rec.get('validation')}")
+    for g in ds.get("gates", []):
+        out(f"  gate {g.get('name'):<22} {'PASS' if g.get('passed') else 'FAIL'}  value {g.get('value')} "
+            f"threshold {g.get('threshold')}")
+    prog, ev, model = tj.get("progress", {}), tj.get("evaluation", {}), tj.get("model", {})
+    out(f"Training support-lora   {tj.get('phase')}  steps {prog.get('step')}/{prog.get('totalSteps')}  "
+        f"final loss {prog.get('loss')}")
+    out(f"  evaluation: eval loss {ev.get('evalLoss')}  perplexity {ev.get('perplexity')}  passed {ev.get('passed')}")
+    out(f"  model {model.get('uri')}  digest {model.get('digest')}")
+    out(f"Deployment support-bot  {dep.get('phase')}  ready {dep.get('readyReplicas')}/{dep.get('replicas')}  "
+        f"endpoint {dep.get('endpoint')} (reached at {s['endpoint']})")
+    chat = s["chat"]
+    text = chat["body"].get("choices", [{}])[0].get("message", {}).get("content") if chat["status"] == 200 else chat
+    out(f"  chat completion (HTTP {chat['status']}): {text!r}")
+    red = s["redacted"]
+    out(f"  PII prompt (HTTP {red['status']}): the guard redacted the e-mail before it reached the model")
+    blk = s["blocked"]
+    out(f"  blocked term (HTTP {blk['status']}): {blk['body'].get('error', {}).get('message')}")
+    out(f"Took {s.get('seconds')} s.")
