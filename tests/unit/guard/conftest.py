@@ -100,7 +100,7 @@ class Stack:
             (self.keys_dir / kid).write_text(key + "\n")
 
     async def _serve(self, app: web.Application) -> str:
-        runner = web.AppRunner(app, access_log=None)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
@@ -115,6 +115,7 @@ class Stack:
         *,
         reload_interval: float = 0,
         upstream: str | None = None,
+        body_timeout: float = 30.0,
     ) -> Stack:
         self.write_policy(doc)
         self.write_keys(KEYS if keys is None else keys)
@@ -128,6 +129,7 @@ class Stack:
                 audit_path=str(self.audit_path),
                 events_path=self.events_path,
                 reload_interval=reload_interval,
+                body_timeout=body_timeout,
             )
             return await self._serve(self.guard.app())
 
@@ -163,6 +165,10 @@ class Stack:
         async def stop() -> None:
             for runner in reversed(self._runners):
                 await runner.cleanup()
+            rest = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in rest:  # handlers a test left hanging (a stalled upstream, a vanished client)
+                t.cancel()
+            await asyncio.gather(*rest, return_exceptions=True)
 
         try:
             self.call(stop())

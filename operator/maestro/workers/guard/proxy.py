@@ -146,7 +146,9 @@ class Guard:
         events_path: str | None = None,
         reload_interval: float = contract.DEFAULT_RELOAD_INTERVAL_S,
         telemetry: Telemetry | None = None,
+        body_timeout: float = _BODY_READ_TIMEOUT_S,
     ) -> None:
+        self.body_timeout = body_timeout
         self.upstream = upstream.rstrip("/")
         self._pool = UpstreamPool(self.upstream)  # validates the URL now, connects lazily
         self.config_path = config_path
@@ -443,7 +445,7 @@ class Guard:
         if length is not None and request.content.is_eof():  # all of it already arrived: no timer needed
             return await request.read()
         try:
-            async with asyncio.timeout(_BODY_READ_TIMEOUT_S):
+            async with asyncio.timeout(self.body_timeout):
                 if length is not None:
                     return await request.read()
                 buf = bytearray()
@@ -460,7 +462,7 @@ class Guard:
         except TimeoutError:
             raise GuardError(
                 408,
-                f"The request body did not arrive within {_BODY_READ_TIMEOUT_S:.0f} s.",
+                f"The request body did not arrive within {self.body_timeout:g} s.",
                 "request_timeout",
             ) from None
 
