@@ -109,6 +109,8 @@ async def _serve(app: web.Application, port: int) -> None:
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any) -> None:
     cfg = OperatorConfig.from_env()
+    for noisy in ("httpx2", "httpcore2", "aiohttp.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
@@ -170,20 +172,28 @@ def _maestro_event(kind: str) -> None:
         meta = obj.get("metadata") or {}
         ns, name = meta.get("namespace", ""), meta.get("name", "")
         store = rt.ctx.store
+        key = (kind, ns, name)
         if event.get("type") == "DELETED":
+            _seen.pop(key, None)
             store.remove(kind, ns, name)
             rt.ctx.forget(meta.get("uid", ""))
             metrics.forget(obj)
             _enqueue(*store.dependents(kind, ns, name), *store.policies_for(kind, ns, name))
             return
-        previous = store.get(kind, ns, name)
-        if not store.put(obj):
-            return  # older than what a status write already told us
-        _enqueue((kind, ns, name))
-        if previous is None or _observable(previous) != _observable(obj):
+        store.put(obj)  # ignored when a status write already stored a newer version
+        _enqueue(key)
+        # Dependents are compared against what the watch showed last (the cache may already hold our
+        # own status write, which dependents have not seen yet).
+        previous = _seen.get(key)
+        observable = _observable(obj)
+        _seen[key] = observable
+        if previous != observable:
             _enqueue(*store.dependents(kind, ns, name))
         if previous is None and kind != POLICY:
             _enqueue(*store.policies_for(kind, ns, name))
+
+
+_seen: dict[tuple[str, str, str], tuple[Any, ...]] = {}
 
 
 def _observable(obj: dict[str, Any]) -> tuple[Any, ...]:

@@ -23,6 +23,8 @@ from maestro.k8s.resources import ResourceType, resource_type
 FIELD_MANAGER = "maestro"
 
 Obj = dict[str, Any]
+#: 429 answers (throttling, storage initialising) are retried this often, honouring Retry-After.
+RETRIES_429 = 5
 
 
 def load_config(kubeconfig: str | None = None) -> SingleConfig:
@@ -60,10 +62,15 @@ class Kube:
         headers = {"Accept": "application/json"}
         if content is not None:
             headers["Content-Type"] = content_type
-        try:
-            resp = await self._http.request(method, path, content=content, params=params, headers=headers)
-        except httpx.HTTPError as exc:  # connection refused, timeouts: transient by nature
-            raise ApiError(0, "Unreachable", f"{method} {path}: {exc.__class__.__name__}: {exc}") from exc
+        for attempt in range(RETRIES_429 + 1):
+            try:
+                resp = await self._http.request(method, path, content=content, params=params, headers=headers)
+            except httpx.HTTPError as exc:  # connection refused, timeouts: transient by nature
+                raise ApiError(0, "Unreachable", f"{method} {path}: {exc.__class__.__name__}: {exc}") from exc
+            if resp.status_code != 429 or attempt == RETRIES_429:
+                break
+            # Priority & fairness throttling or a CRD's storage still initialising: the server says when.
+            await asyncio.sleep(min(float(resp.headers.get("Retry-After") or 1), 5.0))
         if resp.status_code >= 400:
             try:
                 payload = resp.json()

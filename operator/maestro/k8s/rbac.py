@@ -37,7 +37,8 @@ RULES: list[dict[str, Any]] = [
     {"apiGroups": ["monitoring.coreos.com"], "resources": ["servicemonitors"], "verbs": _CHILD_VERBS},
     {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]},
     {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"], "verbs": ["get", "list", "watch"]},
-    {"apiGroups": ["admissionregistration.k8s.io"], "resources": ["validatingwebhookconfigurations"],
+    {"apiGroups": ["admissionregistration.k8s.io"],
+     "resources": ["validatingwebhookconfigurations", "mutatingwebhookconfigurations"],
      "verbs": ["get", "list", "watch", "create", "update", "patch"]},
 ]
 

@@ -225,6 +225,7 @@ async def reconcile(ctx: Context, obj: Obj) -> Result:
             policy is not None and policy_spec is not None) else None
 
     conds, phase, requeue = _conditions(rollout, blocked, deployment is None)
+    fields["phase"] = phase
     await commit(ctx, obj, fields, [*conds, deps, admitted])
     if blocked is not None and blocked.poll:
         requeue = ctx.poll_seconds

@@ -1,0 +1,173 @@
+"""Builders: pure spec -> manifest functions (no cluster)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from maestro.api import LLMDatasetSpec, LLMDeploymentSpec, LLMPolicySpec, LLMTrainingJobSpec
+from maestro.builders import dataset, guard_config, serving, training
+from maestro.builders.meta import ANNOTATION_CONFIG_DIGEST, LABEL_LOCAL_EXECUTOR, child_name
+from maestro.builders.settings import Settings
+from maestro.workers.data import contract as data_contract
+from maestro.workers.train import contract as train_contract
+
+pytestmark = pytest.mark.unit
+
+DS_INPUT = training.DatasetInput(claim="support-chats-data", sub_path="sha256-abc", version="sha256:abc",
+                                 schema_type="chat")
+MODEL = serving.ResolvedModel(uri="pvc://support-lora-model/model", served_name="support-bot", digest="sha256:1")
+
+
+def env_of(container: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+
+
+def test_child_names_fit_dns_labels() -> None:
+    long = "a" * 52
+    for suffix in ("val-abcdef", "train-abcde", "guard", "metrics", "model", "data"):
+        name = child_name(long, suffix)
+        assert len(name) <= 63 and name.endswith(suffix)
+    assert child_name("x", "guard") == "x-guard"
+
+
+def test_dataset_job_passes_spec_and_mounts_the_claim(dataset_obj: dict[str, Any], restricted: Any) -> None:
+    spec = LLMDatasetSpec.model_validate(dataset_obj["spec"])
+    job = dataset.build_job(dataset_obj, spec, Settings())
+    pod = job["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    env = env_of(c)
+    assert LLMDatasetSpec.model_validate_json(env[data_contract.ENV_SPEC]) == spec
+    assert env[data_contract.ENV_ARTIFACT_PREFIX] == "pvc://support-chats-data/"
+    assert c["command"] == list(data_contract.COMMAND)
+    assert {"name": "output", "persistentVolumeClaim": {"claimName": "support-chats-data", "readOnly": False}} in pod[
+        "volumes"]
+    assert pod["restartPolicy"] == "Never" and pod["automountServiceAccountToken"] is False
+    assert restricted(pod) == []
+    assert job["metadata"]["ownerReferences"][0]["uid"] == "uid-support-chats"
+    rule = job["spec"]["podFailurePolicy"]["rules"][0]
+    assert rule["action"] == "FailJob" and data_contract.EXIT_IO_ERROR not in rule["onExitCodes"]["values"]
+    pvc = dataset.build_pvc(dataset_obj, spec, Settings())
+    assert pvc is not None and pvc["spec"]["resources"]["requests"]["storage"] == "1Gi"
+
+
+def test_dataset_job_name_follows_the_spec(dataset_obj: dict[str, Any]) -> None:
+    spec = LLMDatasetSpec.model_validate(dataset_obj["spec"])
+    changed = spec.model_copy(update={"quality_gates": spec.quality_gates.model_copy(update={"min_records": 5})})
+    assert dataset.job_name(dataset_obj, spec) == dataset.job_name(dataset_obj, spec)
+    assert dataset.job_name(dataset_obj, spec) != dataset.job_name(dataset_obj, changed)
+
+
+def test_training_job_gpu_queue_and_progress(training_obj: dict[str, Any], restricted: Any) -> None:
+    raw = training_obj["spec"] | {"queueName": "team-a", "resources": {
+        "gpus": 4, "nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}, "priorityClassName": "high"}}
+    spec = LLMTrainingJobSpec.model_validate(raw)
+    job = training.build_job(training_obj, spec, DS_INPUT, Settings(progress_url="http://op:8090"))
+    assert job["spec"]["suspend"] is True
+    assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a"
+    pod = job["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    assert c["resources"]["limits"]["nvidia.com/gpu"] == "4"
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
+    assert pod["priorityClassName"] == "high"
+    env = env_of(c)
+    assert env[train_contract.ENV_PROGRESS_URL] == "http://op:8090/v1/progress/team-a/support-lora"
+    assert env[train_contract.ENV_DATASET_VERSION] == "sha256:abc"
+    dataset_mount = next(m for m in c["volumeMounts"] if m["name"] == "dataset")
+    assert dataset_mount["readOnly"] is True and dataset_mount["subPath"] == "sha256-abc"
+    token = next(v for v in pod["volumes"] if v["name"] == "progress-token")
+    assert token["projected"]["sources"][0]["serviceAccountToken"]["audience"] == "maestro-progress"
+    assert pod["automountServiceAccountToken"] is False
+    assert restricted(pod) == []
+    assert "completionMode" not in job["spec"]
+    assert training.build_service(training_obj, spec) is None
+
+
+def test_multi_node_training_is_indexed_with_rendezvous(training_obj: dict[str, Any]) -> None:
+    spec = LLMTrainingJobSpec.model_validate(training_obj["spec"] | {"resources": {"gpus": 8, "nodes": 2}})
+    job = training.build_job(training_obj, spec, DS_INPUT, Settings())
+    svc = training.build_service(training_obj, spec)
+    assert svc is not None and svc["spec"]["clusterIP"] == "None"
+    assert job["spec"]["completionMode"] == "Indexed" and job["spec"]["completions"] == 2
+    pod = job["spec"]["template"]["spec"]
+    assert pod["subdomain"] == svc["metadata"]["name"]
+    env = env_of(pod["containers"][0])
+    assert env["MASTER_ADDR"] == f"{job['metadata']['name']}-0.{svc['metadata']['name']}.team-a.svc"
+    assert env["NNODES"] == "2" and "fieldRef" in env["NODE_RANK"]
+    assert svc["spec"]["selector"] == {"batch.kubernetes.io/job-name": job["metadata"]["name"]}
+
+
+def test_local_executor_marks_pods(training_obj: dict[str, Any], deployment_obj: dict[str, Any]) -> None:
+    settings = Settings(local_executor=True, local_executor_node="my-node")
+    spec = LLMTrainingJobSpec.model_validate(training_obj["spec"])
+    pod_t = training.build_job(training_obj, spec, DS_INPUT, settings)["spec"]["template"]
+    assert pod_t["metadata"]["labels"][LABEL_LOCAL_EXECUTOR] == "true"
+    assert pod_t["spec"]["nodeSelector"] == {"kubernetes.io/hostname": "my-node"}
+    dspec = LLMDeploymentSpec.model_validate(deployment_obj["spec"])
+    dep = serving.build_deployment(deployment_obj, dspec, MODEL, guard_config.render(None, None, "x"), settings)
+    assert dep["spec"]["template"]["metadata"]["labels"][LABEL_LOCAL_EXECUTOR] == "true"
+
+
+def test_serving_deployment(deployment_obj: dict[str, Any], policy_obj: dict[str, Any], restricted: Any) -> None:
+    spec = LLMDeploymentSpec.model_validate(deployment_obj["spec"] | {"resources": {"gpus": 2},
+                                                                     "runtime": {"tensorParallelSize": 2}})
+    pspec = LLMPolicySpec.model_validate(policy_obj["spec"])
+    doc = guard_config.render("quickstart", pspec, "support-bot")
+    dep = serving.build_deployment(deployment_obj, spec, MODEL, doc, Settings(), api_keys_secret="support-api-keys")
+    pod = dep["spec"]["template"]["spec"]
+    names = [c["name"] for c in pod["containers"]]
+    assert names == ["vllm", "guard", "monitor"]
+    vllm = pod["containers"][0]
+    assert vllm["image"] == "vllm/vllm-openai:v0.33.0"
+    assert vllm["args"][0] == "/mnt/maestro/models/support-lora-model/model"
+    assert vllm["args"][vllm["args"].index("--tensor-parallel-size") + 1] == "2"
+    assert vllm["startupProbe"]["failureThreshold"] * vllm["startupProbe"]["periodSeconds"] >= 1800
+    assert vllm["resources"]["limits"]["nvidia.com/gpu"] == "2"
+    assert any(v.get("emptyDir", {}).get("medium") == "Memory" for v in pod["volumes"])
+    assert restricted(pod) == []
+    assert dep["spec"]["template"]["metadata"]["annotations"][ANNOTATION_CONFIG_DIGEST] == guard_config.config_digest(doc)
+    svc = serving.build_service(deployment_obj)
+    assert [p["port"] for p in svc["spec"]["ports"]] == [8080]
+    netpol = serving.build_network_policy(deployment_obj, spec)
+    assert {p["port"] for p in netpol["spec"]["ingress"][0]["ports"]} == {8080, 9090}
+    assert not serving.wants_pdb(spec)
+
+
+def test_policy_change_changes_only_the_config_digest(deployment_obj: dict[str, Any], policy_obj: dict[str, Any]) -> None:
+    spec = LLMDeploymentSpec.model_validate(deployment_obj["spec"])
+    p1 = LLMPolicySpec.model_validate(policy_obj["spec"])
+    p2 = p1.model_copy(update={"request": p1.request.model_copy(update={"blocked_terms": ["x", "y"]})})
+    d1 = serving.build_deployment(deployment_obj, spec, MODEL, guard_config.render("q", p1, "m"), Settings())
+    d2 = serving.build_deployment(deployment_obj, spec, MODEL, guard_config.render("q", p2, "m"), Settings())
+    c1, c2 = d1["spec"]["template"]["spec"]["containers"], d2["spec"]["template"]["spec"]["containers"]
+    assert c1 == c2  # same model, same args: only the annotation rolls the pods
+    a1 = d1["spec"]["template"]["metadata"]["annotations"][ANNOTATION_CONFIG_DIGEST]
+    a2 = d2["spec"]["template"]["metadata"]["annotations"][ANNOTATION_CONFIG_DIGEST]
+    assert a1 != a2
+
+
+def test_autoscalers_target_the_llmdeployment(deployment_obj: dict[str, Any]) -> None:
+    spec = LLMDeploymentSpec.model_validate(deployment_obj["spec"] | {
+        "replicas": 2, "autoscaling": {"minReplicas": 0, "maxReplicas": 4, "metric": "queue-depth", "target": 5}})
+    hpa = serving.build_autoscaler(deployment_obj, spec, serving.Capabilities())
+    assert hpa is not None and hpa["kind"] == "HorizontalPodAutoscaler"
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "llmops.dev/v1alpha1", "kind": "LLMDeployment",
+                                             "name": "support-bot"}
+    assert hpa["spec"]["minReplicas"] == 1
+    keda = serving.build_autoscaler(deployment_obj, spec, serving.Capabilities(keda=True))
+    assert keda is not None and keda["kind"] == "ScaledObject" and keda["spec"]["minReplicaCount"] == 0
+    assert keda["spec"]["scaleTargetRef"]["kind"] == "LLMDeployment"
+    assert serving.wants_pdb(spec)
+    assert serving.build_service_monitor(deployment_obj, spec, serving.Capabilities()) is None
+
+
+def test_adapter_model_serves_base_plus_lora(deployment_obj: dict[str, Any]) -> None:
+    spec = LLMDeploymentSpec.model_validate(deployment_obj["spec"])
+    model = serving.ResolvedModel(uri="hf://org/base", served_name="bot-base",
+                                  adapters={"bot": "pvc://out/model"})
+    dep = serving.build_deployment(deployment_obj, spec, model, guard_config.render(None, None, "bot"), Settings())
+    args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[0] == "org/base"
+    assert args[args.index("--lora-modules") + 1] == "bot=/mnt/maestro/models/out/model"
