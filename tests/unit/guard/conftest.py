@@ -23,6 +23,7 @@ from aiohttp import web
 from fakeupstream import FakeUpstream
 
 from maestro.workers.guard.proxy import Guard
+from maestro.workers.guard.telemetry import Telemetry
 
 T = TypeVar("T")
 KEYS = {"alice": "sk-alice-0123456789", "bob": "sk-bob-9876543210"}
@@ -116,6 +117,7 @@ class Stack:
         reload_interval: float = 0,
         upstream: str | None = None,
         body_timeout: float = 30.0,
+        telemetry: Telemetry | None = None,
     ) -> Stack:
         self.write_policy(doc)
         self.write_keys(KEYS if keys is None else keys)
@@ -130,6 +132,7 @@ class Stack:
                 events_path=self.events_path,
                 reload_interval=reload_interval,
                 body_timeout=body_timeout,
+                telemetry=telemetry,
             )
             return await self._serve(self.guard.app())
 

@@ -195,3 +195,30 @@ def test_stream_without_done_is_flushed_at_eof() -> None:  # `transformers serve
     filt = make({"pii": {"input": "allow", "output": "redact"}})
     out = run(filt, [chunk("mail a@b.example"), chunk(None, "stop")])
     assert contents(out)[0] == "mail <EMAIL>"
+
+
+def test_transformers_style_finish_chunk_with_usage_and_no_done() -> None:
+    """`transformers serve`: usage rides on the finish chunk (choices non-empty) and no [DONE] follows."""
+    finish = json.dumps(
+        {
+            "id": "c1",
+            "object": "chat.completion.chunk",
+            "model": "m",
+            "choices": [{"index": 0, "delta": {}, "finish_reason": "length"}],
+            "usage": {"prompt_tokens": 2, "completion_tokens": 3, "total_tokens": 5},
+        }
+    ).encode()
+    for request in (
+        {"pii": {"input": "allow", "output": "allow"}},
+        {"pii": {"input": "allow", "output": "redact"}},
+    ):
+        filt = make(request, strip_usage=True)
+        out = run(filt, [chunk("", role=True), chunk("ping x@y.example"), b"data: " + finish + b"\n\n"])
+        text, objs = contents(out)
+        assert text == ("ping x@y.example" if request["pii"]["output"] == "allow" else "ping <EMAIL>")
+        assert objs[-1]["choices"][0]["finish_reason"] == "length"  # text released before the finish
+        assert all("usage" not in o for o in objs) and filt.usage == {
+            "prompt_tokens": 2,
+            "completion_tokens": 3,
+            "total_tokens": 5,
+        }

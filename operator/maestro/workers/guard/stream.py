@@ -200,43 +200,55 @@ class StreamFilter:
             out.append(self._swap_model(event))
             return
         key = "delta" if self.route == ROUTE_CHAT else None
+        holding = self.mode in ("window", "buffer")
         held = False
+        finished: list[tuple[int, _Choice]] = []
         for c in choices:
             if not isinstance(c, dict):
                 continue
             index = c.get("index", 0)
-            choice = self._choice(index if isinstance(index, int) else 0)
+            index = index if isinstance(index, int) else 0
+            choice = self._choice(index)
             holder = c.get("delta") if key else c
             piece = holder.get("content" if key else "text") if isinstance(holder, dict) else None
             if isinstance(piece, str) and piece:
                 self._record(choice, piece)
-                if self.mode in ("window", "buffer"):
+                if holding:
                     choice.pending += piece
                     holder["content" if key else "text"] = ""  # type: ignore[index]
                     held = True
             if c.get("finish_reason") is not None:
                 choice.finish_reason = c["finish_reason"]
-        if not held:
-            if not self.first_content and self.response_chars:
-                self.first_content = True
-            out.append(self._swap_model(event))
-            return
-        self.template = obj
-        for c in choices:
-            if not isinstance(c, dict):
-                continue
-            choice = self.choices[c.get("index", 0) if isinstance(c.get("index", 0), int) else 0]
-            if c.get("finish_reason") is not None:
-                self._release(c.get("index", 0), choice, final=True, out=out)
-            elif self.window and len(choice.pending) >= self.window:
-                self._release(c.get("index", 0), choice, final=False, out=out)
-            if self.blocked is not None:
-                return
-        if any(
-            isinstance(c, dict) and (c.get("finish_reason") is not None or _has_other_fields(c, key))
-            for c in choices
-        ):
+                finished.append((index, choice))
+        modified = held
+        if usage is not None and self.strip_usage:  # some servers put usage on the last content chunk
+            del obj["usage"]
+            modified = True
+        if holding:
+            if held:
+                self.template = obj
+            for index, choice in finished:  # everything held for a finished choice goes out first
+                self._release(index, choice, final=True, out=out)
+                if self.blocked is not None:
+                    return
+            if held and self.window:
+                for index, choice in self.choices.items():
+                    if len(choice.pending) >= self.window:
+                        self._release(index, choice, final=False, out=out)
+                        if self.blocked is not None:
+                            return
+            if (
+                held
+                and not finished
+                and not any(isinstance(c, dict) and _has_other_fields(c, key) for c in choices)
+            ):
+                return  # pure text, now held: released later as synthesized events
+        elif not self.first_content and self.response_chars:
+            self.first_content = True
+        if modified:
             out.append(b"data: " + self._dump(obj) + b"\n\n")
+        else:
+            out.append(self._swap_model(event))
 
     def _dump(self, obj: dict[str, Any]) -> bytes:
         if self.served and obj.get("model") == self.upstream:
