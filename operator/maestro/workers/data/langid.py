@@ -46,12 +46,12 @@ _STOPWORDS: dict[str, str] = {
 }
 
 LANGUAGES: tuple[str, ...] = tuple(_STOPWORDS)
-_BITS = 8  # per-language counter width; texts are capped at 200 words so counts stay < 256
+_BITS = 8  # per-language counter width: at most MAX_WORDS (< 256) words are counted
 _PACKED: dict[str, int] = {}
 for _i, _lang in enumerate(LANGUAGES):
     for _w in set(_STOPWORDS[_lang].split()):
         _PACKED[_w] = _PACKED.get(_w, 0) + (1 << (_BITS * _i))
-_MASK = (1 << _BITS) - 1
+_NBYTES = len(LANGUAGES)
 
 _WORD = re.compile(r"[^\W\d_]+")
 _NON_LATIN = re.compile(r"[^\x00-\u024f\u1e00-\u1eff\u2000-\u206f]")
@@ -69,7 +69,7 @@ _SCRIPTS: tuple[tuple[str, re.Pattern[str]], ...] = (
 )
 _UKRAINIAN = re.compile(r"[іїєґІЇЄҐ]")
 SAMPLE_CHARS = 600
-MAX_WORDS = 64
+MAX_WORDS = 48
 
 
 def detect(text: str, words: list[str] | None = None) -> str:
@@ -89,17 +89,13 @@ def detect(text: str, words: list[str] | None = None) -> str:
     total = sum(map(_PACKED.get, words, repeat(0, len(words))))  # all in C: no Python-level loop
     if not total:
         return "und"
-    best, best_n, second_n = "und", 0, 0
-    for i, lang in enumerate(LANGUAGES):
-        n = (total >> (_BITS * i)) & _MASK
-        if n > best_n:
-            best, best_n, second_n = lang, n, best_n
-        elif n > second_n:
-            second_n = n
+    counts = total.to_bytes(_NBYTES, "little")  # one byte per language: decode in C, not a loop
+    best_n = max(counts)
+    i = counts.index(best_n)
     # at least two function words, a tenth of the text, and a clear margin over the runner-up
-    if best_n < 2 or best_n * 10 < len(words) or best_n <= second_n:
+    if best_n < 2 or best_n * 10 < len(words) or counts.count(best_n) > 1:
         return "und"
-    return best
+    return LANGUAGES[i]
 
 
 def _by_script(sample: str) -> str | None:

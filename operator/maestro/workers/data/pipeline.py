@@ -127,7 +127,7 @@ def _rows_jsonl(stream: IO[bytes]) -> Iterator[tuple[int, Any]]:
         if not raw or raw.isspace():
             continue
         try:
-            yield lineno, loads(raw)
+            yield lineno, loads(raw.decode("utf-8"))  # str input skips json's per-call encoding sniffing
         except UnicodeDecodeError as exc:
             yield lineno, RowError("$", f"not valid UTF-8 ({exc.reason} at byte {exc.start})")
         except ValueError as exc:

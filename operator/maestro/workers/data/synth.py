@@ -277,7 +277,8 @@ _WORDS = _WORDS_TEXT.split()
 
 
 def chat_records(n: int, seed: int = 1, dup_rate: float = 0.05, pii_rate: float = 0.05) -> Iterator[dict]:
-    """Chat records of ~60–120 words with planted exact duplicates and PII at the given rates."""
+    """Chat records of ~60–120 words (30% with numbers) with planted exact duplicates and PII at the
+    given rates."""
     rng = random.Random(seed)
     recent: list[dict] = []
     entities = sorted(pii.REGEX_ENTITIES)
@@ -292,6 +293,9 @@ def chat_records(n: int, seed: int = 1, dup_rate: float = 0.05, pii_rate: float 
             )
             + "."
         )
+        if rng.random() < 0.3:  # real chat data is full of numbers: exercise the numeric PII path
+            steps, year, share = rng.randint(2, 500), rng.randint(1990, 2025), rng.random() * 100
+            a += f" It took {steps} steps in {year}, about {share:.1f}%."
         if rng.random() < pii_rate:
             a += " " + make_pii(entities[i % len(entities)], rng)
         rec = {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}
