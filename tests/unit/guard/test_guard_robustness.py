@@ -212,7 +212,7 @@ async def test_upstream_slow_hang_drop_and_error_status(stack: Stack) -> None:
     stack.upstream.delay = 0
     for fault, code in (("hang", "upstream_timeout"), ("drop", "upstream_error")):
         stack.upstream.stream_fault = fault
-        with pytest.raises(openai.APIError, match="mid-stream|mid-answer"):
+        with pytest.raises(openai.APIError, match=r"mid-stream|mid-answer"):
             stream = await client.chat.completions.create(model="tiny", messages=msgs, stream=True)
             async for _ in stream:
                 pass
