@@ -12,6 +12,7 @@
 | MAESTRO_NAMESPACE | maestro-system | the operator's namespace |
 | MAESTRO_WORKERS | 16 | concurrent reconciles |
 | MAESTRO_RESYNC_SECONDS | 600 | full re-apply of every object (repairs children deleted by hand) |
+| MAESTRO_POLL_SECONDS | 30 | re-check interval for waits no watch event ends (missing claim, crash loop) |
 | MAESTRO_LOCAL_EXECUTOR, MAESTRO_*_IMAGE, ... | | see `maestro.builders.settings.Settings` |
 """
 
@@ -48,6 +49,7 @@ class OperatorConfig:
     namespace: str = "maestro-system"
     workers: int = 16
     resync_seconds: float = 600.0
+    poll_seconds: float = 30.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorConfig:
@@ -65,4 +67,5 @@ class OperatorConfig:
             namespace=env.get("MAESTRO_NAMESPACE") or "maestro-system",
             workers=max(1, _int(env, "MAESTRO_WORKERS", 16)),
             resync_seconds=float(_int(env, "MAESTRO_RESYNC_SECONDS", 600)),
+            poll_seconds=float(_int(env, "MAESTRO_POLL_SECONDS", 30)),
         )

@@ -127,7 +127,8 @@ async def startup(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any
     for kind in KINDS:
         for obj in await kube.list(API_VERSION, kind):
             store.put(obj)
-    ctx = Context(kube=kube, settings=cfg.settings, store=store, caps=await _capabilities(kube))
+    ctx = Context(kube=kube, settings=cfg.settings, store=store, caps=await _capabilities(kube),
+                  poll_seconds=cfg.poll_seconds)
     queue = WorkQueue(process, workers=cfg.workers)
     rt = state.Runtime(config=cfg, ctx=ctx, queue=queue)
     state.set_runtime(rt)

@@ -224,7 +224,7 @@ async def reconcile(ctx: Context, obj: Obj) -> Result:
         fields["policy"] = {"name": policy["metadata"]["name"], "digest": guard_config.policy_digest(policy_spec)} if (
             policy is not None and policy_spec is not None) else None
 
-    conds, phase, requeue = _conditions(rollout, blocked, deployment is None)
+    conds, phase, requeue = _conditions(rollout, blocked, deployment is None, ctx.poll_seconds)
     fields["phase"] = phase
     await commit(ctx, obj, fields, [*conds, deps, admitted])
     if blocked is not None and blocked.poll:
@@ -232,7 +232,7 @@ async def reconcile(ctx: Context, obj: Obj) -> Result:
     return Result(requeue_after=requeue, phase=phase)
 
 
-def _conditions(rollout: deployments.RolloutView | None, blocked: Blocked | None, missing: bool
+def _conditions(rollout: deployments.RolloutView | None, blocked: Blocked | None, missing: bool, poll: float
                 ) -> tuple[list[Cond], str, float | None]:
     if rollout is None:
         assert blocked is not None or missing
@@ -247,7 +247,7 @@ def _conditions(rollout: deployments.RolloutView | None, blocked: Blocked | None
     if rollout.stuck_reason:
         msg = rollout.stuck_message + block_msg
         return standard(False, rollout.stuck_reason, msg, progressing=not rollout.rolled_out, degraded=True), \
-            DeploymentPhase.DEGRADED, 30.0
+            DeploymentPhase.DEGRADED, poll
     if rollout.desired == 0:
         return standard(False, Reason.SCALED_TO_ZERO, "scaled to zero replicas" + block_msg, progressing=False,
                         degraded=blocked is not None), DeploymentPhase.READY, None
@@ -260,6 +260,6 @@ def _conditions(rollout: deployments.RolloutView | None, blocked: Blocked | None
     if rollout.rolled_out:
         msg = f"{rollout.available}/{rollout.desired} replicas available" + block_msg
         return standard(False, Reason.MINIMUM_REPLICAS_UNAVAILABLE, msg, progressing=True,
-                        degraded=rollout.available > 0), DeploymentPhase.PROGRESSING, 30.0
+                        degraded=rollout.available > 0), DeploymentPhase.PROGRESSING, poll
     msg = f"rolling out: {rollout.updated}/{rollout.desired} updated, {rollout.available} available" + block_msg
-    return standard(False, Reason.ROLLOUT_IN_PROGRESS, msg, progressing=True), DeploymentPhase.PROGRESSING, 30.0
+    return standard(False, Reason.ROLLOUT_IN_PROGRESS, msg, progressing=True), DeploymentPhase.PROGRESSING, poll

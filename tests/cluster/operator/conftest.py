@@ -114,6 +114,7 @@ def operator_env(cluster: Any, **extra: str) -> tuple[dict[str, str], dict[str, 
         "MAESTRO_WEBHOOK_ADDR": "127.0.0.1",
         "MAESTRO_WEBHOOK_HOST": "127.0.0.1",
         "MAESTRO_WORKERS": "8",
+        "MAESTRO_POLL_SECONDS": "2",
         **extra,
     }
     return env, ports
