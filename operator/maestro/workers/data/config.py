@@ -124,4 +124,5 @@ def load_spec(path: str | None, env: Mapping[str, str] | None = None) -> dict[st
         raise InputError(f"{where} must hold a JSON/YAML object, got {type(data).__name__}")
     if data.get("kind") == "LLMDataset" and isinstance(data.get("spec"), dict):
         data = data["spec"]
-    return data
+    spec: dict[str, Any] = data
+    return spec

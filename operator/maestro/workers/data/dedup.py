@@ -191,12 +191,14 @@ class NearDedup:
         for p in range(self.num_perm):
             np.multiply(shingle, self._a[p], out=h)
             sig_t[p] = np.minimum.reduceat(h, seg)
-        return sig_t.T
+        sig: np.ndarray = sig_t.T
+        return sig
 
     def band_hashes(self, sig: np.ndarray) -> np.ndarray:
         """(docs, bands) uint64: each band's rows folded into one salted 64-bit hash."""
         used = sig[:, : self.bands * self.rows].reshape(len(sig), self.bands, self.rows)
-        return (used * self._band_coef[None, :, :]).sum(axis=2, dtype=np.uint64) ^ self._band_salt[None, :]
+        out: np.ndarray = (used * self._band_coef[None, :, :]).sum(axis=2, dtype=np.uint64) ^ self._band_salt
+        return out
 
     def check_batch(self, docs: Sequence[list[str]]) -> np.ndarray:
         """Bool per doc: near duplicate of an earlier doc (this batch or any before). Adds all docs."""

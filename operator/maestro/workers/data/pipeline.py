@@ -65,7 +65,7 @@ class Result:
     train: int = 0
     validation: int = 0
     languages: Counter[str] = field(default_factory=Counter)
-    lengths: array.array = field(default_factory=lambda: array.array("I"))
+    lengths: array.array[int] = field(default_factory=lambda: array.array("I"))
     profane_records: int = 0
     chars: int = 0
     representation: dict[str, Any] | None = None
@@ -145,14 +145,14 @@ def _rows_text(stream: IO[bytes]) -> Iterator[tuple[int, Any]]:
 
 
 def _rows_csv(stream: IO[bytes], name: str) -> Iterator[tuple[int, Any]]:
-    text = io.TextIOWrapper(stream, encoding="utf-8", newline="")  # type: ignore[type-var]
+    text = io.TextIOWrapper(stream, encoding="utf-8", newline="")
     delimiter = "\t" if ".tsv" in name.lower() else ","
     reader = csv.DictReader(text, delimiter=delimiter)
     try:
         for row in reader:
             if None in row:
                 width = len(reader.fieldnames or [])
-                extra = len(row[None])  # type: ignore[index]
+                extra = len(row[None])
                 yield reader.line_num, RowError("$", f"has {width + extra} columns, the header has {width}")
                 continue
             yield reader.line_num, row

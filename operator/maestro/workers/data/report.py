@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -199,7 +199,7 @@ def failure_summary(code: int, reason: str) -> Summary:
             "validation",
         )
     }
-    return {  # type: ignore[typeddict-item]
+    summary: dict[str, Any] = {
         "version": None,
         "passed": False,
         "exitCode": code,
@@ -209,6 +209,7 @@ def failure_summary(code: int, reason: str) -> Summary:
         "artifact": None,
         "reason": reason.splitlines()[0][:1000] if reason else "",
     }
+    return cast(Summary, summary)
 
 
 def write_json(path: str, data: Any) -> None:

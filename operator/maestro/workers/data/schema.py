@@ -16,7 +16,7 @@ from maestro.workers.data.errors import InputError
 
 KINDS = ("chat", "prompt-completion", "text")
 # JSON string literal without ASCII escaping (the C implementation json.dumps uses)
-_quote: Callable[[str], str] = json.encoder.encode_basestring  # type: ignore[attr-defined]
+_quote: Callable[[str], str] = json.encoder.encode_basestring
 ROLES = frozenset({"system", "user", "assistant", "tool", "developer"})
 
 
@@ -140,7 +140,7 @@ def map_row(row: Any, fm: FieldMap) -> Record:
     if type(messages) is str:  # CSV/Parquet columns carry the list as JSON text
         try:
             messages = json.loads(messages)
-        except ValueError as exc:
+        except json.JSONDecodeError as exc:
             raise RecordError(fm.messages, f"is a string but not a JSON list ({exc.msg})") from None
     if type(messages) is not list:
         what = "missing" if messages is None else f"a {type(messages).__name__}"

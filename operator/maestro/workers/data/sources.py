@@ -25,7 +25,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import IO, BinaryIO
+from typing import IO, BinaryIO, cast
 
 from maestro.workers.data.contract import DEFAULT_PVC_ROOT, ENV_PVC_ROOT
 from maestro.workers.data.errors import InputError, SourceIOError
@@ -169,14 +169,15 @@ def open_source(loc: Location, env: Mapping[str, str] | None = None) -> Iterator
         raw.close()
 
 
-def decompress(reader: IO[bytes], compression: str | None) -> IO[bytes]:
+def decompress(reader: IO[bytes] | HashingReader, compression: str | None) -> IO[bytes]:
+    raw = cast(IO[bytes], reader)
     if compression is None:
-        return reader
+        return raw
     if compression == "gzip":
-        return gzip.GzipFile(fileobj=reader, mode="rb")
+        return cast(IO[bytes], gzip.GzipFile(fileobj=raw, mode="rb"))
     if compression == "bz2":
-        return bz2.BZ2File(reader, mode="rb")
-    return lzma.LZMAFile(reader, mode="rb")
+        return cast(IO[bytes], bz2.BZ2File(raw, mode="rb"))
+    return cast(IO[bytes], lzma.LZMAFile(raw, mode="rb"))
 
 
 def iter_lines(stream: IO[bytes]) -> Iterator[bytes]:

@@ -13,6 +13,7 @@ import random
 import string
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from maestro.workers.data import pii
 
@@ -47,6 +48,10 @@ def _luhn_complete(prefix: str, length: int, rng: random.Random) -> str:
         if pii.luhn_ok(body + check):
             return body + check
     raise AssertionError("unreachable: one check digit always satisfies Luhn")
+
+
+def _rand(rng: random.Random, n: int, alphabet: str) -> str:
+    return "".join(rng.choice(alphabet) for _ in range(n))
 
 
 def _iban(country: str, bban: str) -> str:
@@ -84,10 +89,8 @@ def make_pii(entity: str, rng: random.Random) -> str:
         return sep.join(d[i : i + 4] for i in range(0, 16, 4))
     if entity == "IBAN":
         country = rng.choice(["DE", "GB", "FR", "NL", "ES"])
-        digits = lambda n: "".join(rng.choice(string.digits) for _ in range(n))  # noqa: E731
-        letters = lambda n: "".join(rng.choice(string.ascii_uppercase) for _ in range(n))  # noqa: E731
         shape = {"DE": (0, 18), "GB": (4, 14), "FR": (0, 23), "NL": (4, 10), "ES": (0, 20)}[country]
-        bban = letters(shape[0]) + digits(shape[1])
+        bban = _rand(rng, shape[0], string.ascii_uppercase) + _rand(rng, shape[1], string.digits)
         iban = _iban(country, bban)
         if rng.random() < 0.5:
             return " ".join(iban[i : i + 4] for i in range(0, len(iban), 4))
@@ -105,7 +108,10 @@ def make_pii(entity: str, rng: random.Random) -> str:
         return addr.compressed if rng.random() < 0.7 else addr.exploded
     if entity == "API_KEY":
         alnum = string.ascii_letters + string.digits
-        r = lambda n, cs=alnum: "".join(rng.choice(cs) for _ in range(n))  # noqa: E731
+
+        def r(n: int, cs: str = alnum) -> str:
+            return _rand(rng, n, cs)
+
         return rng.choice(
             [
                 "AKIA" + r(16, string.ascii_uppercase + string.digits),
@@ -276,11 +282,13 @@ _WORDS_TEXT = (
 _WORDS = _WORDS_TEXT.split()
 
 
-def chat_records(n: int, seed: int = 1, dup_rate: float = 0.05, pii_rate: float = 0.05) -> Iterator[dict]:
+def chat_records(
+    n: int, seed: int = 1, dup_rate: float = 0.05, pii_rate: float = 0.05
+) -> Iterator[dict[str, Any]]:
     """Chat records of ~60–120 words (30% with numbers) with planted exact duplicates and PII at the
     given rates."""
     rng = random.Random(seed)
-    recent: list[dict] = []
+    recent: list[dict[str, Any]] = []
     entities = sorted(pii.REGEX_ENTITIES)
     for i in range(n):
         if recent and rng.random() < dup_rate:
@@ -306,7 +314,7 @@ def chat_records(n: int, seed: int = 1, dup_rate: float = 0.05, pii_rate: float 
         yield rec
 
 
-def write_jsonl(path: str, records: Iterator[dict]) -> int:
+def write_jsonl(path: str, records: Iterator[dict[str, Any]]) -> int:
     n = 0
     with open(path, "w", encoding="utf-8") as fh:
         for rec in records:
