@@ -1,4 +1,5 @@
-"""`maestro dev ...`: the local control plane (`maestro dev cluster up|down|status`)."""
+"""`maestro dev ...`: `up`/`down` (the whole quickstart lifecycle, what `make dev` runs), the local control
+plane (`maestro dev cluster up|down|status`) and the local executor (`maestro dev executor`)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,13 @@ DEFAULT_STATE = os.environ.get("MAESTRO_STATE_DIR", ".state")
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="maestro dev", description="Local development environment.")
     sub = p.add_subparsers(dest="area", required=True)
+    for action, help_ in (("up", "cluster + executor + operator + examples/quickstart, then a summary"),
+                          ("down", "stop everything `maestro dev up` started")):
+        a = sub.add_parser(action, help=help_)
+        a.add_argument("--state-dir", default=DEFAULT_STATE, help="state and logs (default: %(default)s)")
+        if action == "up":
+            a.add_argument("--timeout", type=float, default=1200.0, help="seconds to wait for the quickstart")
+            a.add_argument("--json", action="store_true", help="print the summary as JSON")
     c = sub.add_parser("cluster", help="the local control plane (etcd, apiserver, KCM, scheduler, kwok)")
     c.add_argument("action", choices=["up", "down", "status"])
     c.add_argument("--state-dir", default=str(Path(DEFAULT_STATE) / "cluster"),
@@ -54,10 +62,32 @@ def _executor(args: argparse.Namespace) -> int:
     return 0
 
 
+def _lifecycle(args: argparse.Namespace) -> int:
+    from maestro.devcluster.cluster import ClusterError
+    from maestro.devcluster.lifecycle import DevEnv, render_summary
+
+    env = DevEnv(Path(args.state_dir))
+    try:
+        if args.area == "down":
+            env.down()
+            return 0
+        summary = env.up(timeout=args.timeout)
+    except ClusterError as e:
+        print(f"maestro dev {args.area}: {e}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(summary, indent=2, default=str))
+    else:
+        render_summary(summary)
+    return 0
+
+
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     if args.area == "executor":
         return _executor(args)
+    if args.area in ("up", "down"):
+        return _lifecycle(args)
     from maestro.devcluster.cluster import ClusterError, DevCluster
 
     cluster = DevCluster(Path(args.state_dir), bin_dir=Path(args.bin_dir) if args.bin_dir else None)
