@@ -224,7 +224,7 @@ _EMAIL = re.compile(
     r"(?<![\w.%+/-])[A-Za-z0-9](?:[A-Za-z0-9._%+-]{0,62}[A-Za-z0-9_%+-])?"  # not scheme://user@host
     r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}(?![\w-]|\.\w)"
 )
-_URL_CRED = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]{1,15}://([^\s:/?#@<>\"']+)(?::([^\s/?#@<>\"']*))?@[\w.-]")
+_URL_CRED = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]{1,15}://([^\s:/?#@<>\"']*)(?::([^\s/?#@<>\"']*))?@[\w.-]")
 _PRIVATE_KEY = re.compile(
     r"-----BEGIN ([A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?)-----"
     r"(?:.*?-----END [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----|[A-Za-z0-9+/=\s:,-]*)",
@@ -289,7 +289,7 @@ def _find_url_credentials(text: str, out: list[Finding]) -> None:
         user, password = m.group(1), m.group(2)
         if password:  # user:password@host
             out.append(Finding("URL_CREDENTIALS", m.start(1), m.end(2)))
-        elif len(user) >= 20 and _entropy(user) >= 3.5:  # https://<token>@host
+        elif len(user) >= 20 and _entropy(user) >= 3.5:  # https://<token>@host; a bare user is no secret
             out.append(Finding("URL_CREDENTIALS", m.start(1), m.end(1)))
 
 
