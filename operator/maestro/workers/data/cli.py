@@ -107,6 +107,8 @@ def _run(args: argparse.Namespace, env: dict[str, str], output_dir: str) -> tupl
 
 
 def _write_termination(path: str, text: str, explicit: bool) -> None:
+    if not explicit and not os.path.exists(path):
+        return  # the kubelet creates /dev/termination-log in a pod; a local run has none to fill
     try:
         with open(path, "w", encoding="utf-8") as fh:
             fh.write(text)

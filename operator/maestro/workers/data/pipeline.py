@@ -147,6 +147,7 @@ def _rows_text(stream: IO[bytes]) -> Iterator[tuple[int, Any]]:
 def _rows_csv(stream: IO[bytes], name: str) -> Iterator[tuple[int, Any]]:
     text = io.TextIOWrapper(stream, encoding="utf-8", newline="")
     delimiter = "\t" if ".tsv" in name.lower() else ","
+    csv.field_size_limit(1 << 30)  # the default (128 KiB) rejects long documents
     reader = csv.DictReader(text, delimiter=delimiter)
     try:
         for row in reader:
