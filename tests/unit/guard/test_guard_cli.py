@@ -28,16 +28,26 @@ def _free_port() -> int:
 
 
 def _env(stack: Stack, port: int) -> dict[str, str]:
-    return {**os.environ, contract.CONFIG_ENV: str(stack.policy_path), contract.KEYS_DIR_ENV: str(stack.keys_dir),
-            contract.UPSTREAM_ENV: stack.upstream_url, contract.PORT_ENV: str(port),
-            contract.HOST_ENV: "127.0.0.1", contract.AUDIT_LOG_ENV: str(stack.audit_path)}
+    return {
+        **os.environ,
+        contract.CONFIG_ENV: str(stack.policy_path),
+        contract.KEYS_DIR_ENV: str(stack.keys_dir),
+        contract.UPSTREAM_ENV: stack.upstream_url,
+        contract.PORT_ENV: str(port),
+        contract.HOST_ENV: "127.0.0.1",
+        contract.AUDIT_LOG_ENV: str(stack.audit_path),
+    }
 
 
 def test_sidecar_process_serves_and_stops_cleanly(stack: Stack) -> None:
     stack.start(policy_doc(open_request(**{"auth": {"required": True}})))
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "maestro", "guard"], env=_env(stack, port),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "maestro", "guard"],
+        env=_env(stack, port),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.time() + 30
         while True:
@@ -47,7 +57,9 @@ def test_sidecar_process_serves_and_stops_cleanly(stack: Stack) -> None:
                         break
             except OSError:
                 if time.time() > deadline or proc.poll() is not None:
-                    pytest.fail(f"guard did not become ready: {proc.stderr.read().decode() if proc.stderr else ''}")
+                    pytest.fail(
+                        f"guard did not become ready: {proc.stderr.read().decode() if proc.stderr else ''}"
+                    )
                 time.sleep(0.1)
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=KEYS["alice"], max_retries=0)
         r = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}])
@@ -65,8 +77,17 @@ def test_check_validates_policy_and_keys(tmp_path: Path) -> None:
     (tmp_path / "keys" / "alice").write_text("sk-a")
     policy = tmp_path / "policy.json"
     policy.write_text(json.dumps(policy_doc(open_request(**{"auth": {"required": True}}))))
-    run = [sys.executable, "-m", "maestro", "guard", "--check", "--config", str(policy), "--keys-dir",
-           str(tmp_path / "keys")]
+    run = [
+        sys.executable,
+        "-m",
+        "maestro",
+        "guard",
+        "--check",
+        "--config",
+        str(policy),
+        "--keys-dir",
+        str(tmp_path / "keys"),
+    ]
     ok = subprocess.run(run, capture_output=True, text=True, timeout=60)
     assert ok.returncode == 0 and "1 key(s)" in ok.stdout and "auth required" in ok.stdout
     policy.write_text(json.dumps(policy_doc({"pii": {"input": "erase"}})))

@@ -398,8 +398,8 @@ class Guard:
         r = _Req(self._rid(request), route)
         active = self.active  # this request's rules, whatever reloads happen meanwhile
         parent = extract_parent(request.headers) if self.telemetry.otel is not None else None
-        inflight = self.telemetry.inflight
-        inflight.inc()
+        tel = self.telemetry
+        tel.inflight += 1
         try:
             return await self._serve(request, r, active)
         except GuardError as exc:
@@ -419,7 +419,7 @@ class Guard:
                 r,
             )
         finally:
-            inflight.dec()
+            tel.inflight -= 1
             self._finish(r, active.policy, parent)
 
     def _error(self, exc: GuardError, r: _Req) -> web.Response:

@@ -5,8 +5,8 @@ server): `gen_ai.server.request.duration`, `gen_ai.server.time_to_first_token`,
 `gen_ai.client.token.usage` (as Envoy AI Gateway does for the token histogram), with
 `gen_ai.operation.name`, `gen_ai.provider.name`, `gen_ai.request.model`. Prometheus cannot carry dots, so the
 scrape endpoint exposes the same series as `gen_ai_server_request_duration_seconds` & co., plus
-`maestro_guard_*` for the policy side. Labelled children are cached: a request costs a few dict
-lookups and lock-free-ish increments, nothing that allocates per request.
+`maestro_guard_*` for the policy side. The per-request series are plain dicts: a request costs a few dict
+lookups and list increments (no locks: one event-loop thread), rendered only when scraped.
 """
 
 from __future__ import annotations
@@ -14,10 +14,13 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Mapping
+from bisect import bisect_left
+from collections.abc import Iterator, Mapping
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.utils import floatToGoString
 
 from maestro.workers.guard.contract import OTEL_ENDPOINT_ENV
 
@@ -54,44 +57,101 @@ OPERATIONS = {
 PROVIDER = "vllm"
 
 
+class _Histogram:
+    """A labelled histogram without locks: the guard updates it from one event-loop thread only."""
+
+    __slots__ = ("bounds", "help", "labelnames", "name", "series")
+
+    def __init__(self, name: str, help_: str, labelnames: tuple[str, ...], bounds: tuple[float, ...]) -> None:
+        self.name, self.help, self.labelnames, self.bounds = name, help_, labelnames, bounds
+        self.series: dict[tuple[str, ...], list[Any]] = {}  # labels -> [bucket counts, sum]
+
+    def observe(self, labels: tuple[str, ...], value: float) -> None:
+        s = self.series.get(labels)
+        if s is None:
+            s = self.series[labels] = [[0] * (len(self.bounds) + 1), 0.0]
+        s[0][bisect_left(self.bounds, value)] += 1
+        s[1] += value
+
+    def family(self) -> HistogramMetricFamily:
+        fam = HistogramMetricFamily(self.name, self.help, labels=self.labelnames)
+        for labels, (counts, total) in list(self.series.items()):
+            buckets, acc = [], 0
+            for bound, n in zip((*map(floatToGoString, self.bounds), "+Inf"), counts, strict=True):
+                acc += n
+                buckets.append((bound, acc))
+            fam.add_metric(list(labels), buckets, sum_value=total)
+        return fam
+
+
+class _Counter:
+    __slots__ = ("help", "labelnames", "name", "series")
+
+    def __init__(self, name: str, help_: str, labelnames: tuple[str, ...]) -> None:
+        self.name, self.help, self.labelnames = name, help_, labelnames
+        self.series: dict[tuple[str, ...], float] = {}
+
+    def inc(self, labels: tuple[str, ...], n: float = 1) -> None:
+        self.series[labels] = self.series.get(labels, 0) + n
+
+    def family(self) -> CounterMetricFamily:
+        fam = CounterMetricFamily(self.name, self.help, labels=self.labelnames)
+        for labels, value in list(self.series.items()):
+            fam.add_metric(list(labels), value)
+        return fam
+
+
+class _HotCollector:
+    """Renders the per-request series at scrape time (the scrape pays, not the request)."""
+
+    def __init__(self, telemetry: Telemetry) -> None:
+        self.t = telemetry
+
+    def collect(self) -> Iterator[Any]:
+        t = self.t
+        for metric in (t.requests, t.duration, t.ttft, t.tokens, t.decisions, t.pii):
+            yield metric.family()
+        yield GaugeMetricFamily("maestro_guard_inflight_requests", "Requests in progress.", value=t.inflight)
+
+
 class Telemetry:
     def __init__(self, *, tracer_provider: Any = None, meter_provider: Any = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.requests = Counter(
-            "maestro_guard_requests", "Requests answered by the guard.", ["route", "status"], registry=r
+        # per-request series: plain dicts, no locks, rendered by _HotCollector
+        self.requests = _Counter(
+            "maestro_guard_requests", "Requests answered by the guard.", ("route", "status")
         )
-        self.duration = Histogram(
+        self.duration = _Histogram(
             "gen_ai_server_request_duration_seconds",
             "Time from request received to response complete.",
-            ["gen_ai_operation_name", "gen_ai_request_model", "stream"],
-            buckets=_DURATION_BUCKETS,
-            registry=r,
+            ("gen_ai_operation_name", "gen_ai_request_model", "stream"),
+            _DURATION_BUCKETS,
         )
-        self.ttft = Histogram(
+        self.ttft = _Histogram(
             "gen_ai_server_time_to_first_token_seconds",
             "Time to the first streamed content event.",
-            ["gen_ai_operation_name", "gen_ai_request_model"],
-            buckets=_TTFT_BUCKETS,
-            registry=r,
+            ("gen_ai_operation_name", "gen_ai_request_model"),
+            _TTFT_BUCKETS,
         )
-        self.tokens = Histogram(
+        self.tokens = _Histogram(
             "gen_ai_client_token_usage",
             "Tokens per request, from the upstream's usage.",
-            ["gen_ai_operation_name", "gen_ai_request_model", "gen_ai_token_type"],
-            buckets=_TOKEN_BUCKETS,
-            registry=r,
+            ("gen_ai_operation_name", "gen_ai_request_model", "gen_ai_token_type"),
+            _TOKEN_BUCKETS,
         )
-        self.decisions = Counter(
-            "maestro_guard_policy_decisions", "Policy rule decisions.", ["rule", "action"], registry=r
+        self.decisions = _Counter(
+            "maestro_guard_policy_decisions", "Policy rule decisions.", ("rule", "action")
         )
-        self.pii = Counter(
-            "maestro_guard_pii_entities", "PII entities found (input and output).", ["entity"], registry=r
+        self.pii = _Counter(
+            "maestro_guard_pii_entities", "PII entities found (input and output).", ("entity",)
         )
+        self.inflight = 0
+        r.register(_HotCollector(self))
+        # rare events: the stock client is fine
         self.upstream_errors = Counter(
             "maestro_guard_upstream_errors", "Upstream failures seen by the guard.", ["kind"], registry=r
         )
-        self.inflight = Gauge("maestro_guard_inflight_requests", "Requests in progress.", registry=r)
         self.policy_info = Gauge(
             "maestro_guard_policy_info", "The policy in force (value 1).", ["name", "digest"], registry=r
         )
@@ -101,17 +161,15 @@ class Telemetry:
         self.events_dropped = Counter(
             "maestro_guard_events_dropped", "Monitor events dropped (monitor absent or slow).", registry=r
         )
-        self._children: dict[tuple[Any, ...], Any] = {}
         self.otel = _Otel.create(tracer_provider, meter_provider)
 
-    def _child(self, metric: Any, *labels: str) -> Any:
-        key = (id(metric), *labels)
-        child = self._children.get(key)
-        if child is None:
-            if len(self._children) > 10_000:  # bound label cardinality damage (model names come from users)
-                self._children.clear()
-            child = self._children[key] = metric.labels(*labels)
-        return child
+    @property
+    def series_count(self) -> int:
+        """Labelled series held in memory (bounded: model labels are capped by the proxy)."""
+        return sum(
+            len(m.series)
+            for m in (self.requests, self.duration, self.ttft, self.tokens, self.decisions, self.pii)
+        )
 
     def set_policy(self, name: str, digest: str) -> None:
         self.policy_info.clear()
@@ -136,18 +194,18 @@ class Telemetry:
         parent: Any = None,
     ) -> None:
         op = OPERATIONS.get(route, route)
-        self._child(self.requests, route, str(status)).inc()
-        self._child(self.duration, op, model, "true" if stream else "false").observe(duration_s)
+        self.requests.inc((route, str(status)))
+        self.duration.observe((op, model, "true" if stream else "false"), duration_s)
         if ttft_s is not None:
-            self._child(self.ttft, op, model).observe(ttft_s)
+            self.ttft.observe((op, model), ttft_s)
         if prompt_tokens:
-            self._child(self.tokens, op, model, "input").observe(prompt_tokens)
+            self.tokens.observe((op, model, "input"), prompt_tokens)
         if completion_tokens:
-            self._child(self.tokens, op, model, "output").observe(completion_tokens)
+            self.tokens.observe((op, model, "output"), completion_tokens)
         for d in decisions:
-            self._child(self.decisions, d["rule"], d["action"]).inc()
+            self.decisions.inc((d["rule"], d["action"]))
         for entity, n in pii.items():
-            self._child(self.pii, entity).inc(n)
+            self.pii.inc((entity,), n)
         if self.otel is not None:
             self.otel.record(
                 op,
