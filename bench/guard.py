@@ -372,7 +372,7 @@ def _wait_http(port: int, path: str, timeout: float, proc: subprocess.Popen[byte
     deadline = time.time() + timeout
     while time.time() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args} exited with {proc.returncode} before answering")
+            raise RuntimeError(f"{proc.args!r} exited with {proc.returncode} before answering")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
                 s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
@@ -381,7 +381,7 @@ def _wait_http(port: int, path: str, timeout: float, proc: subprocess.Popen[byte
         except OSError:
             pass
         time.sleep(0.2)
-    raise TimeoutError(f"{proc.args} did not answer {path} on port {port} within {timeout:.0f} s")
+    raise TimeoutError(f"{proc.args!r} did not answer {path} on port {port} within {timeout:.0f} s")
 
 
 def litellm_venv() -> tuple[Path | None, str | None]:

@@ -109,11 +109,13 @@ def _positive(value: Any, where: str) -> Any:
 
 
 def _str_list(obj: dict[str, Any], key: str, path: str) -> list[str]:
-    items = _get(obj, key, path, list, [])
+    items: list[Any] = _get(obj, key, path, list, [])
+    out: list[str] = []
     for i, item in enumerate(items):
         if not isinstance(item, str) or not item:
             raise PolicyError(f"{path}.{key}[{i}]: expected a non-empty string")
-    return items
+        out.append(item)
+    return out
 
 
 def compile_blocked(terms: list[str], patterns: list[str]) -> tuple[re.Pattern[str] | None, tuple[str, ...]]:
@@ -153,7 +155,7 @@ def _validate_with_api(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Validate against the CRD models when `maestro.api` ships them (one source of truth)."""
     try:
-        from maestro.api import AuditPolicy, RequestPolicy  # type: ignore[attr-defined]
+        from maestro.api import AuditPolicy, RequestPolicy
     except ImportError:
         return request, audit
     from pydantic import ValidationError
