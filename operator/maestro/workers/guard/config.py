@@ -72,10 +72,6 @@ class Policy:
     upstream_model: str | None = None
 
     @property
-    def input_checks(self) -> bool:
-        return self.pii_input != "allow" or self.blocked is not None or self.max_input_tokens is not None
-
-    @property
     def output_checks(self) -> bool:
         """Whether responses must be scanned at all (if not, streams pass through untouched)."""
         return self.pii_output != "allow" or self.blocked is not None

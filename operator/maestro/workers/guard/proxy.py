@@ -695,6 +695,13 @@ class Guard:
                 await _send(
                     resp, sse_error_event("The model server closed the stream mid-answer.", "upstream_error")
                 )
+            except _ClientGone:
+                raise
+            except Exception:  # headers are out: a bug must still end the stream the OpenAI way
+                log.exception("request %s failed mid-stream", r.rid)
+                r.error = "internal_error"
+                await _send(resp, sse_error_event(f"Internal guard error; see the guard log for request "
+                                                  f"{r.rid}.", "internal_error"))
             else:
                 tail = filt.finish()
                 if tail:
