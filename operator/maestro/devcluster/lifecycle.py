@@ -26,7 +26,7 @@ from typing import Any
 from maestro.devcluster.cluster import REPO_ROOT, ClusterError, DevCluster, _alive, _signal_group, tail
 
 QUICKSTART = REPO_ROOT / "examples" / "quickstart"
-INPUTS = Path("/tmp/maestro-quickstart")
+INPUTS = Path("/var/tmp/maestro-quickstart")
 NAMESPACE = "maestro-quickstart"
 API_KEY = "mk-quickstart-dev-key-change-me"
 GUARD_PORT = 8080
