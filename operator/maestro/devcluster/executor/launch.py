@@ -168,6 +168,26 @@ class RootBuilder:
             mount(None, self.r(dst), None, MS_BIND | MS_REMOUNT | MS_RDONLY)
         self.kinds[dst] = "volume"
 
+    def keep(self, host_path: str) -> None:
+        """Re-expose a host path the programs run from (the venv, the Python install) when a volume
+        mounted above it hides it, e.g. an emptyDir at `/work` over `/work/main/.venv`. The mount
+        point is created inside the volume (empty directories stay behind there)."""
+        path = os.path.normpath(host_path)
+        if self._governing(path)[1] != "volume" or not os.path.exists(path):
+            return
+        missing: list[str] = []
+        p = path
+        while not os.path.lexists(self.r(p)):
+            missing.append(p)
+            p = os.path.dirname(p)
+        for p in reversed(missing):
+            if p == path and not os.path.isdir(path):
+                open(self.r(p), "a").close()
+            else:
+                os.mkdir(self.r(p))
+        mount(path, self.r(path), None, MS_BIND | MS_REC)
+        self.kinds[path] = "host"
+
 
 def _mounts_under(path: str, exclude: str) -> list[str]:
     """Top-most mount points strictly below `path` (their children come along with rbind)."""
@@ -200,6 +220,8 @@ def _setup(spec: dict[str, Any]) -> None:
     builder.build()
     for m in sorted(spec.get("mounts", []), key=lambda m: m["path"].rstrip("/").count("/")):
         builder.bind(m["source"], os.path.normpath(m["path"]), bool(m.get("readOnly")))
+    for path in spec.get("keep", []):
+        builder.keep(path)
     builder.ensure(builder.resolve(spec.get("workingDir") or "/"), True)
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from maestro.devcluster.executor.api import STRATEGIC, Api, ApiError
+from maestro.devcluster.executor.events import Recorder
 from maestro.devcluster.executor.fields import ConfigError, container_env, env_references, expand
 from maestro.devcluster.executor.images import ImageError, ImageTable
 from maestro.devcluster.executor.netns import NETNS_DIR, NetworkError, PodNetwork, pids_in
@@ -69,6 +70,7 @@ class Context:
     volumes: Volumes
     fetch: Fetch
     state_dir: Path
+    events: Recorder
     backoff_base: float = 10.0
 
     @property
@@ -132,6 +134,8 @@ class PodRunner:
         self._task: asyncio.Task[None] | None = None
         self._publisher: asyncio.Task[None] | None = None
         self._init_failed = False
+        self._termination: asyncio.Future[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
         if record:
             self._restore(record)
 
@@ -154,7 +158,13 @@ class PodRunner:
             log.info("%s: volumes %s updated", self.key, ", ".join(changed))
 
     async def terminate(self, grace: float, reason: str | None = None, message: str | None = None) -> None:
-        """Stop every container (SIGTERM, `grace`, SIGKILL), tear the sandbox down, publish."""
+        """Stop every container (SIGTERM, `grace`, SIGKILL), tear the sandbox down, publish. Callers
+        racing each other (deletion, disappearance, shutdown) share one termination."""
+        if self._termination is None:
+            self._termination = asyncio.ensure_future(self._terminate(grace, reason, message))
+        await asyncio.shield(self._termination)
+
+    async def _terminate(self, grace: float, reason: str | None, message: str | None) -> None:
         self.terminating = True
         if self._task and not self._task.done():
             self._task.cancel()
@@ -174,6 +184,7 @@ class PodRunner:
         if self._publisher:
             self._publisher.cancel()
         self.ctx.volumes.forget(self.uid)
+        self.ctx.events.forget(self.uid)
         await asyncio.to_thread(shutil.rmtree, self.dir, True)
 
     # -- main loop -----------------------------------------------------------------------------
@@ -318,6 +329,7 @@ class PodRunner:
             reason = e.reason if isinstance(e, ImageError) else "CreateContainerConfigError"
             if c.state.get("waiting", {}).get("message") != str(e):
                 log.warning("%s: container %s: %s", self.key, c.name, e)
+                self._event("Warning", "Failed", f"Error: {reason}: {e}", c)
             c.state = waiting(reason, str(e))
             c.next_start = time.monotonic() + 5
             self._changed()
@@ -340,6 +352,7 @@ class PodRunner:
             c.proc.pid,
             " ".join(spec["argv"])[:300],
         )
+        self._event("Normal", "Started", f"Started container {c.name}", c)
         self._start_probes(c)
         self._save()
         self._changed()
@@ -401,6 +414,7 @@ class PodRunner:
             "workingDir": spec.get("workingDir") or "/",
             "netns": f"/run/netns/{self.netns}" if self.netns else None,
             "hostname": hostname,
+            "keep": self.ctx.images.runtime_paths(),
             "root": str(root),
             "scratch": str(scratch),
         }
@@ -439,6 +453,13 @@ class PodRunner:
                 else waiting("ContainerCreating")
             )
             c.started = False
+            if delay:
+                self._event(
+                    "Warning",
+                    "BackOff",
+                    f"Back-off restarting failed container {c.name} in pod {self.key}",
+                    c,
+                )
         else:
             c.state, c.done = term, True
             c.started = False
@@ -475,6 +496,9 @@ class PodRunner:
 
     async def _stop_all(self, ctrs: list[Ctr], grace: float) -> None:
         procs = [c.proc for c in ctrs if c.proc is not None]
+        for c in ctrs:
+            if c.proc is not None and c.proc.alive():
+                self._event("Normal", "Killing", f"Stopping container {c.name}", c)
         await asyncio.gather(*(asyncio.to_thread(p.stop, grace) for p in procs))
         for c in ctrs:
             if c.proc is not None:
@@ -552,21 +576,40 @@ class PodRunner:
                     c.started = True
                     self._changed()
                     return
+                if not ok:
+                    self._event("Warning", "Unhealthy", f"Startup probe failed: {detail}", c)
                 if state.failed:
                     log.info("%s: %s startup probe failed: %s; restarting", self.key, c.name, detail)
+                    self._event(
+                        "Normal", "Killing", f"Container {c.name} failed startup probe, will be restarted", c
+                    )
                     await asyncio.to_thread(proc.stop, self._grace())
                     return
             elif kind == "readinessProbe":
+                if not ok:
+                    self._event("Warning", "Unhealthy", f"Readiness probe failed: {detail}", c)
                 ready = state.passed if not c.ready else not state.failed
                 if ready != c.ready:
                     log.info("%s: %s %s (%s)", self.key, c.name, "ready" if ready else "not ready", detail)
                     c.ready = ready
                     self._update_readiness(force=True)
-            elif state.failed:
+            elif not ok:
+                self._event("Warning", "Unhealthy", f"Liveness probe failed: {detail}", c)
+            if kind == "livenessProbe" and state.failed:
                 log.info("%s: %s liveness probe failed: %s; restarting", self.key, c.name, detail)
+                self._event(
+                    "Normal", "Killing", f"Container {c.name} failed liveness probe, will be restarted", c
+                )
                 await asyncio.to_thread(proc.stop, self._grace())
                 return
             await asyncio.sleep(spec.period)
+
+    def _event(self, type_: str, reason: str, message: str, c: Ctr | None = None) -> None:
+        task = asyncio.get_running_loop().create_task(
+            self.ctx.events.emit(self.pod, type_, reason, message, c.name if c else None)
+        )
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def _update_readiness(self, force: bool = False) -> None:
         for c in self.ctrs:
