@@ -20,6 +20,7 @@ def test_defaults_and_env() -> None:
     env = {e["name"]: e["value"] for e in c.sidecar_env(served_model="tiny", probes=True, feedback_dir="/fb")}
     s = MonitorSettings.from_env(env)
     assert s.served_model == "tiny" and s.probes and s.feedback_dir == "/fb"
+    assert s.drift_reference_file == "/fb/drift-reference.json"
     assert s.scrape_interval == c.DEFAULT_SCRAPE_INTERVAL and s.guard_url == "http://127.0.0.1:8080"
 
 

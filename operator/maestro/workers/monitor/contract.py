@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from maestro.workers.events import DEFAULT_SOCKET as DEFAULT_EVENTS_SOCKET
-from maestro.workers.events import SOCKET_ENV as EVENTS_SOCKET_ENV
+from maestro.workers import events
 
 # --- env (the builder sets these on the monitor container) -------------------------------------
 ENV_PORT: Final = "MAESTRO_MONITOR_PORT"
@@ -32,8 +31,9 @@ ENV_DRIFT_REFERENCE_SIZE: Final = "MAESTRO_DRIFT_REFERENCE_SIZE"
 ENV_DRIFT_WINDOW: Final = "MAESTRO_DRIFT_WINDOW"
 #: JSON reference distribution; loaded when present, written once learned (survives restarts on a volume).
 ENV_DRIFT_REFERENCE_FILE: Final = "MAESTRO_DRIFT_REFERENCE_FILE"
-ENV_EVENTS_SOCKET: Final = EVENTS_SOCKET_ENV
+ENV_EVENTS_SOCKET: Final = events.SOCKET_ENV
 
+DEFAULT_EVENTS_SOCKET: Final = events.DEFAULT_SOCKET
 DEFAULT_PORT: Final = 9090
 DEFAULT_VLLM_METRICS_URL: Final = "http://127.0.0.1:8000/metrics"
 DEFAULT_SCRAPE_INTERVAL: Final = 15.0
@@ -55,6 +55,7 @@ PROBE_REQUEST_ID_PREFIX: Final = "maestro-probe-"
 FEEDBACK_FILE: Final = "feedback.jsonl"
 #: prompt/completion JSONL (LLMDataset schema `prompt-completion`) built from user corrections.
 CORRECTIONS_FILE: Final = "corrections.jsonl"
+DRIFT_REFERENCE_FILE: Final = "drift-reference.json"
 
 # --- metric names exported by the monitor (Prometheus) -----------------------------------------
 P: Final = "maestro_monitor_"
@@ -159,6 +160,9 @@ def sidecar_env(
     }
     if feedback_dir:
         env[ENV_FEEDBACK_DIR] = feedback_dir
+        # The learned drift reference lives on the same volume, so a restart keeps comparing
+        # against the same baseline instead of relearning it from whatever traffic comes next.
+        env[ENV_DRIFT_REFERENCE_FILE] = f"{feedback_dir.rstrip('/')}/{DRIFT_REFERENCE_FILE}"
     if otlp_endpoint:
         env[ENV_OTLP_ENDPOINT] = otlp_endpoint
     if probe_api_key_file:
