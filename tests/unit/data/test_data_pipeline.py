@@ -13,8 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from data_helpers import Run, chat, write_jsonl
 
-from conftest import Run, chat, write_jsonl
 from maestro.workers.data import contract, synth
 
 pytestmark = pytest.mark.unit

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
+from data_helpers import Run, chat
 
-from conftest import Run, chat
 from maestro.workers.data import contract, sources
 from maestro.workers.data.errors import InputError, SourceIOError
 

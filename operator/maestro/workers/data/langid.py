@@ -15,7 +15,8 @@ _STOPWORDS: dict[str, str] = {
     "en": "the of and to in is that it for was on are with as his they be at this have from or one had by "
     "but not what all were we when your can said there use an each which she do how their if will "
     "up other about out many then them these so some her would make like him into has more two "
-    "could been who its now did get may you i my me should because does",
+    "could been who its now did get may you i my me should because does a why am than very any our "
+    "us just only also over after where here yes",
     "de": "der die und in den von zu das mit sich des auf für ist im dem nicht ein eine als auch es an "
     "werden aus er hat dass sie nach wird bei einer um am sind noch wie einem über einen so zum "
     "war haben nur oder aber vor zur bis mehr durch man dann soll ich wir ihr mein kann wenn",

@@ -204,10 +204,12 @@ def iban_ok(compact: str) -> bool:
 
 
 def ssn_ok(area: str, group: str, serial: str) -> bool:
-    """SSA rules: no 000/666/9xx area, no 00 group, no 0000 serial, not the advertising numbers."""
-    if area in ("000", "666") or area[0] == "9" or group == "00" or serial == "0000":
-        return False
-    return f"{area}{group}{serial}" not in ("078051120", "219099999", "123456789")
+    """SSA structure: no 000/666/9xx area, no 00 group, no 0000 serial.
+
+    Unlike Presidio, the famous sample numbers (078-05-1120, …) still count: in training data they
+    appear exactly where someone typed "my SSN is …", which is what a cleaner must remove.
+    """
+    return not (area in ("000", "666") or area[0] == "9" or group == "00" or serial == "0000")
 
 
 def _entropy(s: str) -> float:
