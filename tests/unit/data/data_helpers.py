@@ -1,14 +1,21 @@
-"""Helpers for the dataset worker tests (a uniquely named module: every test dir has a conftest)."""
+"""Helpers and the `run_validate` fixture for the dataset worker tests.
+
+A uniquely named module instead of a conftest.py: test dirs without __init__.py share the module
+name `conftest`, and other suites do `from conftest import ...`. Test modules import the fixture.
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from maestro.workers.data.contract import Summary
+import pytest
+
+from maestro.workers.data import cli
+from maestro.workers.data.contract import Summary, parse_summary
 
 
 @dataclass
@@ -43,3 +50,42 @@ def write_jsonl(path: Path, records: Iterable[Any]) -> Path:
             fh.write(rec if isinstance(rec, str) else json.dumps(rec))
             fh.write("\n")
     return path
+
+
+@pytest.fixture
+def run_validate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> Callable[..., Run]:
+    """Run the CLI on `source` with `spec` (camelCase dict; source.uri filled in) and parse the summary."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    counter = iter(range(1000))
+
+    def run(source: Path | str, spec: dict[str, Any] | None = None, out: Path | None = None) -> Run:
+        n = next(counter)
+        spec = dict(spec or {})
+        uri = source if isinstance(source, str) else "file://" + str(source)
+        spec["source"] = {**spec.get("source", {}), "uri": uri}
+        spec_path = tmp_path / f"spec-{n}.json"
+        spec_path.write_text(json.dumps(spec))
+        out = out or tmp_path / f"out-{n}"
+        term = tmp_path / f"termination-{n}"
+        capsys.readouterr()
+        code = cli.main(
+            [
+                "validate",
+                "--spec",
+                str(spec_path),
+                "--output",
+                str(out),
+                "--termination-path",
+                str(term),
+                "--quiet",
+            ]
+        )
+        stdout = capsys.readouterr().out
+        last = stdout.strip().splitlines()[-1]
+        assert term.read_text() == last, "the termination message and the last stdout line must agree"
+        assert len(last.encode()) <= 4096
+        return Run(code, parse_summary(last), out)
+
+    return run

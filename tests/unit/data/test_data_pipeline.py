@@ -12,12 +12,14 @@ import random
 from collections.abc import Callable
 from pathlib import Path
 
+import data_helpers
 import pytest
 from data_helpers import Run, chat, write_jsonl
 
 from maestro.workers.data import contract, synth
 
 pytestmark = pytest.mark.unit
+run_validate = data_helpers.run_validate  # the fixture, shared without a conftest.py
 
 RunFn = Callable[..., Run]
 

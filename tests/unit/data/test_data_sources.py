@@ -11,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import ClassVar
 
+import data_helpers
 import pytest
 from data_helpers import Run, chat
 
@@ -18,6 +19,7 @@ from maestro.workers.data import contract, sources
 from maestro.workers.data.errors import InputError, SourceIOError
 
 pytestmark = pytest.mark.unit
+run_validate = data_helpers.run_validate  # the fixture, shared without a conftest.py
 
 
 class _Handler(BaseHTTPRequestHandler):
