@@ -4,8 +4,9 @@
 
 Three processes as in a pod: the fake upstream (vLLM stand-in from the guard tests), the guard,
 and — in the "on" rounds — the monitor on the guard's event socket, with `logPrompts` on so the
-monitor scores every prompt and answer (its most expensive mode). Rounds alternate on/off so
-machine noise hits both alike. The number that matters: guard p50/p99 on vs off.
+monitor scores prompts and answers (its most expensive mode). Rounds alternate on/off so machine
+noise hits both alike. Reported: guard request latency on vs off, CPU per request of the guard and
+the monitor, and the guard's cost of handing one event over (`EventSender.send`) on vs off.
 """
 
 from __future__ import annotations
@@ -82,6 +83,35 @@ def _pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(q * len(xs)))] * 1000
 
 
+def _send_cost(sock: str, n: int = 2000) -> dict[str, float]:
+    """The guard's per-request cost of the event itself: one `EventSender.send` of a real event,
+    paced at 1 kHz like a busy guard (a spinning sender would measure CPU contention instead)."""
+    from maestro.workers.guard import codec
+    from maestro.workers.guard.audit import EventSender
+
+    raw = codec.dumps(
+        {
+            "requestId": "r",
+            "model": "tiny",
+            "route": "chat",
+            "status": 200,
+            "latencyMs": 12.5,
+            "promptText": "What is the capital of France, please?",
+            "responseText": "Paris." * 20,
+        }
+    )
+    sender = EventSender(sock)
+    ts = []
+    for _ in range(n):
+        t0 = time.perf_counter_ns()
+        sender.send(raw)
+        ts.append(time.perf_counter_ns() - t0)
+        time.sleep(0.001)
+    sender.close()
+    ts.sort()
+    return {"p50_us": ts[n // 2] / 1000, "p99_us": ts[int(n * 0.99)] / 1000, "sent": sender.sent}
+
+
 async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--requests", type=int, default=1000)
@@ -141,6 +171,7 @@ async def main() -> None:
     guard = f"http://127.0.0.1:{guard_port}"
     results: dict[str, list[float]] = {"off": [], "on": []}
     processed = 0
+    send_cost: dict[str, list[dict[str, float]]] = {"off": [], "on": []}
     cpu: dict[str, float] = {"guard_off": 0.0, "guard_on": 0.0, "monitor": 0.0}
     wall: dict[str, float] = {"off": 0.0, "on": 0.0}
     try:
@@ -183,6 +214,8 @@ async def main() -> None:
                         s.get(f"http://127.0.0.1:{mon_port}/healthz") as r,
                     ):
                         processed += (await r.json())["events"]["processed"]
+                send_cost[mode].append(await asyncio.to_thread(_send_cost, sock))
+                if mon is not None:
                     mon.send_signal(signal.SIGTERM)
                     mon.wait(10)
     finally:
@@ -206,6 +239,10 @@ async def main() -> None:
         "monitor": round(cpu["monitor"] / n["on"] * 1e6, 1),
     }
     out["throughput_rps"] = {mode: round(n[mode] / wall[mode], 1) for mode in wall}
+    out["guard_event_send_us"] = {
+        mode: {k: round(statistics.median(r[k] for r in runs), 2) for k in ("p50_us", "p99_us")}
+        for mode, runs in send_cost.items()
+    }
     out["monitor_events_processed"] = processed
     out["config"] = {
         "requests_per_round": args.requests,
