@@ -4,7 +4,7 @@ One process tree, one fast local upstream (`bench/_upstream.py`), the same load 
 The proxy under test gets one pinned core; the load generator and the upstream share the other.
 Measured per target:
 - unloaded latency: one connection, requests back to back (p50/p99);
-- throughput at saturation: 32 connections, closed loop, for `--duration` seconds (rps);
+- throughput at saturation: 32 connections, closed loop (rps, median over rounds);
 - open loop: a fixed `--rate` of new requests per second, latency measured from each request's
   scheduled send time (so queueing counts: no coordinated omission) (p99);
 - streaming time to first byte: one connection, streamed chat, time to the first body byte (p50).
@@ -14,7 +14,11 @@ because its pins fight ours) runs with a master key and per-deployment rpm/tpm l
 built-in offline PII on input (its Presidio guardrail needs a Presidio server), so its configuration
 is, if anything, lighter than the guard's.
 
-    .venv/bin/python bench/guard.py --json [--duration 3] [--requests 2000] [--rate 1000] [--no-litellm]
+All targets run at once and are measured in `--rounds` interleaved rounds (direct, bare, guard,
+litellm, direct, …), each round a short slice of every phase, samples pooled over the rounds; so a
+change in the machine's load during the run hits every target alike.
+
+    .venv/bin/python bench/guard.py --json [--rounds 4] [--duration 1.5] [--rate 1000] [--no-litellm]
 
 Prints `{"direct":{…},"bare":{…},"guard":{…},"litellm":{…}|null,"added_p50_ms":…,…}`. Numbers are
 only comparable within one run: the machine's load is reported next to them.
@@ -30,6 +34,7 @@ import os
 import re
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -286,37 +291,76 @@ async def open_loop(
     return {"n": len(lat), "errors": errors, "lat": lat, "achieved_rps": achieved, "connections": opened}
 
 
-async def measure(
-    port: int, key: str, args: argparse.Namespace, *, open_loop_too: bool = True
-) -> dict[str, Any]:
-    chat = _request("/v1/chat/completions", CHAT_BODY, key)
-    stream = _request("/v1/chat/completions", STREAM_BODY, key)
-    await closed_loop(port, chat, 8, count=args.warmup)
-    await closed_loop(port, stream, 4, count=max(50, args.warmup // 10))
-    unloaded = await closed_loop(port, chat, 1, count=args.requests, duration=args.duration * 2)
-    sat = await closed_loop(port, chat, args.concurrency, duration=args.duration)
-    streamed = await closed_loop(port, stream, 1, count=max(100, args.requests // 4), duration=args.duration)
-    out: dict[str, Any] = {
-        "p50_ms": round(_pct(unloaded["lat"], 0.50) * 1e3, 3),
-        "p99_ms": round(_pct(unloaded["lat"], 0.99) * 1e3, 3),
-        "rps": round(sat["n"] / sat["elapsed"], 1),
-        "saturation_p50_ms": round(_pct(sat["lat"], 0.50) * 1e3, 3),
-        "stream_ttfb_p50_ms": round(_pct(streamed["ttfb"], 0.50) * 1e3, 3),
-        "stream_ttfb_p99_ms": round(_pct(streamed["ttfb"], 0.99) * 1e3, 3),
-        "errors": unloaded["errors"] + sat["errors"] + streamed["errors"],
-    }
-    if open_loop_too:
-        ol = await open_loop(port, chat, args.rate, args.duration)
-        out.update(
-            {
-                "open_loop_rps_offered": args.rate,
-                "open_loop_rps_achieved": round(ol["achieved_rps"], 1),
-                "open_loop_p50_ms": round(_pct(ol["lat"], 0.50) * 1e3, 3),
-                "open_loop_p99_ms": round(_pct(ol["lat"], 0.99) * 1e3, 3),
-            }
+class Target:
+    """One endpoint under test and every sample taken from it, pooled over the rounds."""
+
+    def __init__(self, name: str, port: int, key: str, *, open_loop: bool = True) -> None:
+        self.name, self.port, self.open_loop = name, port, open_loop
+        self.chat = _request("/v1/chat/completions", CHAT_BODY, key)
+        self.stream = _request("/v1/chat/completions", STREAM_BODY, key)
+        self.unloaded: list[float] = []
+        self.saturation_rps: list[float] = []
+        self.saturation_lat: list[float] = []
+        self.ttfb: list[float] = []
+        self.open_lat: list[float] = []
+        self.open_rps: list[float] = []
+        self.errors = 0
+
+    async def warmup(self, n: int) -> None:
+        await closed_loop(self.port, self.chat, 8, count=n)
+        await closed_loop(self.port, self.stream, 4, count=max(20, n // 10))
+
+    async def round(self, args: argparse.Namespace) -> None:
+        """One slice of every phase; rounds interleave targets so load drifts hit all of them alike."""
+        r = await closed_loop(
+            self.port, self.chat, 1, count=args.requests // args.rounds, duration=args.duration
         )
-        out["errors"] += ol["errors"]
-    return out
+        self.unloaded += r["lat"]
+        self.errors += r["errors"]
+        r = await closed_loop(self.port, self.chat, args.concurrency, duration=args.duration)
+        self.saturation_rps.append(r["n"] / r["elapsed"])
+        self.saturation_lat += r["lat"]
+        self.errors += r["errors"]
+        r = await closed_loop(
+            self.port,
+            self.stream,
+            1,
+            count=max(50, args.requests // args.rounds // 4),
+            duration=args.duration,
+        )
+        self.ttfb += r["ttfb"]
+        self.errors += r["errors"]
+        if self.open_loop:
+            r = await open_loop(self.port, self.chat, args.rate, args.duration)
+            self.open_lat += r["lat"]
+            self.open_rps.append(r["achieved_rps"])
+            self.errors += r["errors"]
+
+    def summary(self, rate: float) -> dict[str, Any]:
+        def ms(values: list[float], q: float) -> float:
+            return round(_pct(values, q) * 1e3, 3)
+
+        out: dict[str, Any] = {
+            "p50_ms": ms(self.unloaded, 0.50),
+            "p99_ms": ms(self.unloaded, 0.99),
+            "rps": round(statistics.median(self.saturation_rps), 1),
+            "rps_rounds": [round(x) for x in self.saturation_rps],
+            "saturation_p50_ms": ms(self.saturation_lat, 0.50),
+            "stream_ttfb_p50_ms": ms(self.ttfb, 0.50),
+            "stream_ttfb_p99_ms": ms(self.ttfb, 0.99),
+            "samples": len(self.unloaded),
+            "errors": self.errors,
+        }
+        if self.open_loop:
+            out.update(
+                {
+                    "open_loop_rps_offered": rate,
+                    "open_loop_rps_achieved": round(statistics.median(self.open_rps), 1),
+                    "open_loop_p50_ms": ms(self.open_lat, 0.50),
+                    "open_loop_p99_ms": ms(self.open_lat, 0.99),
+                }
+            )
+        return out
 
 
 # -- process management -------------------------------------------------------------------------
@@ -440,6 +484,24 @@ def _load() -> str:
         return "unknown"
 
 
+def _litellm_config(upstream: str) -> str:
+    return (
+        "model_list:\n"
+        "  - model_name: tiny\n"
+        "    litellm_params:\n"
+        "      model: openai/tiny\n"
+        f"      api_base: {upstream}/v1\n"
+        "      api_key: sk-upstream\n"
+        "      rpm: 100000000\n"
+        "      tpm: 1000000000\n"
+        "general_settings:\n"
+        f"  master_key: {LITELLM_KEY}\n"
+        "litellm_settings:\n"
+        "  telemetry: false\n"
+        "  drop_params: true\n"
+    )
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     cores = sorted(os.sched_getaffinity(0))
     load_core, proxy_core = (cores[0], cores[1]) if len(cores) >= 2 else (None, None)
@@ -447,38 +509,33 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         os.sched_setaffinity(0, {load_core})
     py = sys.executable
     work = Path(tempfile.mkdtemp(prefix="maestro-bench-"))
-    result: dict[str, Any] = {}
+    result: dict[str, Any] = {"litellm": None}
     up_port = _free_port()
     upstream = f"http://127.0.0.1:{up_port}"
-
-    def measure_sync(port: int, key: str, open_loop_too: bool = True) -> dict[str, Any]:
-        loop = _loop()
-        try:
-            return loop.run_until_complete(measure(port, key, args, open_loop_too=open_loop_too))
-        finally:
-            loop.close()
-
+    (work / "keys").mkdir()
+    (work / "keys" / "bench").write_text(API_KEY)
+    (work / "policy.json").write_text(json.dumps(GUARD_POLICY))
     load_before = _load()
-    with _process(
-        [py, str(ROOT / "bench" / "_upstream.py"), "--port", str(up_port)],
-        up_port,
-        core=load_core,
-        ready_path="/health",
-    ):
-        result["direct"] = measure_sync(up_port, API_KEY)
-
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(
+            _process(
+                [py, str(ROOT / "bench" / "_upstream.py"), "--port", str(up_port)],
+                up_port,
+                core=load_core,
+                ready_path="/health",
+            )
+        )
+        targets = [Target("direct", up_port, API_KEY)]
         port = _free_port()
-        with _process(
-            [py, __file__, "--serve-bare", str(port), "--upstream", upstream],
-            port,
-            core=proxy_core,
-            ready_path="/health",
-        ):
-            result["bare"] = measure_sync(port, API_KEY)
-
-        (work / "keys").mkdir()
-        (work / "keys" / "bench").write_text(API_KEY)
-        (work / "policy.json").write_text(json.dumps(GUARD_POLICY))
+        stack.enter_context(
+            _process(
+                [py, __file__, "--serve-bare", str(port), "--upstream", upstream],
+                port,
+                core=proxy_core,
+                ready_path="/health",
+            )
+        )
+        targets.append(Target("bare", port, API_KEY))
         port = _free_port()
         env = {
             "MAESTRO_GUARD_CONFIG": str(work / "policy.json"),
@@ -490,20 +547,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "MAESTRO_EVENTS_SOCKET": str(work / "ev.sock"),
             "MAESTRO_LOG_LEVEL": "WARNING",
         }
-        with _process(
-            [py, "-m", "maestro", "guard"],
-            port,
-            core=proxy_core,
-            env=env,
-            ready_path="/readyz",
-            log=work / "guard.log",
-        ):
-            result["guard"] = measure_sync(port, API_KEY)
-        audit = work / "audit.jsonl"
-        audit_lines = audit.read_bytes().count(b"\n") if audit.exists() else 0
-        result["guard"]["audit_lines"] = audit_lines
-
-        result["litellm"] = None
+        stack.enter_context(
+            _process(
+                [py, "-m", "maestro", "guard"],
+                port,
+                core=proxy_core,
+                env=env,
+                ready_path="/readyz",
+                log=work / "guard.log",
+            )
+        )
+        targets.append(Target("guard", port, API_KEY))
         if args.no_litellm:
             result["litellm_reason"] = "skipped (--no-litellm)"
         else:
@@ -512,22 +566,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 result["litellm_reason"] = reason
             else:
                 port = _free_port()
-                cfg = work / "litellm.yaml"
-                cfg.write_text(
-                    "model_list:\n"
-                    "  - model_name: tiny\n"
-                    "    litellm_params:\n"
-                    "      model: openai/tiny\n"
-                    f"      api_base: {upstream}/v1\n"
-                    "      api_key: sk-upstream\n"
-                    "      rpm: 100000000\n"
-                    "      tpm: 1000000000\n"
-                    "general_settings:\n"
-                    f"  master_key: {LITELLM_KEY}\n"
-                    "litellm_settings:\n"
-                    "  telemetry: false\n"
-                    "  drop_params: true\n"
-                )
+                (work / "litellm.yaml").write_text(_litellm_config(upstream))
                 lenv = {
                     "LITELLM_LOCAL_MODEL_COST_MAP": "True",
                     "LITELLM_LOG": "ERROR",
@@ -535,31 +574,48 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     "DISABLE_SCHEMA_UPDATE": "True",
                     "NO_DOCS": "True",
                 }
+                cmd = [
+                    str(exe),
+                    "--config",
+                    str(work / "litellm.yaml"),
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    "--num_workers",
+                    "1",
+                ]
                 try:
-                    with _process(
-                        [
-                            str(exe),
-                            "--config",
-                            str(cfg),
-                            "--host",
-                            "127.0.0.1",
-                            "--port",
-                            str(port),
-                            "--num_workers",
-                            "1",
-                        ],
-                        port,
-                        core=proxy_core,
-                        env=lenv,
-                        ready_path="/health/liveliness",
-                        timeout=180,
-                        log=work / "litellm.log",
-                    ):
-                        # it saturates near 130 req/s: a 1,000 req/s open loop would only measure its queue
-                        result["litellm"] = measure_sync(port, LITELLM_KEY, open_loop_too=False)
+                    stack.enter_context(
+                        _process(
+                            cmd,
+                            port,
+                            core=proxy_core,
+                            env=lenv,
+                            ready_path="/health/liveliness",
+                            timeout=240,
+                            log=work / "litellm.log",
+                        )
+                    )
+                    # it saturates near 130 req/s: a 1,000 req/s open loop would only measure its queue
+                    targets.append(Target("litellm", port, LITELLM_KEY, open_loop=False))
                 except (RuntimeError, TimeoutError) as exc:
                     log_tail = (work / "litellm.log").read_text(errors="replace")[-600:]
                     result["litellm_reason"] = f"{exc}; log: {log_tail}"
+
+        loop = _loop()
+        try:
+            for t in targets:
+                loop.run_until_complete(t.warmup(args.warmup))
+            for _ in range(args.rounds):
+                for t in targets:
+                    loop.run_until_complete(t.round(args))
+        finally:
+            loop.close()
+        for t in targets:
+            result[t.name] = t.summary(args.rate)
+        audit = work / "audit.jsonl"
+        result["guard"]["audit_lines"] = audit.read_bytes().count(b"\n") if audit.exists() else 0
 
     d, b, g, lite = result["direct"], result["bare"], result["guard"], result["litellm"]
     result.update(
@@ -567,6 +623,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "added_p50_ms": round(g["p50_ms"] - d["p50_ms"], 3),
             "added_p99_ms": round(g["p99_ms"] - d["p99_ms"], 3),
             "bare_added_p50_ms": round(b["p50_ms"] - d["p50_ms"], 3),
+            "bare_added_p99_ms": round(b["p99_ms"] - d["p99_ms"], 3),
             "guard_vs_bare_rps": round(g["rps"] / b["rps"], 3),
             "guard_vs_litellm_rps": round(g["rps"] / lite["rps"], 1) if lite else None,
             "stream_ttfb_added_ms": round(g["stream_ttfb_p50_ms"] - b["stream_ttfb_p50_ms"], 3),
@@ -578,7 +635,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "loadavg_after": _load(),
             },
             "config": {
-                "duration_s": args.duration,
+                "rounds": args.rounds,
+                "slice_s": args.duration,
                 "requests_unloaded": args.requests,
                 "concurrency": args.concurrency,
                 "open_loop_rate": args.rate,
@@ -593,7 +651,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--json", action="store_true", help="print only the JSON result")
-    p.add_argument("--duration", type=float, default=3.0, help="seconds per saturation/open-loop phase")
+    p.add_argument("--rounds", type=int, default=4, help="interleaved rounds over all targets")
+    p.add_argument("--duration", type=float, default=1.5, help="seconds per phase slice, per round")
     p.add_argument(
         "--requests", type=int, default=2000, help="requests in the unloaded (concurrency 1) phase"
     )
