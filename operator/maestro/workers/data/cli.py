@@ -11,6 +11,7 @@ import argparse
 import os
 import sys
 import traceback
+from typing import Any
 
 from maestro.workers.data.contract import (
     DEFAULT_OUTPUT_DIR,
@@ -89,7 +90,7 @@ def _run(args: argparse.Namespace, env: dict[str, str], output_dir: str) -> tupl
         uri = args.source if "://" in args.source else "file://" + os.path.abspath(args.source)
         spec = {**spec, "source": {**(spec.get("source") or {}), "uri": uri}}
     cfg = Config.from_spec(spec)
-    pipeline = Pipeline(cfg)
+    pipeline = Pipeline(cfg, progress=None if args.quiet else _progress)
     res = pipeline.run(output_dir, env)
     cfg = pipeline.cfg  # with the inferred record type
     gates = evaluate(cfg, res)
@@ -104,6 +105,16 @@ def _run(args: argparse.Namespace, env: dict[str, str], output_dir: str) -> tupl
     except OSError as exc:
         raise SourceIOError(f"writing the report to {res.output_path} failed: {exc}") from exc
     return build_summary(report), int(report["exitCode"])
+
+
+def _progress(res: Any, seconds: float) -> None:
+    print(
+        f"maestro data: {res.total:,} records read, {res.kept:,} kept, "
+        f"{res.duplicates + res.near_duplicates:,} duplicates, {res.invalid:,} invalid "
+        f"({res.total / max(seconds, 1e-9):,.0f} records/s)",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def _write_termination(path: str, text: str, explicit: bool) -> None:

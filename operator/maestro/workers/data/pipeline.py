@@ -18,7 +18,7 @@ import shutil
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -32,6 +32,7 @@ from maestro.workers.data.schema import FieldMap, Record, RecordError, map_row
 from maestro.workers.data.split import Splitter
 
 NEAR_BATCH = 2048
+PROGRESS_EVERY = 1 << 18
 MAX_EXAMPLES = 10
 
 
@@ -183,8 +184,11 @@ def _rows_parquet(path: str) -> Iterator[tuple[int, Any]]:
 
 
 class Pipeline:
-    def __init__(self, cfg: Config, ner: Any = None) -> None:
+    def __init__(
+        self, cfg: Config, ner: Any = None, progress: Callable[[Result, float], None] | None = None
+    ) -> None:
         self.cfg = cfg
+        self.progress = progress  # called every PROGRESS_EVERY records with (result so far, seconds)
         entities = cfg.pii_entities
         if entities & NER_ENTITIES and ner is None:
             from maestro.workers.data.ner import load_ner
@@ -280,8 +284,11 @@ class Pipeline:
         pending: list[tuple[Record, bytes, list[str], str, int]] = []
         keep = self._keeper(res, train, val)
 
+        progress, t0 = self.progress, time.perf_counter()
         for lineno, row in rows:
             res.total += 1
+            if progress is not None and not res.total % PROGRESS_EVERY:
+                progress(res, time.perf_counter() - t0)
             if isinstance(row, RowError):
                 self._invalid(res, lineno, row.field, str(row).split(": ", 1)[1])
                 continue
