@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 
+from maestro.workers.monitor import cli
 from maestro.workers.monitor import contract as c
 from maestro.workers.monitor.cli import main
 from maestro.workers.monitor.config import MonitorSettings, SettingsError
@@ -54,3 +55,17 @@ def test_cli_dashboards_check_detects_stale_files(tmp_path, capsys) -> None:
     (tmp_path / "dashboards" / "maestro-serving.json").write_text("{}")
     assert main(["dashboards", "--out", str(tmp_path), "--check"]) == 1
     assert "stale" in capsys.readouterr().out
+
+
+def test_unusable_mounts_fail_start_with_the_fix(tmp_path, capsys, monkeypatch) -> None:
+    monkeypatch.setattr(cli, "_stay_off_the_hot_path", lambda: None)  # keep pytest's own scheduling
+    afile = tmp_path / "a-file"
+    afile.write_text("")
+    monkeypatch.setenv(c.ENV_FEEDBACK_DIR, str(afile / "feedback"))
+    assert main(["--port", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "feedback directory" in err and "mount a writable volume" in err
+    monkeypatch.delenv(c.ENV_FEEDBACK_DIR)
+    monkeypatch.setenv(c.ENV_EVENTS_SOCKET, str(afile / "events.sock"))
+    assert main(["--port", "1"]) == 2
+    assert "mount the shared events volume" in capsys.readouterr().err

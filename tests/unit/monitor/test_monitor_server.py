@@ -12,6 +12,7 @@ from monitor_helpers import FakeVLLM, event, value
 
 from maestro.workers.events import EventEmitter
 from maestro.workers.monitor import contract as c
+from maestro.workers.monitor.collector import RateBudget
 
 pytestmark = pytest.mark.unit
 
@@ -223,3 +224,10 @@ async def test_burst_never_blocks_the_sender(start_monitor) -> None:
     await _wait_for(lambda: mon.monitor.collector.processed >= emitter.sent, timeout=30)
     _, s = await mon.scrape()
     assert value(s, c.EVENTS_RECEIVED) == emitter.sent
+
+
+async def test_feedback_is_rate_limited(start_monitor) -> None:
+    mon = await start_monitor(vllm_metrics_url="http://127.0.0.1:9/metrics")
+    mon.monitor.feedback_budget = RateBudget(3, clock=lambda: 0.0)
+    codes = [(await mon.post_feedback({"requestId": f"r{i}", "thumbs": "up"}))[0] for i in range(5)]
+    assert codes == [202, 202, 202, 429, 429]

@@ -103,14 +103,14 @@ def main(argv: list[str]) -> int:
     except SettingsError as e:
         print(f"maestro monitor: {e}", file=sys.stderr)
         return 2
-    from maestro.workers.monitor.server import Monitor
+    from maestro.workers.monitor.server import Monitor, StartupError
 
     _stay_off_the_hot_path()
 
     try:
         monitor = Monitor(settings)
-    except (ValueError, RuntimeError) as e:
+        asyncio.run(monitor.serve_forever())
+    except (StartupError, ValueError, RuntimeError) as e:
         print(f"maestro monitor: {e}", file=sys.stderr)
         return 2
-    asyncio.run(monitor.serve_forever())
     return 0

@@ -39,6 +39,14 @@ from maestro.workers.monitor.signals import TextAnalyzer
 log = logging.getLogger(__name__)
 
 
+class StartupError(RuntimeError):
+    """The monitor cannot start; the message says which mount or setting to fix."""
+
+
+#: Feedback accepted per second (bursts of one second's worth); the port is reachable in-cluster.
+FEEDBACK_RATE = 100.0
+
+
 def _error(
     status: int, message: str, type_: str = "invalid_request_error", param: str | None = None
 ) -> web.Response:
@@ -79,7 +87,14 @@ class Monitor:
         self.scraper = VLLMScraper(
             s.vllm_metrics_url, self.metrics, interval=s.scrape_interval, passthrough_enabled=s.passthrough
         )
-        sink = FeedbackSink(s.feedback_dir) if s.feedback_dir else None
+        try:
+            sink = FeedbackSink(s.feedback_dir) if s.feedback_dir else None
+        except OSError as e:
+            raise StartupError(
+                f"feedback directory {s.feedback_dir}: {e.strerror}; mount a writable volume there "
+                f"or unset {c.ENV_FEEDBACK_DIR}"
+            ) from e
+        self.feedback_budget = RateBudget(FEEDBACK_RATE)
         self.feedback = FeedbackService(self.metrics, self.collector.recent, sink)
         self.prober: BiasProber | None = None
         if s.probes:
@@ -158,6 +173,8 @@ class Monitor:
         )
 
     async def _feedback(self, request: web.Request) -> web.Response:
+        if not self.feedback_budget.take():
+            return _error(429, "too much feedback right now; retry in a second", type_="rate_limit_exceeded")
         if request.content_length is not None and request.content_length > MAX_BODY:
             return _error(413, f"feedback body over {MAX_BODY} bytes")
         try:
@@ -173,7 +190,13 @@ class Monitor:
     # -- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
         s = self.settings
-        self.receiver.start()
+        try:
+            self.receiver.start()
+        except OSError as e:
+            raise StartupError(
+                f"cannot bind the guard event socket {s.events_socket}: {e.strerror}; mount the shared "
+                f"events volume (emptyDir) there or set {c.ENV_EVENTS_SOCKET}"
+            ) from e
         self._session = aiohttp.ClientSession()
         self._tasks.append(asyncio.create_task(self.scraper.run(self._session), name="scrape"))
         if self.prober:
@@ -181,7 +204,11 @@ class Monitor:
         self._runner = web.AppRunner(self.app(), access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, s.host, s.port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as e:
+            await self.stop()
+            raise StartupError(f"cannot listen on {s.host}:{s.port}: {e.strerror}; set {c.ENV_PORT}") from e
         server = getattr(site, "_server", None)
         sockets = getattr(server, "sockets", None) or []
         self.port = sockets[0].getsockname()[1] if sockets else s.port
