@@ -58,12 +58,23 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.mark.parametrize("method", ["full", "lora"])
-def test_ddp_two_processes_match_one_process_with_the_same_global_batch(
-    tiny_model: Path, arith_dataset: Path, tmp_path: Path, method: str
+@pytest.mark.parametrize(
+    ("method", "fsdp"),
+    [("full", False), ("lora", False), ("full", True)],
+    ids=["ddp-full", "ddp-lora", "fsdp-full"],
+)
+def test_two_processes_match_one_process_with_the_same_global_batch(
+    tiny_model: Path, arith_dataset: Path, tmp_path: Path, method: str, fsdp: bool
 ) -> None:
     hyper = {"batchSize": 4, "lora": {"r": 8, "alpha": 16, "dropout": 0.0}}
-    spec = make_spec(tiny_model, method, steps=20, hyperparameters=hyper)
+    spec = make_spec(
+        tiny_model,
+        method,
+        steps=10,
+        hyperparameters=hyper,
+        distributed={"fsdp": fsdp},
+        checkpointing={"everySteps": 5},
+    )
     (tmp_path / "spec.json").write_text(json.dumps(spec))
     term = tmp_path / "term"
     env = {
@@ -93,7 +104,7 @@ def test_ddp_two_processes_match_one_process_with_the_same_global_batch(
     ddp = contract.parse_summary(term.read_text())
 
     single = run_job(
-        make_spec(tiny_model, method, steps=20, hyperparameters={**hyper, "batchSize": 8}),
+        make_spec(tiny_model, method, steps=10, hyperparameters={**hyper, "batchSize": 8}),
         arith_dataset,
         tmp_path / "single",
     )

@@ -146,6 +146,8 @@ class CheckpointManager:
 
 def trainable_state(model: Any, optimizer: Any, sharded: bool) -> tuple[dict[str, Any], dict[str, Any]]:
     """(trainable weights on CPU, optimizer state), gathered to full tensors when FSDP-sharded."""
+    import torch
+
     names = {n for n, p in model.named_parameters() if p.requires_grad}
     if sharded:
         from torch.distributed.checkpoint.state_dict import (
@@ -156,7 +158,7 @@ def trainable_state(model: Any, optimizer: Any, sharded: bool) -> tuple[dict[str
 
         opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
         full = get_model_state_dict(model, options=opts)
-        weights = {n: t.contiguous() for n, t in full.items() if n in names}
+        weights = {n: t.contiguous() for n, t in full.items() if n in names and isinstance(t, torch.Tensor)}
         return weights, get_optimizer_state_dict(model, optimizer, options=opts)
     weights = {
         n: p.detach().to("cpu").contiguous().clone() for n, p in model.named_parameters() if n in names

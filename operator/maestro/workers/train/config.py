@@ -225,16 +225,6 @@ def _evaluation(ev: dict[str, Any]) -> EvaluationSettings:
     )
 
 
-#: Knobs only the trainer reads (not in the CRD): accepted from --spec files for local runs and
-#: stripped before the API model (extra="forbid") validates the rest.
-_TRAINER_ONLY = (
-    ("hyperparameters", "packing"),
-    ("hyperparameters", "maxGradNorm"),
-    ("evaluation", "bias", "maxNewTokens"),
-    ("distributed",),
-)
-
-
 def _fsdp(spec: dict[str, Any]) -> bool | None:
     d = spec.get("distributed")
     v = d.get("fsdp") if isinstance(d, dict) else None
@@ -242,35 +232,18 @@ def _fsdp(spec: dict[str, Any]) -> bool | None:
 
 
 def _to_plain(spec: Any) -> dict[str, Any]:
-    """Accept the API model or a dict; validate with maestro.api (the source of truth)."""
-    if hasattr(spec, "model_dump"):
-        return spec.model_dump(by_alias=True, exclude_none=True, mode="json")  # type: ignore[no-any-return]
-    if not isinstance(spec, dict):
-        raise ConfigError("the LLMTrainingJob spec must be a JSON object")
-    try:
-        from maestro.api import LLMTrainingJobSpec  # type: ignore[attr-defined]
-    except ImportError:  # API models not in this build: the checks in parse_spec still apply
-        return spec
-    stripped = json.loads(json.dumps(spec))
-    for path in _TRAINER_ONLY:
-        node: Any = stripped
-        for key in path[:-1]:
-            node = node.get(key) if isinstance(node, dict) else None
-        if isinstance(node, dict):
-            node.pop(path[-1], None)
-    try:
-        model = LLMTrainingJobSpec.model_validate(stripped)
-    except Exception as e:  # pydantic.ValidationError: its message names each bad field
-        raise ConfigError(f"invalid LLMTrainingJob spec: {e}") from None
-    plain: dict[str, Any] = model.model_dump(by_alias=True, exclude_none=True, mode="json")
-    return _merge(spec, plain)
+    """Validate with maestro.api (the source of truth); return the defaulted camelCase form."""
+    from maestro.api import LLMTrainingJobSpec
 
-
-def _merge(raw: dict[str, Any], validated: dict[str, Any]) -> dict[str, Any]:
-    out = dict(raw)
-    for k, v in validated.items():
-        out[k] = _merge(raw[k], v) if isinstance(v, dict) and isinstance(raw.get(k), dict) else v
-    return out
+    if not isinstance(spec, LLMTrainingJobSpec):
+        if not isinstance(spec, dict):
+            raise ConfigError("the LLMTrainingJob spec must be a JSON object")
+        try:
+            spec = LLMTrainingJobSpec.model_validate(spec)
+        except Exception as e:  # pydantic.ValidationError: its message names each bad field
+            raise ConfigError(f"invalid LLMTrainingJob spec: {e}") from None
+    plain: dict[str, Any] = spec.model_dump(by_alias=True, exclude_none=True, mode="json")
+    return plain
 
 
 def load_spec(path: Path | None) -> dict[str, Any]:

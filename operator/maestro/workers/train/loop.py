@@ -247,9 +247,9 @@ def train(
                 )
                 loss = ce * (topo.world / max(n_label, 1.0))
                 if scaler is not None:
-                    scaler.scale(loss).backward()
+                    scaler.scale(loss).backward()  # type: ignore[no-untyped-call]
                 else:
-                    loss.backward()
+                    loss.backward()  # type: ignore[no-untyped-call]
             loss_sum += ce.detach()
             tokens_local += int(t["attention_mask"].sum())
         if scaler is not None:
@@ -300,6 +300,7 @@ def iter_steps(losses: Sequence[float], points: int = 12) -> Iterator[list[float
     n = len(losses)
     if n == 0:
         return
-    idx = sorted({round(i * (n - 1) / max(1, points - 1)) for i in range(min(points, n))})
+    k = min(points, n)
+    idx = sorted({round(i * (n - 1) / max(1, k - 1)) for i in range(k)})
     for i in idx:
         yield [float(i + 1), round(losses[i], 5)]

@@ -73,6 +73,7 @@ def _from_hub(repo: str, revision: str | None, cache_dir: Path, env: dict[str, s
             revision=revision or at_rev or None,
             token=token,
             local_files_only=offline,
+            cache_dir=env.get("HF_HUB_CACHE") or None,
             allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.py", "*.tiktoken"],
         )
     except Exception as e:
@@ -159,18 +160,18 @@ def load_model(path: Path, cfg: TrainConfig, precision: Precision, device: Any) 
             raise ConfigError(
                 "method qlora needs bitsandbytes in the worker image; use lora or full"
             ) from None
-        kwargs["quantization_config"] = BitsAndBytesConfig(
+        kwargs["quantization_config"] = BitsAndBytesConfig(  # type: ignore[no-untyped-call]
             load_in_4bit=True,
             bnb_4bit_quant_type="nf4",
             bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=precision.compute_dtype or torch.bfloat16,
         )
         kwargs["device_map"] = {"": device}
-    model = AutoModelForCausalLM.from_pretrained(str(path), **kwargs)
+    model: Any = AutoModelForCausalLM.from_pretrained(str(path), **kwargs)
     if cfg.method == "qlora":
         from peft import prepare_model_for_kbit_training
 
-        model = prepare_model_for_kbit_training(
+        model = prepare_model_for_kbit_training(  # type: ignore[no-untyped-call]
             model, use_gradient_checkpointing=cfg.hyper.gradient_checkpointing
         )
     else:

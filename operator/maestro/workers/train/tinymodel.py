@@ -79,7 +79,7 @@ def build_tiny_model(out_dir: Path, seed: int = 0, *, vocab_size: int = 512, lay
         show_progress=False,
     )
     tok.train_from_iterator(_corpus(seed), trainer=trainer)
-    hf_tok = PreTrainedTokenizerFast(
+    hf_tok = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
         tokenizer_object=tok,
         bos_token="<|bos|>",
         eos_token="<|eos|>",
