@@ -4,7 +4,7 @@ import pytest
 from monitor_helpers import event
 
 from maestro.workers.monitor import contract as c
-from maestro.workers.monitor.collector import EventCollector, RateBudget
+from maestro.workers.monitor.collector import EventCollector, RateBudget, RecentRequest, RecentRequests
 from maestro.workers.monitor.drift import DriftMonitor
 from maestro.workers.monitor.metrics import MonitorMetrics
 from maestro.workers.monitor.signals import TextAnalyzer
@@ -174,3 +174,16 @@ def test_text_scoring_is_rate_limited_but_counters_stay_exact() -> None:
     assert _get(col, c.TEXT_ANALYZED, direction="response") == 10
     off = RateBudget(0)
     assert not any(off.take() for _ in range(3))
+
+
+def test_recent_requests_are_bounded_by_count_and_text_bytes() -> None:
+    recent = RecentRequests(size=3, max_text_bytes=100)
+    for i in range(5):
+        recent.add(f"r{i}", RecentRequest("tiny", None, None, 0.0))
+    assert len(recent) == 3 and recent.get("r1") is None and recent.get("r4") is not None
+    recent.add("big1", RecentRequest("tiny", "p" * 40, "a" * 20, 0.0))
+    recent.add("big2", RecentRequest("tiny", "p" * 40, "a" * 20, 0.0))  # 120 bytes > 100: big1 goes
+    assert recent.get("big1") is None and recent.get("big2") is not None
+    assert recent.text_bytes == 60
+    recent.add("big2", RecentRequest("tiny", "p", None, 0.0))  # replacing an id re-counts its bytes
+    assert recent.text_bytes == 1

@@ -32,17 +32,34 @@ class RecentRequest:
 
 
 class RecentRequests:
-    """LRU of the last requests by id, so feedback can name the model and carry the prompt."""
+    """LRU of the last requests by id, so feedback can name the model and carry the prompt.
 
-    def __init__(self, size: int = 10_000) -> None:
+    Bounded by count and by text bytes (prompts and answers are kept only when the policy logs
+    them, and can be 30 kB each): the oldest go first, and feedback on them is still accepted,
+    just without the prompt.
+    """
+
+    def __init__(self, size: int = 20_000, max_text_bytes: int = 64 * 1024 * 1024) -> None:
         self.size = size
+        self.max_text_bytes = max_text_bytes
+        self.text_bytes = 0
         self._items: OrderedDict[str, RecentRequest] = OrderedDict()
 
+    @staticmethod
+    def _cost(item: RecentRequest) -> int:
+        return len(item.prompt or "") + len(item.response or "")
+
     def add(self, request_id: str, item: RecentRequest) -> None:
+        old = self._items.pop(request_id, None)
+        if old is not None:
+            self.text_bytes -= self._cost(old)
         self._items[request_id] = item
-        self._items.move_to_end(request_id)
-        while len(self._items) > self.size:
-            self._items.popitem(last=False)
+        self.text_bytes += self._cost(item)
+        while len(self._items) > self.size or (
+            self.text_bytes > self.max_text_bytes and len(self._items) > 1
+        ):
+            _, evicted = self._items.popitem(last=False)
+            self.text_bytes -= self._cost(evicted)
 
     def get(self, request_id: str) -> RecentRequest | None:
         return self._items.get(request_id)
@@ -87,9 +104,10 @@ def _num(value: Any) -> float | None:
 
 
 class EventCollector:
-    """Turns events into metrics inline, as the receiver hands them over (~20 µs each; text
-    scoring, the expensive part, runs under `text_budget`). No queue of its own: the kernel's
-    socket queue is the bound, and when it is full the guard drops (and counts) instead of waiting.
+    """Turns events into metrics as the receiver hands them over in batches (~20 µs each; text
+    scoring, the expensive part, runs under `text_budget`). The buffers in front of it are bounded:
+    the kernel's socket queue (the guard drops and counts when it is full) and the receiver's
+    backlog (drops the oldest, counted as `overload`).
     """
 
     def __init__(
@@ -169,7 +187,7 @@ class EventCollector:
             m.child(m.tokens, model, "completion").inc(completion_tokens)
         for decision in event.get("decisions") or ():
             if isinstance(decision, dict) and decision.get("rule"):
-                m.child(m.policy_decisions, m.rule(decision["rule"]), m.reason(decision.get("action"))).inc()
+                m.child(m.policy_decisions, m.rule(decision["rule"]), m.action(decision.get("action"))).inc()
         pii = event.get("pii")
         if isinstance(pii, dict):
             for entity, n in pii.items():

@@ -56,6 +56,7 @@ class MonitorMetrics:
         self.entity = Bounded(64)
         self.language = Bounded(64)
         self.reason = Bounded(16)
+        self.action = Bounded(16)
 
         def counter(name: str, doc: str, labels: tuple[str, ...] = ()) -> Counter:
             return Counter(name.removesuffix("_total"), doc, labels, registry=r)
