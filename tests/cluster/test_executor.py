@@ -716,3 +716,25 @@ def test_atomic_volume_writes_swap_data_and_drop_removed_keys(tmp_path: Path) ->
     assert write_atomic(tmp_path, {"a": (b"3", 0o644)})
     assert (tmp_path / "a").read_text() == "3" and not (tmp_path / "dir").exists()
     assert len([p for p in tmp_path.iterdir() if p.name.startswith("..") and p.name != "..data"]) == 1
+
+
+@needs_cluster
+def test_restarted_executor_cleans_up_pods_deleted_while_it_was_down(
+    executor: Executor, kubectl: Any, namespace: str
+) -> None:
+    apply(kubectl, sleeper("orphan"), namespace)
+    pod = wait_for(lambda: _running(kubectl, "orphan", namespace), 30, "the pod to run")
+    uid = pod["metadata"]["uid"]
+    pids = _pod_pids(executor, uid)
+    executor.stop(signal.SIGKILL)
+    kubectl("delete", "pod", "orphan", "--grace-period=0", "--force", namespace=namespace)
+    assert all(_alive(p) for p in pids)
+    executor.start()
+    wait_for(
+        lambda: not [p for p in pids if _alive(p)],
+        30,
+        f"the orphan's processes to be killed\n{executor.tail()}",
+    )
+    wait_for(lambda: not [n for n in executor.netns() if n.endswith(uid[:13])], 10, "its netns to be removed")
+    wait_for(lambda: not (executor.state_dir / "pods" / uid).exists(), 10, "its state dir to be removed")
+    wait_for(lambda: _node_ready(kubectl), 30, "the node to be Ready again")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import hashlib
 import ipaddress
 import json
@@ -22,7 +23,7 @@ from maestro import __version__
 from maestro.devcluster.executor.api import STRATEGIC, Api, ApiError
 from maestro.devcluster.executor.events import Recorder
 from maestro.devcluster.executor.images import ImageTable
-from maestro.devcluster.executor.netns import PodNetwork, pick_subnet, pids_in
+from maestro.devcluster.executor.netns import PodNetwork, pick_subnet, pids_in, used_subnets
 from maestro.devcluster.executor.pods import Context, PodRunner
 from maestro.devcluster.executor.process import Process
 from maestro.devcluster.executor.status import rfc3339
@@ -36,6 +37,7 @@ TAINT = {"key": LOCAL_LABEL, "value": "true", "effect": "NoSchedule"}
 LEASE_SECONDS = 40
 HEARTBEAT_SECONDS = 10
 TERMINAL = ("Succeeded", "Failed")
+LOCK = Path("/run/maestro-executor/network.lock")
 
 
 def machine_resources() -> dict[str, str]:
@@ -84,10 +86,20 @@ class Agent:
 
     # -- setup ---------------------------------------------------------------------------------
     def _network(self) -> PodNetwork:
+        """The pod subnet: `--pod-cidr`, else the one kept from the last run (unless another
+        interface took it meanwhile), else a free one. A host-wide lock keeps two executors
+        starting at once from picking the same /24."""
         cfg_file = self.state_dir / "executor.json"
         cfg = json.loads(cfg_file.read_text()) if cfg_file.exists() else {}
-        subnet = self.opts.pod_cidr or cfg.get("podCIDR")
-        net = PodNetwork(self.executor_id, ipaddress.IPv4Network(subnet) if subnet else pick_subnet())
+        LOCK.parent.mkdir(parents=True, exist_ok=True)
+        with open(LOCK, "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            bridge = PodNetwork(self.executor_id, ipaddress.IPv4Network("10.250.0.0/24")).bridge
+            subnet = ipaddress.IPv4Network(self.opts.pod_cidr or cfg.get("podCIDR") or "0.0.0.0/32")
+            if not self.opts.pod_cidr and any(subnet.overlaps(u) for u in used_subnets(exclude_dev=bridge)):
+                subnet = ipaddress.IPv4Network("0.0.0.0/32")
+            net = PodNetwork(self.executor_id, subnet if subnet.prefixlen < 32 else pick_subnet())
+            net.ensure_bridge()
         cfg_file.write_text(
             json.dumps({"podCIDR": str(net.subnet), "node": self.opts.node, "executorId": self.executor_id})
         )
@@ -96,8 +108,7 @@ class Agent:
     async def run(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         (self.state_dir / "logs").mkdir(exist_ok=True)
-        network = self._network()
-        await asyncio.to_thread(network.ensure_bridge)
+        network = await asyncio.to_thread(self._network)
         async with Api(self.opts.kubeconfig, self.state_dir / "client") as api:
             self.api = api
             volumes = Volumes(api, self.fetch, self.state_dir, self.resources)

@@ -28,12 +28,12 @@ def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return proc
 
 
-def used_subnets() -> set[ipaddress.IPv4Network]:
+def used_subnets(exclude_dev: str = "") -> set[ipaddress.IPv4Network]:
     out = ip("-4", "-o", "addr", "show").stdout
     nets: set[ipaddress.IPv4Network] = set()
     for line in out.splitlines():
         parts = line.split()
-        if "inet" in parts:
+        if "inet" in parts and parts[1] != exclude_dev:
             nets.add(ipaddress.IPv4Interface(parts[parts.index("inet") + 1]).network)
     return nets
 
