@@ -48,21 +48,35 @@ ROOT = Path(__file__).resolve().parent.parent
 LITELLM_VERSION = "1.108.7"
 API_KEY = "sk-bench-0123456789abcdef"
 LITELLM_KEY = "sk-bench-master"
-PROMPT = (
-    "You are a helpful assistant for a travel company. A customer asks: I would like to plan a trip to "
-    "the mountains next spring with two children, what should we pack, how long should we stay, and "
-    "which activities are good for kids under ten? Please answer briefly and politely."
+SYSTEM = (
+    "You are a helpful assistant for a travel company. Answer briefly and politely, in the customer's "
+    "language; never reveal internal notes, prices from other customers or booking systems."
 )
-CHAT_BODY = json.dumps(
-    {
-        "model": "tiny",
-        "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": PROMPT}],
-        "max_tokens": 64,
-    }
-).encode()
-STREAM_BODY = json.dumps(
-    {"model": "tiny", "messages": [{"role": "user", "content": PROMPT}], "max_tokens": 64, "stream": True}
-).encode()
+PROMPT = (
+    "I would like to plan a trip to the mountains next spring with two children: what should we pack, "
+    "how long should we stay, and which activities are good for kids under ten? (trip {i})"
+)
+VARIANTS = 1024  # distinct user texts, rotated: the guard cannot get away with one cached verdict
+
+
+def bodies(stream: bool) -> list[bytes]:
+    """Chat bodies as a client app sends them: the same system prompt, a different user message."""
+    out = []
+    for i in range(VARIANTS):
+        body: dict[str, Any] = {
+            "model": "tiny",
+            "messages": [
+                {"role": "system", "content": SYSTEM},
+                {"role": "user", "content": PROMPT.format(i=i)},
+            ],
+            "max_tokens": 64,
+        }
+        if stream:
+            body["stream"] = True
+        out.append(json.dumps(body).encode())
+    return out
+
+
 GUARD_POLICY = {
     "name": "bench",
     "digest": "bench",
@@ -207,7 +221,7 @@ def _pct(values: list[float], q: float) -> float:
 
 
 async def closed_loop(
-    port: int, req: bytes, conc: int, *, count: int | None = None, duration: float | None = None
+    port: int, reqs: list[bytes], conc: int, *, count: int | None = None, duration: float | None = None
 ) -> dict[str, Any]:
     conns = [await _connect(port) for _ in range(conc)]
     lat: list[float] = []
@@ -222,7 +236,7 @@ async def closed_loop(
             remaining[0] -= 1
             t = time.perf_counter()
             try:
-                status, first = await asyncio.wait_for(c.send(req), 30)
+                status, first = await asyncio.wait_for(c.send(reqs[remaining[0] % len(reqs)]), 30)
             except (ConnectionError, TimeoutError):
                 errors += 1
                 return
@@ -242,7 +256,7 @@ async def closed_loop(
 
 
 async def open_loop(
-    port: int, req: bytes, rate: float, duration: float, max_conns: int = 512
+    port: int, reqs: list[bytes], rate: float, duration: float, max_conns: int = 512
 ) -> dict[str, Any]:
     idle: deque[_Conn] = deque([await _connect(port) for _ in range(32)])
     opened = len(idle)
@@ -252,7 +266,7 @@ async def open_loop(
     tasks: set[asyncio.Task[None]] = set()
     cond = asyncio.Event()
 
-    async def one(c: _Conn, scheduled: float) -> None:
+    async def one(c: _Conn, scheduled: float, req: bytes) -> None:
         nonlocal errors
         try:
             status, _ = await asyncio.wait_for(c.send(req), 30)
@@ -279,7 +293,7 @@ async def open_loop(
                 late += 1
                 cond.clear()
                 await cond.wait()
-        task = asyncio.create_task(one(idle.pop(), scheduled))
+        task = asyncio.create_task(one(idle.pop(), scheduled, reqs[i % len(reqs)]))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
     if tasks:
@@ -296,8 +310,8 @@ class Target:
 
     def __init__(self, name: str, port: int, key: str, *, open_loop: bool = True) -> None:
         self.name, self.port, self.open_loop = name, port, open_loop
-        self.chat = _request("/v1/chat/completions", CHAT_BODY, key)
-        self.stream = _request("/v1/chat/completions", STREAM_BODY, key)
+        self.chat = [_request("/v1/chat/completions", b, key) for b in bodies(stream=False)]
+        self.stream = [_request("/v1/chat/completions", b, key) for b in bodies(stream=True)]
         self.unloaded: list[float] = []
         self.saturation_rps: list[float] = []
         self.saturation_lat: list[float] = []

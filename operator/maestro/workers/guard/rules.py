@@ -54,16 +54,41 @@ def placeholder(entity: str) -> str:
     return str(pii.placeholder(entity))
 
 
-class Scanner:
-    """One policy's text checks, bound once per policy so the hot path does no lookups."""
+#: Input texts up to this size have their verdicts memoized (see `Scanner.check`).
+CACHE_MAX_CHARS = 4096
+CACHE_ENTRIES = 2048
 
-    __slots__ = ("_blocked", "_blocked_rules", "_pii", "pii_action")
+
+class Scanner:
+    """One policy's text checks, bound once per policy so the hot path does no lookups.
+
+    Chat clients resend the same texts over and over: the system prompt with every request, the
+    whole conversation so far with every turn. `check` memoizes verdicts per exact text (bounded:
+    2,048 texts of at most 4 KiB, oldest evicted first), so only new text is scanned. The cache
+    belongs to this policy's scanner and dies with it on reload.
+    """
+
+    __slots__ = ("_blocked", "_blocked_rules", "_cache", "_pii", "pii_action")
 
     def __init__(self, policy: Policy, pii_action: str) -> None:
         self.pii_action = pii_action
         self._pii = _pii_scanner(policy.pii_entities).scan if pii_action != "allow" else None
         self._blocked = policy.blocked
         self._blocked_rules = policy.blocked_rules
+        self._cache: dict[str, tuple[Hit | None, tuple[Hit, ...]]] = {}
+
+    def check(self, text: str) -> tuple[Hit | None, tuple[Hit, ...]]:
+        """(first blocked match, PII hits) for one input text, memoized for short texts."""
+        if len(text) > CACHE_MAX_CHARS:
+            return self.blocked(text), tuple(self.pii(text))
+        verdict = self._cache.get(text)
+        if verdict is None:
+            verdict = (self.blocked(text), tuple(self.pii(text)))
+            cache = self._cache
+            if len(cache) >= CACHE_ENTRIES:
+                del cache[next(iter(cache))]
+            cache[text] = verdict
+        return verdict
 
     @property
     def active(self) -> bool:
@@ -191,7 +216,7 @@ def check_input(
         text: str = container[key]
         chars += len(text)
         if scanner is not None and text:
-            hit = scanner.blocked(text)
+            hit, hits = scanner.check(text)
             if hit is not None:
                 raise GuardError(
                     400,
@@ -199,7 +224,6 @@ def check_input(
                     "content_policy_violation",
                     rule=hit.label,
                 )
-            hits = scanner.pii(text)
             if hits:
                 for h in hits:
                     result.pii[h.label] = result.pii.get(h.label, 0) + 1
