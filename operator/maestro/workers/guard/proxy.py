@@ -11,7 +11,6 @@ a rule changed it; otherwise the client's bytes go upstream untouched.
 from __future__ import annotations
 
 import asyncio
-import gc
 import hashlib
 import itertools
 import logging
@@ -252,10 +251,6 @@ class Guard:
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def start(self, app: web.Application | None = None) -> None:
-        # Everything allocated so far (modules, compiled policy) lives for the process: keep it out of
-        # the collector's full passes, which would otherwise show up as request-latency spikes.
-        gc.collect()
-        gc.freeze()
         if self.reload_interval > 0:
             self._watcher = asyncio.create_task(self._watch())
 
