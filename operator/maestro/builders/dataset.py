@@ -40,8 +40,11 @@ def build_pvc(owner: Obj, spec: LLMDatasetSpec, settings: Settings) -> Obj | Non
     if spec.storage.pvc.claim_name:
         return None
     pvc = spec.storage.pvc
-    return pods.pvc_manifest(object_meta(owner, claim_name(owner, spec), COMPONENT), str(pvc.size),
-                             pvc.storage_class_name or settings.storage_class)
+    return pods.pvc_manifest(
+        object_meta(owner, claim_name(owner, spec), COMPONENT),
+        str(pvc.size),
+        pvc.storage_class_name or settings.storage_class,
+    )
 
 
 def build_job(owner: Obj, spec: LLMDatasetSpec, settings: Settings) -> Obj:
@@ -49,8 +52,12 @@ def build_job(owner: Obj, spec: LLMDatasetSpec, settings: Settings) -> Obj:
     h = spec_hash(spec)
     meta = object_meta(owner, job_name(owner, spec), COMPONENT, extra_labels={LABEL_SPEC_HASH: h})
     env: list[Obj] = [
-        {"name": contract.ENV_SPEC, "value": json.dumps(spec.model_dump(by_alias=True, exclude_none=True, mode="json"),
-                                                         separators=(",", ":"))},
+        {
+            "name": contract.ENV_SPEC,
+            "value": json.dumps(
+                spec.model_dump(by_alias=True, exclude_none=True, mode="json"), separators=(",", ":")
+            ),
+        },
         {"name": contract.ENV_OUTPUT_DIR, "value": contract.DEFAULT_OUTPUT_DIR},
         {"name": contract.ENV_ARTIFACT_PREFIX, "value": f"pvc://{claim}/"},
         {"name": contract.ENV_TERMINATION_PATH, "value": contract.DEFAULT_TERMINATION_PATH},
@@ -65,7 +72,9 @@ def build_job(owner: Obj, spec: LLMDatasetSpec, settings: Settings) -> Obj:
     if spec.source.uri.startswith("pvc://"):
         src_claim, _ = pods.split_pvc_uri(spec.source.uri)
         volumes.append(pods.pvc_volume(SOURCE_VOLUME, src_claim, read_only=True))
-        mounts.append({"name": SOURCE_VOLUME, "mountPath": f"{contract.DEFAULT_PVC_ROOT}/{src_claim}", "readOnly": True})
+        mounts.append(
+            {"name": SOURCE_VOLUME, "mountPath": f"{contract.DEFAULT_PVC_ROOT}/{src_claim}", "readOnly": True}
+        )
     container: Obj = {
         "name": CONTAINER,
         "image": settings.worker_image,
@@ -96,14 +105,18 @@ def build_job(owner: Obj, spec: LLMDatasetSpec, settings: Settings) -> Obj:
         "metadata": meta,
         "spec": {
             "backoffLimit": 2,
-            "podFailurePolicy": {"rules": [
-                {"action": "FailJob", "onExitCodes": {"containerName": CONTAINER, "operator": "In", "values": permanent}},
-                {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
-            ]},
+            "podFailurePolicy": {
+                "rules": [
+                    {
+                        "action": "FailJob",
+                        "onExitCodes": {"containerName": CONTAINER, "operator": "In", "values": permanent},
+                    },
+                    {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+                ]
+            },
             "template": {
                 "metadata": {"labels": pods.pod_labels(meta["labels"], settings)},
                 "spec": pod_spec,
             },
         },
     }
-

@@ -36,7 +36,9 @@ Obj = dict[str, Any]
 
 def digest(data: Any, length: int | None = None) -> str:
     """sha256 of the canonical JSON of `data` (hex; truncated to `length` for names)."""
-    h = hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
+    h = hashlib.sha256(
+        json.dumps(data, sort_keys=True, separators=(",", ":"), default=str).encode()
+    ).hexdigest()
     return h[:length] if length else h
 
 
@@ -74,8 +76,14 @@ def labels(owner: Obj, component: str) -> dict[str, str]:
     }
 
 
-def object_meta(owner: Obj, name: str, component: str, *, extra_labels: dict[str, str] | None = None,
-                annotations: dict[str, str] | None = None) -> Obj:
+def object_meta(
+    owner: Obj,
+    name: str,
+    component: str,
+    *,
+    extra_labels: dict[str, str] | None = None,
+    annotations: dict[str, str] | None = None,
+) -> Obj:
     meta: Obj = {
         "name": name,
         "namespace": owner["metadata"]["namespace"],

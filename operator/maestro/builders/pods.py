@@ -42,7 +42,10 @@ def container_security_context(read_only_root: bool = False) -> Obj:
 
 def resource_requirements(res: ComputeResources, *, default_cpu: str, default_memory: str) -> Obj:
     """Requests = limits for CPU/memory/GPUs: training and serving pods should be Guaranteed QoS."""
-    amounts: dict[str, str] = {"cpu": str(res.cpu or default_cpu), "memory": str(res.memory or default_memory)}
+    amounts: dict[str, str] = {
+        "cpu": str(res.cpu or default_cpu),
+        "memory": str(res.memory or default_memory),
+    }
     if res.gpus:
         amounts[res.gpu_resource_name] = str(res.gpus)
     return {"requests": dict(amounts), "limits": dict(amounts)}

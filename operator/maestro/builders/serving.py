@@ -8,7 +8,7 @@ never fights an autoscaler over the child Deployment.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from maestro.api.deployment import DEFAULT_VLLM_IMAGE, LLMDeploymentSpec, ScalingMetric
@@ -43,8 +43,9 @@ HPA_METRICS = {
 KEDA_QUERIES = {
     ScalingMetric.QUEUE_DEPTH: 'avg(vllm:num_requests_waiting{{namespace="{ns}",pod=~"{name}-.*"}})',
     ScalingMetric.KV_CACHE_USAGE: 'avg(vllm:kv_cache_usage_perc{{namespace="{ns}",pod=~"{name}-.*"}})',
-    ScalingMetric.REQUESTS_PER_SECOND:
-        'sum(rate(maestro_guard_requests_total{{namespace="{ns}",pod=~"{name}-.*"}}[1m]))',
+    ScalingMetric.REQUESTS_PER_SECOND: (
+        'sum(rate(maestro_guard_requests_total{{namespace="{ns}",pod=~"{name}-.*"}}[1m]))'
+    ),
 }
 
 
@@ -123,12 +124,18 @@ def vllm_args(spec: LLMDeploymentSpec, model: ResolvedModel, mounts: _Mounts) ->
     rt = spec.runtime
     args = [
         mounts.local_path(model.uri),
-        "--host", "0.0.0.0",  # probes reach the pod IP; the NetworkPolicy admits only guard and metrics ports
-        "--port", str(VLLM_PORT),
-        "--served-model-name", model.served_name,
-        "--tensor-parallel-size", str(rt.tensor_parallel_size),
-        "--gpu-memory-utilization", f"{rt.gpu_memory_utilization:g}",
-        "--dtype", rt.dtype.value,
+        "--host",
+        "0.0.0.0",  # probes reach the pod IP; the NetworkPolicy admits only guard and metrics ports
+        "--port",
+        str(VLLM_PORT),
+        "--served-model-name",
+        model.served_name,
+        "--tensor-parallel-size",
+        str(rt.tensor_parallel_size),
+        "--gpu-memory-utilization",
+        f"{rt.gpu_memory_utilization:g}",
+        "--dtype",
+        rt.dtype.value,
     ]
     if model.revision:
         args += ["--revision", model.revision]
@@ -158,8 +165,12 @@ def build_config_map(owner: Obj, doc: Obj) -> Obj:
 
 
 def _http_probe(path: str, port: int, *, period: int, failures: int, timeout: int = 5) -> Obj:
-    return {"httpGet": {"path": path, "port": port}, "periodSeconds": period, "failureThreshold": failures,
-            "timeoutSeconds": timeout}
+    return {
+        "httpGet": {"path": path, "port": port},
+        "periodSeconds": period,
+        "failureThreshold": failures,
+        "timeoutSeconds": timeout,
+    }
 
 
 def build_deployment(
@@ -190,12 +201,15 @@ def build_deployment(
             {"name": "VLLM_CACHE_ROOT", "value": "/cache/vllm"},
         ],
         "resources": pods.resource_requirements(
-            res, default_cpu="8" if res.gpus else "4", default_memory="64Gi" if res.gpus else "16Gi"),
+            res, default_cpu="8" if res.gpus else "4", default_memory="64Gi" if res.gpus else "16Gi"
+        ),
         # Large models take minutes to download and load: the startup probe allows 30 minutes before
         # liveness takes over, so a slow first load is never killed (NIM #589, KServe #5634).
         "startupProbe": _http_probe(guard.UPSTREAM_HEALTH_PATH, VLLM_PORT, period=10, failures=180),
         "readinessProbe": _http_probe(guard.UPSTREAM_HEALTH_PATH, VLLM_PORT, period=10, failures=3),
-        "livenessProbe": _http_probe(guard.UPSTREAM_HEALTH_PATH, VLLM_PORT, period=15, failures=6, timeout=10),
+        "livenessProbe": _http_probe(
+            guard.UPSTREAM_HEALTH_PATH, VLLM_PORT, period=15, failures=6, timeout=10
+        ),
         "volumeMounts": [
             {"name": "shm", "mountPath": "/dev/shm"},
             {"name": "cache", "mountPath": "/cache"},
@@ -228,10 +242,14 @@ def build_deployment(
         *mounts.volumes,
     ]
     if api_keys_secret:
-        guard_mounts.append({"name": guard.KEYS_VOLUME, "mountPath": guard.DEFAULT_KEYS_DIR, "readOnly": True})
+        guard_mounts.append(
+            {"name": guard.KEYS_VOLUME, "mountPath": guard.DEFAULT_KEYS_DIR, "readOnly": True}
+        )
         # optional: a missing Secret leaves the guard without keys, so it fails closed (401) instead of
         # the pod never starting
-        volumes.append({"name": guard.KEYS_VOLUME, "secret": {"secretName": api_keys_secret, "optional": True}})
+        volumes.append(
+            {"name": guard.KEYS_VOLUME, "secret": {"secretName": api_keys_secret, "optional": True}}
+        )
     guard_container: Obj = {
         "name": "guard",
         "image": settings.sidecar_image,
@@ -240,7 +258,10 @@ def build_deployment(
         "ports": [{"name": guard.PORT_NAME, "containerPort": GUARD_PORT}],
         "readinessProbe": _http_probe(guard.READY_PATH, GUARD_PORT, period=5, failures=3),
         "livenessProbe": _http_probe(guard.HEALTH_PATH, GUARD_PORT, period=10, failures=3),
-        "resources": {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"cpu": "2", "memory": "1Gi"}},
+        "resources": {
+            "requests": {"cpu": "250m", "memory": "256Mi"},
+            "limits": {"cpu": "2", "memory": "1Gi"},
+        },
         "volumeMounts": guard_mounts,
         "securityContext": pods.container_security_context(read_only_root=True),
     }
@@ -256,21 +277,26 @@ def build_deployment(
             probes=spec.monitoring.bias_probes.enabled,
             probe_interval=float(spec.monitoring.bias_probes.interval_seconds),
         )
-        containers.append({
-            "name": "monitor",
-            "image": settings.sidecar_image,
-            "command": ["maestro", "monitor"],
-            "env": menv,
-            "ports": [{"name": "metrics", "containerPort": MONITOR_PORT}],
-            "readinessProbe": _http_probe(monitor.HEALTH_PATH, MONITOR_PORT, period=10, failures=3),
-            "livenessProbe": _http_probe(monitor.HEALTH_PATH, MONITOR_PORT, period=15, failures=3),
-            "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}},
-            "volumeMounts": [
-                {"name": "events", "mountPath": EVENTS_DIR},
-                {"name": "feedback", "mountPath": monitor.DEFAULT_FEEDBACK_DIR},
-            ],
-            "securityContext": pods.container_security_context(read_only_root=True),
-        })
+        containers.append(
+            {
+                "name": "monitor",
+                "image": settings.sidecar_image,
+                "command": ["maestro", "monitor"],
+                "env": menv,
+                "ports": [{"name": "metrics", "containerPort": MONITOR_PORT}],
+                "readinessProbe": _http_probe(monitor.HEALTH_PATH, MONITOR_PORT, period=10, failures=3),
+                "livenessProbe": _http_probe(monitor.HEALTH_PATH, MONITOR_PORT, period=15, failures=3),
+                "resources": {
+                    "requests": {"cpu": "100m", "memory": "256Mi"},
+                    "limits": {"cpu": "1", "memory": "1Gi"},
+                },
+                "volumeMounts": [
+                    {"name": "events", "mountPath": EVENTS_DIR},
+                    {"name": "feedback", "mountPath": monitor.DEFAULT_FEEDBACK_DIR},
+                ],
+                "securityContext": pods.container_security_context(read_only_root=True),
+            }
+        )
         volumes.append(pods.empty_dir("feedback"))
     pod_spec: Obj = {
         "automountServiceAccountToken": False,
@@ -280,7 +306,10 @@ def build_deployment(
         "containers": containers,
         "volumes": volumes,
     }
-    pods.apply_scheduling(pod_spec, res, settings)
+    serving_settings = (
+        settings if settings.local_executor_serving else replace(settings, local_executor=False)
+    )
+    pods.apply_scheduling(pod_spec, res, serving_settings)
     template_annotations = {ANNOTATION_CONFIG_DIGEST: guard_config.config_digest(doc)}
     if doc.get("name"):
         template_annotations[ANNOTATION_POLICY] = str(doc["name"])
@@ -295,8 +324,10 @@ def build_deployment(
             # spare GPUs (KubeRay #1476).
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}},
             "template": {
-                "metadata": {"labels": pods.pod_labels(meta["labels"], settings),
-                             "annotations": template_annotations},
+                "metadata": {
+                    "labels": pods.pod_labels(meta["labels"], serving_settings),
+                    "annotations": template_annotations,
+                },
                 "spec": pod_spec,
             },
         },
@@ -320,8 +351,9 @@ def build_metrics_service(owner: Obj) -> Obj:
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": object_meta(owner, metrics_service_name(owner), COMPONENT,
-                                extra_labels={"llmops.dev/metrics": "true"}),
+        "metadata": object_meta(
+            owner, metrics_service_name(owner), COMPONENT, extra_labels={"llmops.dev/metrics": "true"}
+        ),
         "spec": {
             "clusterIP": "None",
             "selector": selector(owner),
@@ -356,8 +388,11 @@ def build_pdb(owner: Obj) -> Obj:
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
         "metadata": object_meta(owner, deployment_name(owner), COMPONENT),
-        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector(owner)},
-                 "unhealthyPodEvictionPolicy": "AlwaysAllow"},
+        "spec": {
+            "maxUnavailable": 1,
+            "selector": {"matchLabels": selector(owner)},
+            "unhealthyPodEvictionPolicy": "AlwaysAllow",
+        },
     }
 
 
@@ -374,15 +409,22 @@ def build_autoscaler(owner: Obj, spec: LLMDeploymentSpec, caps: Capabilities) ->
     if caps.keda:
         ns, name = owner["metadata"]["namespace"], owner["metadata"]["name"]
         if a.metric == ScalingMetric.CPU:
-            trigger: Obj = {"type": "cpu", "metricType": "Utilization", "metadata": {"value": f"{a.target:g}"}}
+            trigger: Obj = {
+                "type": "cpu",
+                "metricType": "Utilization",
+                "metadata": {"value": f"{a.target:g}"},
+            }
         else:
-            trigger = {"type": "prometheus", "metadata": {
-                "serverAddress": caps.prometheus_url,
-                "query": KEDA_QUERIES[a.metric].format(ns=ns, name=name),
-                "threshold": f"{a.target:g}",
-                # missing metrics must not read as zero load and scale a busy endpoint down (AIBrix #2591)
-                "ignoreNullValues": "false",
-            }}
+            trigger = {
+                "type": "prometheus",
+                "metadata": {
+                    "serverAddress": caps.prometheus_url,
+                    "query": KEDA_QUERIES[a.metric].format(ns=ns, name=name),
+                    "threshold": f"{a.target:g}",
+                    # missing metrics must not read as zero load and scale a busy endpoint down (AIBrix #2591)
+                    "ignoreNullValues": "false",
+                },
+            }
         return {
             "apiVersion": "keda.sh/v1alpha1",
             "kind": "ScaledObject",
@@ -391,17 +433,32 @@ def build_autoscaler(owner: Obj, spec: LLMDeploymentSpec, caps: Capabilities) ->
                 "scaleTargetRef": _scale_target(owner),
                 "minReplicaCount": a.min_replicas,
                 "maxReplicaCount": a.max_replicas,
-                "advanced": {"horizontalPodAutoscalerConfig": {"behavior": {
-                    "scaleDown": {"stabilizationWindowSeconds": a.scale_down_stabilization_seconds}}}},
+                "advanced": {
+                    "horizontalPodAutoscalerConfig": {
+                        "behavior": {
+                            "scaleDown": {"stabilizationWindowSeconds": a.scale_down_stabilization_seconds}
+                        }
+                    }
+                },
                 "triggers": [trigger],
             },
         }
     if a.metric == ScalingMetric.CPU:
-        metric: Obj = {"type": "Resource", "resource": {
-            "name": "cpu", "target": {"type": "Utilization", "averageUtilization": int(a.target)}}}
+        metric: Obj = {
+            "type": "Resource",
+            "resource": {
+                "name": "cpu",
+                "target": {"type": "Utilization", "averageUtilization": int(a.target)},
+            },
+        }
     else:
-        metric = {"type": "Pods", "pods": {"metric": {"name": HPA_METRICS[a.metric]},
-                                           "target": {"type": "AverageValue", "averageValue": f"{a.target:g}"}}}
+        metric = {
+            "type": "Pods",
+            "pods": {
+                "metric": {"name": HPA_METRICS[a.metric]},
+                "target": {"type": "AverageValue", "averageValue": f"{a.target:g}"},
+            },
+        }
     return {
         "apiVersion": "autoscaling/v2",
         "kind": "HorizontalPodAutoscaler",
@@ -424,9 +481,16 @@ def build_service_monitor(owner: Obj, spec: LLMDeploymentSpec, caps: Capabilitie
         "kind": "ServiceMonitor",
         "metadata": object_meta(owner, deployment_name(owner), COMPONENT),
         "spec": {
-            "selector": {"matchLabels": {"llmops.dev/metrics": "true", **{
-                k: v for k, v in object_meta(owner, "", COMPONENT)["labels"].items()
-                if k in ("llmops.dev/owner-kind", "llmops.dev/owner-name")}}},
+            "selector": {
+                "matchLabels": {
+                    "llmops.dev/metrics": "true",
+                    **{
+                        k: v
+                        for k, v in object_meta(owner, "", COMPONENT)["labels"].items()
+                        if k in ("llmops.dev/owner-kind", "llmops.dev/owner-name")
+                    },
+                }
+            },
             "endpoints": [{"port": "metrics", "path": monitor.METRICS_PATH, "interval": "30s"}],
         },
     }

@@ -30,8 +30,10 @@ class Settings:
     sidecar_image: str = DEFAULT_SIDECAR_IMAGE
     #: vLLM image when spec.runtime.image is not set (env MAESTRO_VLLM_IMAGE).
     vllm_image: str = DEFAULT_VLLM_IMAGE
-    #: Mark worker and serving pods for the local executor (env MAESTRO_LOCAL_EXECUTOR=true).
+    #: Mark worker pods for the local executor (env MAESTRO_LOCAL_EXECUTOR=true, or =jobs for workers only).
     local_executor: bool = False
+    #: Mark serving pods too (MAESTRO_LOCAL_EXECUTOR=true; not with =jobs).
+    local_executor_serving: bool = False
     #: Node the local executor runs pods on (env MAESTRO_LOCAL_EXECUTOR_NODE).
     local_executor_node: str = LOCAL_EXECUTOR_NODE
     #: Base URL training pods POST progress to (env MAESTRO_PROGRESS_URL); empty disables reporting.
@@ -49,7 +51,9 @@ class Settings:
             worker_image=env.get("MAESTRO_WORKER_IMAGE") or DEFAULT_WORKER_IMAGE,
             sidecar_image=env.get("MAESTRO_SIDECAR_IMAGE") or DEFAULT_SIDECAR_IMAGE,
             vllm_image=env.get("MAESTRO_VLLM_IMAGE") or DEFAULT_VLLM_IMAGE,
-            local_executor=_flag(env.get("MAESTRO_LOCAL_EXECUTOR")),
+            local_executor=_flag(env.get("MAESTRO_LOCAL_EXECUTOR"))
+            or env.get("MAESTRO_LOCAL_EXECUTOR") == "jobs",
+            local_executor_serving=_flag(env.get("MAESTRO_LOCAL_EXECUTOR")),
             local_executor_node=env.get("MAESTRO_LOCAL_EXECUTOR_NODE") or LOCAL_EXECUTOR_NODE,
             progress_url=env.get("MAESTRO_PROGRESS_URL", cls.progress_url),
             progress_audience=env.get("MAESTRO_PROGRESS_AUDIENCE") or PROGRESS_AUDIENCE,

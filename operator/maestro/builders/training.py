@@ -66,8 +66,11 @@ def build_pvc(owner: Obj, spec: LLMTrainingJobSpec, settings: Settings) -> Obj |
     if spec.output.pvc.claim_name:
         return None
     pvc = spec.output.pvc
-    return pods.pvc_manifest(object_meta(owner, output_claim(owner, spec), COMPONENT), str(pvc.size),
-                             pvc.storage_class_name or settings.storage_class)
+    return pods.pvc_manifest(
+        object_meta(owner, output_claim(owner, spec), COMPONENT),
+        str(pvc.size),
+        pvc.storage_class_name or settings.storage_class,
+    )
 
 
 def build_service(owner: Obj, spec: LLMTrainingJobSpec) -> Obj | None:
@@ -83,7 +86,13 @@ def build_service(owner: Obj, spec: LLMTrainingJobSpec) -> Obj | None:
             "clusterIP": "None",
             "publishNotReadyAddresses": True,
             "selector": {"batch.kubernetes.io/job-name": job_name(owner, spec)},
-            "ports": [{"name": "rendezvous", "port": contract.DEFAULT_MASTER_PORT, "targetPort": contract.DEFAULT_MASTER_PORT}],
+            "ports": [
+                {
+                    "name": "rendezvous",
+                    "port": contract.DEFAULT_MASTER_PORT,
+                    "targetPort": contract.DEFAULT_MASTER_PORT,
+                }
+            ],
         },
     }
 
@@ -99,15 +108,21 @@ def build_job(owner: Obj, spec: LLMTrainingJobSpec, dataset: DatasetInput, setti
     res = spec.resources
     name = job_name(owner, spec)
     meta = object_meta(
-        owner, name, COMPONENT,
+        owner,
+        name,
+        COMPONENT,
         extra_labels={LABEL_SPEC_HASH: spec_hash(spec)},
         annotations={ANNOTATION_DATASET_VERSION: dataset.version, ANNOTATION_IMAGE: settings.worker_image},
     )
     if spec.queue_name:
         meta["labels"]["kueue.x-k8s.io/queue-name"] = spec.queue_name
     env: list[Obj] = [
-        {"name": contract.ENV_SPEC, "value": json.dumps(spec.model_dump(by_alias=True, exclude_none=True, mode="json"),
-                                                         separators=(",", ":"))},
+        {
+            "name": contract.ENV_SPEC,
+            "value": json.dumps(
+                spec.model_dump(by_alias=True, exclude_none=True, mode="json"), separators=(",", ":")
+            ),
+        },
         {"name": contract.ENV_DATASET_DIR, "value": DATASET_DIR},
         {"name": contract.ENV_DATASET_SCHEMA, "value": dataset.schema_type},
         {"name": contract.ENV_DATASET_VERSION, "value": dataset.version},
@@ -122,16 +137,24 @@ def build_job(owner: Obj, spec: LLMTrainingJobSpec, dataset: DatasetInput, setti
     ]
     url = progress_url(owner, settings)
     if url:
-        env += [{"name": contract.ENV_PROGRESS_URL, "value": url},
-                {"name": contract.ENV_PROGRESS_TOKEN_FILE, "value": PROGRESS_TOKEN_FILE}]
+        env += [
+            {"name": contract.ENV_PROGRESS_URL, "value": url},
+            {"name": contract.ENV_PROGRESS_TOKEN_FILE, "value": PROGRESS_TOKEN_FILE},
+        ]
     if res.nodes > 1:
         svc = service_name(owner)
         ns = owner["metadata"]["namespace"]
         env += [
             {"name": contract.ENV_MASTER_ADDR, "value": f"{name}-0.{svc}.{ns}.svc"},
             {"name": contract.ENV_MASTER_PORT, "value": str(contract.DEFAULT_MASTER_PORT)},
-            {"name": contract.ENV_NODE_RANK, "valueFrom": {"fieldRef": {
-                "fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"}}},
+            {
+                "name": contract.ENV_NODE_RANK,
+                "valueFrom": {
+                    "fieldRef": {
+                        "fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"
+                    }
+                },
+            },
         ]
     else:
         env.append({"name": contract.ENV_NODE_RANK, "value": "0"})
@@ -151,12 +174,28 @@ def build_job(owner: Obj, spec: LLMTrainingJobSpec, dataset: DatasetInput, setti
     ]
     if url:
         mounts.append({"name": "progress-token", "mountPath": PROGRESS_TOKEN_DIR, "readOnly": True})
-        volumes.append({"name": "progress-token", "projected": {"sources": [{"serviceAccountToken": {
-            "audience": settings.progress_audience, "expirationSeconds": 3600, "path": "token"}}]}})
+        volumes.append(
+            {
+                "name": "progress-token",
+                "projected": {
+                    "sources": [
+                        {
+                            "serviceAccountToken": {
+                                "audience": settings.progress_audience,
+                                "expirationSeconds": 3600,
+                                "path": "token",
+                            }
+                        }
+                    ]
+                },
+            }
+        )
     if spec.base_model.uri.startswith("pvc://"):
         claim, _ = pods.split_pvc_uri(spec.base_model.uri)
         volumes.append(pods.pvc_volume("base-model", claim, read_only=True))
-        mounts.append({"name": "base-model", "mountPath": f"{contract.DEFAULT_PVC_ROOT}/{claim}", "readOnly": True})
+        mounts.append(
+            {"name": "base-model", "mountPath": f"{contract.DEFAULT_PVC_ROOT}/{claim}", "readOnly": True}
+        )
     container: Obj = {
         "name": CONTAINER,
         "image": settings.worker_image,
@@ -164,7 +203,8 @@ def build_job(owner: Obj, spec: LLMTrainingJobSpec, dataset: DatasetInput, setti
         "env": env,
         "volumeMounts": mounts,
         "resources": pods.resource_requirements(
-            res, default_cpu="8" if res.gpus else "2", default_memory="64Gi" if res.gpus else "8Gi"),
+            res, default_cpu="8" if res.gpus else "2", default_memory="64Gi" if res.gpus else "8Gi"
+        ),
         "securityContext": pods.container_security_context(),
         "terminationMessagePath": contract.DEFAULT_TERMINATION_PATH,
         "terminationMessagePolicy": "FallbackToLogsOnError",
@@ -186,11 +226,19 @@ def build_job(owner: Obj, spec: LLMTrainingJobSpec, dataset: DatasetInput, setti
     pods.apply_scheduling(pod_spec, res, settings)
     job_spec: Obj = {
         "backoffLimit": spec.backoff_limit,
-        "podFailurePolicy": {"rules": [
-            {"action": "FailJob", "onExitCodes": {"containerName": CONTAINER, "operator": "In",
-                                                  "values": sorted(contract.PERMANENT_EXIT_CODES)}},
-            {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
-        ]},
+        "podFailurePolicy": {
+            "rules": [
+                {
+                    "action": "FailJob",
+                    "onExitCodes": {
+                        "containerName": CONTAINER,
+                        "operator": "In",
+                        "values": sorted(contract.PERMANENT_EXIT_CODES),
+                    },
+                },
+                {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+            ]
+        },
         "template": {"metadata": {"labels": pods.pod_labels(meta["labels"], settings)}, "spec": pod_spec},
     }
     if spec.active_deadline_seconds:

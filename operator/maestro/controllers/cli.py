@@ -8,13 +8,22 @@ import sys
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="maestro run", description="Run the Maestro operator.")
-    parser.add_argument("--namespace", "-n", action="append", default=[],
-                        help="watch only this namespace (repeatable); default: all namespaces")
+    parser.add_argument(
+        "--namespace",
+        "-n",
+        action="append",
+        default=[],
+        help="watch only this namespace (repeatable); default: all namespaces",
+    )
     parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
-    parser.add_argument("--liveness", default=None,
-                        help="Kopf's own liveness endpoint, e.g. http://0.0.0.0:8081/healthz")
-    parser.add_argument("--peering", action="store_true",
-                        help="coordinate with other instances through KopfPeering (default: standalone)")
+    parser.add_argument(
+        "--liveness", default=None, help="Kopf's own liveness endpoint, e.g. http://0.0.0.0:8081/healthz"
+    )
+    parser.add_argument(
+        "--peering",
+        action="store_true",
+        help="coordinate with other instances through KopfPeering (default: standalone)",
+    )
     args = parser.parse_args(argv)
     import kopf.cli
 

@@ -38,7 +38,12 @@ RECONCILERS = {
     DEPLOYMENT: deployment.reconcile,
     POLICY: policy.reconcile,
 }
-PLURALS = {DATASET: "llmdatasets", TRAINING: "llmtrainingjobs", DEPLOYMENT: "llmdeployments", POLICY: "llmpolicies"}
+PLURALS = {
+    DATASET: "llmdatasets",
+    TRAINING: "llmtrainingjobs",
+    DEPLOYMENT: "llmdeployments",
+    POLICY: "llmpolicies",
+}
 API_VERSION = f"{GROUP}/{VERSION}"
 
 
@@ -76,8 +81,9 @@ def _enqueue(*keys: tuple[str, str, str]) -> None:
 
 
 async def _capabilities(kube: Kube) -> Capabilities:
-    keda, sm = await asyncio.gather(kube.crd_exists("scaledobjects.keda.sh"),
-                                    kube.crd_exists("servicemonitors.monitoring.coreos.com"))
+    keda, sm = await asyncio.gather(
+        kube.crd_exists("scaledobjects.keda.sh"), kube.crd_exists("servicemonitors.monitoring.coreos.com")
+    )
     return Capabilities(keda=keda, service_monitor=sm)
 
 
@@ -93,6 +99,11 @@ async def _resync(rt: state.Runtime) -> None:
         for obj in list(rt.ctx.store.all()):
             meta = obj["metadata"]
             rt.queue.add((obj["kind"], meta["namespace"], meta["name"]))
+
+
+def _ready() -> bool:
+    rt = state.runtime()
+    return bool(rt and rt.ready)
 
 
 _servers: list[web.AppRunner] = []
@@ -127,8 +138,13 @@ async def startup(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any
     for kind in KINDS:
         for obj in await kube.list(API_VERSION, kind):
             store.put(obj)
-    ctx = Context(kube=kube, settings=cfg.settings, store=store, caps=await _capabilities(kube),
-                  poll_seconds=cfg.poll_seconds)
+    ctx = Context(
+        kube=kube,
+        settings=cfg.settings,
+        store=store,
+        caps=await _capabilities(kube),
+        poll_seconds=cfg.poll_seconds,
+    )
     queue = WorkQueue(process, workers=cfg.workers)
     rt = state.Runtime(config=cfg, ctx=ctx, queue=queue)
     state.set_runtime(rt)
@@ -137,13 +153,17 @@ async def startup(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any
     for obj in list(store.all()):
         queue.add((obj["kind"], obj["metadata"]["namespace"], obj["metadata"]["name"]))
     if cfg.metrics_port:
-        await _serve(metrics.health_app(lambda: bool(state.runtime() and state.runtime().ready)), cfg.metrics_port)  # type: ignore[union-attr]
+        await _serve(metrics.health_app(_ready), cfg.metrics_port)
     if cfg.progress_port:
         await _serve(progress_app(kube, cfg.settings.progress_audience), cfg.progress_port)
     _background.append(asyncio.create_task(_resync(rt)))
     rt.ready = True
-    logger.info("Maestro started: %d objects cached, %d workers, local executor %s",
-                sum(store.count(k) for k in KINDS), cfg.workers, "on" if cfg.settings.local_executor else "off")
+    logger.info(
+        "Maestro started: %d objects cached, %d workers, local executor %s",
+        sum(store.count(k) for k in KINDS),
+        cfg.workers,
+        "on" if cfg.settings.local_executor else "off",
+    )
 
 
 @kopf.on.cleanup()
@@ -220,7 +240,7 @@ def _owner_key(obj: dict[str, Any]) -> tuple[str, str, str] | None:
 @kopf.on.event("apps", "v1", "deployments", labels={LABEL_MANAGED_BY: MANAGED_BY}, id="deployments-event")
 async def on_child_event(event: kopf.RawEvent, **_: Any) -> None:
     """A child changed: its owner's status may have to follow (and a deleted child be re-created)."""
-    obj = event["object"]
+    obj: dict[str, Any] = dict(event["object"])
     key = _owner_key(obj)
     if key is None:
         return

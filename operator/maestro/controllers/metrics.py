@@ -2,26 +2,44 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter as Tally
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from maestro.reconcile.store import KINDS, Store
 
-RECONCILE_TOTAL = Counter("maestro_reconcile_total", "Reconciles by kind and result (ok, requeue, error).",
-                          ["kind", "result"])
+RECONCILE_TOTAL = Counter(
+    "maestro_reconcile_total", "Reconciles by kind and result (ok, requeue, error).", ["kind", "result"]
+)
 RECONCILE_DURATION = Histogram(
-    "maestro_reconcile_duration_seconds", "Duration of one reconcile.", ["kind"],
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
-TRAINING_PROGRESS = Gauge("maestro_training_progress_ratio", "Training progress (0..1).", ["namespace", "name"])
+    "maestro_reconcile_duration_seconds",
+    "Duration of one reconcile.",
+    ["kind"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+TRAINING_PROGRESS = Gauge(
+    "maestro_training_progress_ratio", "Training progress (0..1).", ["namespace", "name"]
+)
 TRAINING_LOSS = Gauge("maestro_training_loss", "Latest training loss.", ["namespace", "name"])
-DATASET_GATE = Gauge("maestro_dataset_gate_passed", "1 when the quality gate passed, 0 when it failed.",
-                     ["namespace", "name", "gate"])
+DATASET_GATE = Gauge(
+    "maestro_dataset_gate_passed",
+    "1 when the quality gate passed, 0 when it failed.",
+    ["namespace", "name", "gate"],
+)
 
 
 class ObjectsCollector(Collector):
@@ -31,7 +49,9 @@ class ObjectsCollector(Collector):
         self._store = store
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        family = GaugeMetricFamily("maestro_objects", "Maestro objects by kind and phase.", labels=["kind", "phase"])
+        family = GaugeMetricFamily(
+            "maestro_objects", "Maestro objects by kind and phase.", labels=["kind", "phase"]
+        )
         store = self._store()
         if store is not None:
             for kind in KINDS:
@@ -71,15 +91,11 @@ def forget(obj: dict[str, Any]) -> None:
     meta = obj.get("metadata") or {}
     ns, name = meta.get("namespace", ""), meta.get("name", "")
     for gauge in (TRAINING_PROGRESS, TRAINING_LOSS):
-        try:
+        with contextlib.suppress(KeyError):
             gauge.remove(ns, name)
-        except KeyError:
-            pass
     for gate in (obj.get("status") or {}).get("gates") or []:
-        try:
+        with contextlib.suppress(KeyError):
             DATASET_GATE.remove(ns, name, str(gate.get("name")))
-        except KeyError:
-            pass
 
 
 def health_app(ready: Callable[[], bool]) -> web.Application:

@@ -45,8 +45,13 @@ def progress_app(kube: Kube, audience: str) -> web.Application:
         except ApiError as exc:
             log.warning("Progress report for %s/%s failed: %s", ns, name, exc)
             return _error(503, "the operator could not record the report; it will accept the next one")
-        metrics.observe_status({"kind": "LLMTrainingJob", "metadata": {"namespace": ns, "name": name},
-                                "status": {"progress": patch}})
+        metrics.observe_status(
+            {
+                "kind": "LLMTrainingJob",
+                "metadata": {"namespace": ns, "name": name},
+                "status": {"progress": patch},
+            }
+        )
         return web.json_response({"accepted": patch})
 
     app = web.Application(client_max_size=MAX_BODY)

@@ -18,8 +18,9 @@ Process = Callable[[Hashable], Awaitable[float | None]]
 
 
 class WorkQueue:
-    def __init__(self, process: Process, *, workers: int = 16, base_backoff: float = 0.5,
-                 max_backoff: float = 60.0) -> None:
+    def __init__(
+        self, process: Process, *, workers: int = 16, base_backoff: float = 0.5, max_backoff: float = 60.0
+    ) -> None:
         self._process = process
         self._workers = workers
         self._queue: asyncio.Queue[Hashable] = asyncio.Queue()
@@ -59,7 +60,9 @@ class WorkQueue:
         self.add(key)
 
     def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._work(), name=f"maestro-worker-{i}") for i in range(self._workers)]
+        self._tasks = [
+            asyncio.create_task(self._work(), name=f"maestro-worker-{i}") for i in range(self._workers)
+        ]
 
     async def stop(self) -> None:
         for timer in self._timers.values():
@@ -84,8 +87,14 @@ class WorkQueue:
                 n = self._failures.get(key, 0) + 1
                 self._failures[key] = n
                 requeue = min(self._max, self._base * 2 ** (n - 1))
-                log.warning("Reconcile of %s failed (attempt %d, retry in %.1fs): %s", key, n, requeue, exc,
-                            exc_info=not isinstance(exc, _QUIET))
+                log.warning(
+                    "Reconcile of %s failed (attempt %d, retry in %.1fs): %s",
+                    key,
+                    n,
+                    requeue,
+                    exc,
+                    exc_info=not isinstance(exc, _QUIET),
+                )
             finally:
                 self._active.discard(key)
                 self.enqueued_at.pop(key, None)

@@ -52,7 +52,7 @@ def validate(body: dict[str, Any]) -> str | None:
     store = state.store()
     if store is None or kind == "LLMPolicy":
         return None
-    policies, missing = admission.governing_policies(store, body)
+    policies, _ = admission.governing_policies(store, body)
     violations = admission.check(body, policies, store)
     if violations:
         return "; ".join(map(str, violations))
@@ -60,11 +60,16 @@ def validate(body: dict[str, Any]) -> str | None:
 
 
 def _handler(plural: str) -> None:
-    @kopf.on.validate(GROUP, VERSION, plural, id=f"{plural}", operations=["CREATE", "UPDATE"],
-                      ignore_failures=True)
+    @kopf.on.validate(
+        GROUP, VERSION, plural, id=f"{plural}", operations=["CREATE", "UPDATE"], ignore_failures=True
+    )
     async def check(body: kopf.Body, **_: Any) -> None:
-        raw = {"apiVersion": body.get("apiVersion"), "kind": body.get("kind"),
-               "metadata": dict(body.get("metadata") or {}), "spec": dict(body.get("spec") or {})}
+        raw = {
+            "apiVersion": body.get("apiVersion"),
+            "kind": body.get("kind"),
+            "metadata": dict(body.get("metadata") or {}),
+            "spec": dict(body.get("spec") or {}),
+        }
         problem = validate(_plain(raw))
         if problem:
             raise kopf.AdmissionError(problem, code=422)
@@ -92,8 +97,14 @@ class ServiceWebhookServer(kopf.WebhookServer):
 
     async def __call__(self, fn: Any) -> AsyncIterator[Any]:
         async for config in super().__call__(fn):
-            out: dict[str, Any] = {"service": {"namespace": self.service_namespace, "name": self.service_name,
-                                               "port": self.port, "path": self.path or ""}}
+            out: dict[str, Any] = {
+                "service": {
+                    "namespace": self.service_namespace,
+                    "name": self.service_name,
+                    "port": self.port,
+                    "path": self.path or "",
+                }
+            }
             if config.get("caBundle"):
                 out["caBundle"] = config["caBundle"]
             yield out
@@ -108,11 +119,20 @@ def configure(settings: kopf.OperatorSettings, cfg: OperatorConfig) -> None:
         hosts = [f"{name}.{ns}.svc", f"{name}.{ns}.svc.cluster.local", *hosts]
         cert, key = write_self_signed(cert_dir, hosts)
         settings.admission.server = ServiceWebhookServer(
-            service_namespace=ns, service_name=name, addr=cfg.webhook_addr, port=cfg.webhook_port,
-            certfile=str(cert), pkeyfile=str(key))
+            service_namespace=ns,
+            service_name=name,
+            addr=cfg.webhook_addr,
+            port=cfg.webhook_port,
+            certfile=str(cert),
+            pkeyfile=str(key),
+        )
     else:
         cert, key = write_self_signed(cert_dir, hosts)
         settings.admission.server = kopf.WebhookServer(
-            addr=cfg.webhook_addr, port=cfg.webhook_port, host=cfg.webhook_host or "127.0.0.1",
-            certfile=str(cert), pkeyfile=str(key))
+            addr=cfg.webhook_addr,
+            port=cfg.webhook_port,
+            host=cfg.webhook_host or "127.0.0.1",
+            certfile=str(cert),
+            pkeyfile=str(key),
+        )
     settings.admission.managed = MANAGED_NAME

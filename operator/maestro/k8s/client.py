@@ -8,6 +8,7 @@ and in-cluster configuration, TLS and authentication.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -23,6 +24,7 @@ from maestro.k8s.resources import ResourceType, resource_type
 FIELD_MANAGER = "maestro"
 
 Obj = dict[str, Any]
+ObjList = list[Obj]
 #: 429 answers (throttling, storage initialising) are retried this often, honouring Retry-After.
 RETRIES_429 = 5
 
@@ -38,10 +40,14 @@ def load_config(kubeconfig: str | None = None) -> SingleConfig:
 class Kube:
     """A small typed facade over the REST API (one connection pool per process)."""
 
-    def __init__(self, config: SingleConfig | None = None, *, timeout: float = 15.0, max_connections: int = 64) -> None:
+    def __init__(
+        self, config: SingleConfig | None = None, *, timeout: float = 15.0, max_connections: int = 64
+    ) -> None:
         cfg = config or load_config()
         params = ConnectionParams(timeout=httpx.Timeout(timeout)).httpx_params(cfg)
-        params["limits"] = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+        params["limits"] = httpx.Limits(
+            max_connections=max_connections, max_keepalive_connections=max_connections
+        )
         self._http = httpx.AsyncClient(**params)
         self.config = cfg
 
@@ -102,13 +108,13 @@ class Kube:
         *,
         labels: Mapping[str, str] | None = None,
         label_selector: str | None = None,
-    ) -> list[Obj]:
+    ) -> ObjList:
         params: dict[str, str] = {}
         selector = label_selector or ",".join(f"{k}={v}" for k, v in (labels or {}).items())
         if selector:
             params["labelSelector"] = selector
         data = await self.request("GET", self._type(api_version, kind).collection(namespace), params=params)
-        items: list[Obj] = data.get("items") or []
+        items: builtins.list[Obj] = data.get("items") or []
         for item in items:  # list items come without apiVersion/kind
             item.setdefault("apiVersion", api_version)
             item.setdefault("kind", kind)
@@ -130,47 +136,81 @@ class Kube:
     async def create(self, manifest: Obj) -> Obj:
         rt = self._type(manifest["apiVersion"], manifest["kind"])
         return await self.request(
-            "POST", rt.collection(manifest["metadata"].get("namespace")), body=manifest,
+            "POST",
+            rt.collection(manifest["metadata"].get("namespace")),
+            body=manifest,
             params={"fieldManager": FIELD_MANAGER},
         )
 
-    async def patch_status(self, api_version: str, kind: str, name: str, namespace: str | None, status: Obj) -> Obj:
+    async def patch_status(
+        self, api_version: str, kind: str, name: str, namespace: str | None, status: Obj
+    ) -> Obj:
         """JSON merge patch of the status subresource (`None` values delete fields)."""
         rt = self._type(api_version, kind)
         return await self.request(
-            "PATCH", rt.item(name, namespace) + "/status", body={"status": status},
-            params={"fieldManager": FIELD_MANAGER}, content_type="application/merge-patch+json",
+            "PATCH",
+            rt.item(name, namespace) + "/status",
+            body={"status": status},
+            params={"fieldManager": FIELD_MANAGER},
+            content_type="application/merge-patch+json",
         )
 
-    async def patch(self, api_version: str, kind: str, name: str, namespace: str | None, body: Obj,
-                    *, subresource: str = "") -> Obj:
+    async def patch(
+        self,
+        api_version: str,
+        kind: str,
+        name: str,
+        namespace: str | None,
+        body: Obj,
+        *,
+        subresource: str = "",
+    ) -> Obj:
         rt = self._type(api_version, kind)
         path = rt.item(name, namespace) + (f"/{subresource}" if subresource else "")
-        return await self.request("PATCH", path, body=body, params={"fieldManager": FIELD_MANAGER},
-                                  content_type="application/merge-patch+json")
+        return await self.request(
+            "PATCH",
+            path,
+            body=body,
+            params={"fieldManager": FIELD_MANAGER},
+            content_type="application/merge-patch+json",
+        )
 
-    async def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None,
-                     *, propagation: str = "Background") -> bool:
+    async def delete(
+        self,
+        api_version: str,
+        kind: str,
+        name: str,
+        namespace: str | None = None,
+        *,
+        propagation: str = "Background",
+    ) -> bool:
         """Delete; False when it was already gone (deletion is idempotent)."""
         try:
-            await self.request("DELETE", self._type(api_version, kind).item(name, namespace),
-                               body={"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": propagation})
+            await self.request(
+                "DELETE",
+                self._type(api_version, kind).item(name, namespace),
+                body={"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": propagation},
+            )
         except NotFound:
             return False
         return True
 
     # -- helpers -------------------------------------------------------------------------------
-    async def token_review(self, token: str, audiences: list[str]) -> Obj:
-        review = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
-                  "spec": {"token": token, "audiences": audiences}}
-        result = await self.request("POST", self._type("authentication.k8s.io/v1", "TokenReview").collection(None),
-                                    body=review)
+    async def token_review(self, token: str, audiences: builtins.list[str]) -> Obj:
+        review = {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenReview",
+            "spec": {"token": token, "audiences": audiences},
+        }
+        result = await self.request(
+            "POST", self._type("authentication.k8s.io/v1", "TokenReview").collection(None), body=review
+        )
         status: Obj = result.get("status") or {}
         return status
 
     async def crd_exists(self, name: str) -> bool:
         return await self.get("apiextensions.k8s.io/v1", "CustomResourceDefinition", name) is not None
 
-    async def gather(self, *manifests: Obj) -> list[Obj]:
+    async def gather(self, *manifests: Obj) -> ObjList:
         """Apply several independent objects concurrently (one round-trip of latency, not n)."""
         return list(await asyncio.gather(*(self.apply(m) for m in manifests)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import uuid
 from typing import Any
@@ -18,7 +19,10 @@ def event_manifest(obj: dict[str, Any], *, type_: str, reason: str, message: str
     return {
         "apiVersion": "v1",
         "kind": "Event",
-        "metadata": {"name": f"{meta.get('name', 'unknown')}.{uuid.uuid4().hex[:12]}", "namespace": meta.get("namespace")},
+        "metadata": {
+            "name": f"{meta.get('name', 'unknown')}.{uuid.uuid4().hex[:12]}",
+            "namespace": meta.get("namespace"),
+        },
         "involvedObject": {
             "apiVersion": obj.get("apiVersion"),
             "kind": obj.get("kind"),
@@ -40,7 +44,5 @@ def event_manifest(obj: dict[str, Any], *, type_: str, reason: str, message: str
 
 async def post_event(kube: Kube, obj: dict[str, Any], *, type_: str, reason: str, message: str) -> None:
     """Best effort: an Event that cannot be written never fails a reconcile."""
-    try:
+    with contextlib.suppress(ApiError):
         await kube.create(event_manifest(obj, type_=type_, reason=reason, message=message))
-    except ApiError:
-        pass

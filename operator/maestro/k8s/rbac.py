@@ -17,13 +17,26 @@ CLUSTER_ROLE_NAME = "maestro-operator"
 _CHILD_VERBS = ["get", "list", "watch", "create", "update", "patch", "delete"]
 
 RULES: list[dict[str, Any]] = [
-    {"apiGroups": ["llmops.dev"],
-     "resources": ["llmdatasets", "llmtrainingjobs", "llmdeployments", "llmpolicies"],
-     "verbs": ["get", "list", "watch", "patch", "update"]},
-    {"apiGroups": ["llmops.dev"],
-     "resources": ["llmdatasets/status", "llmtrainingjobs/status", "llmdeployments/status", "llmpolicies/status"],
-     "verbs": ["get", "patch", "update"]},
-    {"apiGroups": [""], "resources": ["configmaps", "services", "persistentvolumeclaims"], "verbs": _CHILD_VERBS},
+    {
+        "apiGroups": ["llmops.dev"],
+        "resources": ["llmdatasets", "llmtrainingjobs", "llmdeployments", "llmpolicies"],
+        "verbs": ["get", "list", "watch", "patch", "update"],
+    },
+    {
+        "apiGroups": ["llmops.dev"],
+        "resources": [
+            "llmdatasets/status",
+            "llmtrainingjobs/status",
+            "llmdeployments/status",
+            "llmpolicies/status",
+        ],
+        "verbs": ["get", "patch", "update"],
+    },
+    {
+        "apiGroups": [""],
+        "resources": ["configmaps", "services", "persistentvolumeclaims"],
+        "verbs": _CHILD_VERBS,
+    },
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
     {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
@@ -36,10 +49,16 @@ RULES: list[dict[str, Any]] = [
     {"apiGroups": ["keda.sh"], "resources": ["scaledobjects"], "verbs": _CHILD_VERBS},
     {"apiGroups": ["monitoring.coreos.com"], "resources": ["servicemonitors"], "verbs": _CHILD_VERBS},
     {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]},
-    {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"], "verbs": ["get", "list", "watch"]},
-    {"apiGroups": ["admissionregistration.k8s.io"],
-     "resources": ["validatingwebhookconfigurations", "mutatingwebhookconfigurations"],
-     "verbs": ["get", "list", "watch", "create", "update", "patch"]},
+    {
+        "apiGroups": ["apiextensions.k8s.io"],
+        "resources": ["customresourcedefinitions"],
+        "verbs": ["get", "list", "watch"],
+    },
+    {
+        "apiGroups": ["admissionregistration.k8s.io"],
+        "resources": ["validatingwebhookconfigurations", "mutatingwebhookconfigurations"],
+        "verbs": ["get", "list", "watch", "create", "update", "patch"],
+    },
 ]
 
 
@@ -47,13 +66,17 @@ def cluster_role(name: str = CLUSTER_ROLE_NAME) -> dict[str, Any]:
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "ClusterRole",
-        "metadata": {"name": name, "labels": {"app.kubernetes.io/name": "maestro",
-                                              "app.kubernetes.io/component": "operator"}},
+        "metadata": {
+            "name": name,
+            "labels": {"app.kubernetes.io/name": "maestro", "app.kubernetes.io/component": "operator"},
+        },
         "rules": RULES,
     }
 
 
-def cluster_role_binding(service_account: str, namespace: str, name: str = CLUSTER_ROLE_NAME) -> dict[str, Any]:
+def cluster_role_binding(
+    service_account: str, namespace: str, name: str = CLUSTER_ROLE_NAME
+) -> dict[str, Any]:
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "ClusterRoleBinding",

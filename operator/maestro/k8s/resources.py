@@ -54,11 +54,19 @@ _TYPES = [
     ResourceType("llmops.dev/v1alpha1", "LLMDeployment", "llmdeployments"),
     ResourceType("llmops.dev/v1alpha1", "LLMPolicy", "llmpolicies"),
     ResourceType("authentication.k8s.io/v1", "TokenReview", "tokenreviews", namespaced=False),
-    ResourceType("apiextensions.k8s.io/v1", "CustomResourceDefinition", "customresourcedefinitions", namespaced=False),
-    ResourceType("admissionregistration.k8s.io/v1", "ValidatingWebhookConfiguration",
-                 "validatingwebhookconfigurations", namespaced=False),
+    ResourceType(
+        "apiextensions.k8s.io/v1", "CustomResourceDefinition", "customresourcedefinitions", namespaced=False
+    ),
+    ResourceType(
+        "admissionregistration.k8s.io/v1",
+        "ValidatingWebhookConfiguration",
+        "validatingwebhookconfigurations",
+        namespaced=False,
+    ),
     ResourceType("rbac.authorization.k8s.io/v1", "ClusterRole", "clusterroles", namespaced=False),
-    ResourceType("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", "clusterrolebindings", namespaced=False),
+    ResourceType(
+        "rbac.authorization.k8s.io/v1", "ClusterRoleBinding", "clusterrolebindings", namespaced=False
+    ),
 ]
 TYPES: dict[tuple[str, str], ResourceType] = {(t.api_version, t.kind): t for t in _TYPES}
 
@@ -67,4 +75,6 @@ def resource_type(api_version: str, kind: str) -> ResourceType:
     try:
         return TYPES[(api_version, kind)]
     except KeyError:
-        raise KeyError(f"maestro.k8s does not know {kind} in {api_version}; add it to resources.TYPES") from None
+        raise KeyError(
+            f"maestro.k8s does not know {kind} in {api_version}; add it to resources.TYPES"
+        ) from None

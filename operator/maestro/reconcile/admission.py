@@ -54,12 +54,25 @@ def _dataset_rules(name: str, rules: Any, ds_spec: Obj, what: str) -> list[Viola
     out: list[Violation] = []
     gov = ds_spec.get("governance") or {}
     if rules.allowed_licenses and gov.get("license") not in rules.allowed_licenses:
-        out.append(Violation(name, "admission.allowedLicenses",
-                             f"{what} has licence {gov.get('license')!r}; allowed: {', '.join(rules.allowed_licenses)}"))
-    if rules.require_consent_for_personal_data and gov.get("containsPersonalData") and not (
-            (gov.get("consent") or {}).get("obtained")):
-        out.append(Violation(name, "admission.requireConsentForPersonalData",
-                             f"{what} declares governance.containsPersonalData but not governance.consent.obtained"))
+        out.append(
+            Violation(
+                name,
+                "admission.allowedLicenses",
+                f"{what} has licence {gov.get('license')!r}; allowed: {', '.join(rules.allowed_licenses)}",
+            )
+        )
+    if (
+        rules.require_consent_for_personal_data
+        and gov.get("containsPersonalData")
+        and not ((gov.get("consent") or {}).get("obtained"))
+    ):
+        out.append(
+            Violation(
+                name,
+                "admission.requireConsentForPersonalData",
+                f"{what} declares governance.containsPersonalData but not governance.consent.obtained",
+            )
+        )
     return out
 
 
@@ -80,15 +93,25 @@ def check(obj: Obj, policies: list[Obj], store: Store | None = None) -> list[Vio
         elif kind == TRAINING:
             base = ((spec.get("baseModel") or {}).get("uri")) or ""
             if not _source_ok(base, rules.allowed_model_sources):
-                out.append(Violation(name, "admission.allowedModelSources",
-                                     f"baseModel.uri {base!r} does not start with any of "
-                                     f"{', '.join(rules.allowed_model_sources)}"))
+                out.append(
+                    Violation(
+                        name,
+                        "admission.allowedModelSources",
+                        f"baseModel.uri {base!r} does not start with any of "
+                        f"{', '.join(rules.allowed_model_sources)}",
+                    )
+                )
             res = spec.get("resources") or {}
             gpus = int(res.get("gpus", 1)) * int(res.get("nodes", 1))
             if rules.max_gpus_per_job is not None and gpus > rules.max_gpus_per_job:
-                out.append(Violation(name, "admission.maxGPUsPerJob",
-                                     f"the job requests {gpus} GPUs (resources.gpus × resources.nodes); "
-                                     f"at most {rules.max_gpus_per_job} allowed"))
+                out.append(
+                    Violation(
+                        name,
+                        "admission.maxGPUsPerJob",
+                        f"the job requests {gpus} GPUs (resources.gpus × resources.nodes); "
+                        f"at most {rules.max_gpus_per_job} allowed",
+                    )
+                )
             ds_name = (spec.get("datasetRef") or {}).get("name")
             ds = store.get(DATASET, ns, ds_name) if store is not None and ds_name else None
             if ds is not None:
@@ -96,23 +119,38 @@ def check(obj: Obj, policies: list[Obj], store: Store | None = None) -> list[Vio
                 gates = (ds.get("status") or {}).get("gates") or []
                 failed = [g.get("name") for g in gates if not g.get("passed")]
                 if rules.require_dataset_gates and failed:
-                    out.append(Violation(name, "admission.requireDatasetGates",
-                                         f"dataset {ds_name!r} failed quality gates: {', '.join(map(str, failed))}"))
+                    out.append(
+                        Violation(
+                            name,
+                            "admission.requireDatasetGates",
+                            f"dataset {ds_name!r} failed quality gates: {', '.join(map(str, failed))}",
+                        )
+                    )
         elif kind == DEPLOYMENT:
             model = spec.get("model") or {}
             uris = [u for u in [model.get("uri")] + [a.get("uri") for a in spec.get("adapters") or []] if u]
             for uri in uris:
                 if not _source_ok(uri, rules.allowed_model_sources):
-                    out.append(Violation(name, "admission.allowedModelSources",
-                                         f"model uri {uri!r} does not start with any of "
-                                         f"{', '.join(rules.allowed_model_sources)}"))
+                    out.append(
+                        Violation(
+                            name,
+                            "admission.allowedModelSources",
+                            f"model uri {uri!r} does not start with any of "
+                            f"{', '.join(rules.allowed_model_sources)}",
+                        )
+                    )
             tj_name = (model.get("trainingJobRef") or {}).get("name")
             tj = store.get(TRAINING, ns, tj_name) if store is not None and tj_name else None
             if rules.require_evaluation_passed and tj is not None:
-                ev = ((tj.get("status") or {}).get("evaluation") or {})
+                ev = (tj.get("status") or {}).get("evaluation") or {}
                 if ev.get("passed") is False:
-                    out.append(Violation(name, "admission.requireEvaluationPassed",
-                                         f"training job {tj_name!r} did not pass evaluation"))
+                    out.append(
+                        Violation(
+                            name,
+                            "admission.requireEvaluationPassed",
+                            f"training job {tj_name!r} did not pass evaluation",
+                        )
+                    )
     return out
 
 

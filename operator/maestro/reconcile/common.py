@@ -15,7 +15,9 @@ Obj = dict[str, Any]
 EVENT_CONDITIONS = {ConditionType.READY, ConditionType.DEGRADED, ConditionType.POLICY_ADMITTED}
 
 
-async def commit(ctx: Context, obj: Obj, fields: Obj, conditions: list[Cond], *, message: str | None = None) -> Obj:
+async def commit(
+    ctx: Context, obj: Obj, fields: Obj, conditions: list[Cond], *, message: str | None = None
+) -> Obj:
     """Write `fields` + `conditions` as the object's status when different from what it has now."""
     meta = obj["metadata"]
     old: Obj = obj.get("status") or {}
@@ -32,7 +34,9 @@ async def commit(ctx: Context, obj: Obj, fields: Obj, conditions: list[Cond], *,
     if not patch:
         return obj
     try:
-        updated = await ctx.kube.patch_status(obj["apiVersion"], obj["kind"], meta["name"], meta["namespace"], patch)
+        updated = await ctx.kube.patch_status(
+            obj["apiVersion"], obj["kind"], meta["name"], meta["namespace"], patch
+        )
     except NotFound:
         return obj  # deleted meanwhile: nothing to report on
     ctx.store.put(updated)
@@ -42,8 +46,15 @@ async def commit(ctx: Context, obj: Obj, fields: Obj, conditions: list[Cond], *,
     return updated
 
 
-def standard(ready: bool, reason: str, message: str, *, progressing: bool, degraded: bool = False,
-             degraded_reason: str | None = None) -> list[Cond]:
+def standard(
+    ready: bool,
+    reason: str,
+    message: str,
+    *,
+    progressing: bool,
+    degraded: bool = False,
+    degraded_reason: str | None = None,
+) -> list[Cond]:
     """Ready / Progressing / Degraded, the trio every kind carries."""
     return [
         cond(ConditionType.READY, ready, reason, message),

@@ -49,9 +49,15 @@ class Context:
             await self.on_transition(obj, c)
             return
         # Events are best effort and off the reconcile's critical path.
-        task = asyncio.ensure_future(post_event(
-            self.kube, obj, type_="Warning" if c.warning else "Normal", reason=c.reason,
-            message=f"{c.type}={c.status}: {c.message}" if c.message else f"{c.type}={c.status}"))
+        task = asyncio.ensure_future(
+            post_event(
+                self.kube,
+                obj,
+                type_="Warning" if c.warning else "Normal",
+                reason=c.reason,
+                message=f"{c.type}={c.status}: {c.message}" if c.message else f"{c.type}={c.status}",
+            )
+        )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

@@ -38,7 +38,7 @@ def parse_spec(obj: Obj) -> LLMDatasetSpec:
 
 
 def normalize_version(version: str | None) -> str | None:
-    """The worker names version directories `sha256-<hex>`; status (and datasetRef pins) use `sha256:<hex>`."""
+    """Worker version directories are `sha256-<hex>`; status and datasetRef pins use `sha256:<hex>`."""
     if version and version.startswith("sha256-"):
         return "sha256:" + version.removeprefix("sha256-")
     return version
@@ -49,27 +49,50 @@ def summary_status(summary: contract.Summary) -> Obj:
     rec: Obj = dict(summary.get("records") or {})
     kept = int(rec.get("kept") or 0)
     stats: Obj = dict(summary.get("stats") or {})
-    languages = {k: round(float(v) * kept) if isinstance(v, float) and v <= 1 else int(v)
-                 for k, v in (stats.get("languages") or {}).items()}
+    languages = {
+        k: round(float(v) * kept) if isinstance(v, float) and v <= 1 else int(v)
+        for k, v in (stats.get("languages") or {}).items()
+    }
     length = stats.get("lengthChars") or {}
     out: Obj = {
         "version": normalize_version(summary.get("version")),
-        "records": {k: v for k, v in {
-            "total": rec.get("total"), "kept": rec.get("kept"),
-            "duplicates": int(rec.get("duplicates") or 0) + int(rec.get("nearDuplicates") or 0),
-            "piiRedacted": rec.get("piiRedacted"), "filtered": rec.get("filtered"), "invalid": rec.get("invalid"),
-            "train": rec.get("train"), "validation": rec.get("validation"),
-        }.items() if v is not None},
-        "stats": {k: v for k, v in {
-            "languages": languages,
-            "lengthChars": {k: v for k, v in length.items() if k in ("min", "max", "mean", "p50", "p95")} or None,
-            "piiByEntity": rec.get("piiByType") or {},
-        }.items() if v is not None},
-        "gates": [{k: v for k, v in {
-            "name": str(g.get("name")), "passed": bool(g.get("passed")),
-            "value": None if g.get("value") is None else str(g.get("value")),
-            "threshold": None if g.get("threshold") is None else str(g.get("threshold")),
-        }.items() if v is not None} for g in summary.get("gates") or []],
+        "records": {
+            k: v
+            for k, v in {
+                "total": rec.get("total"),
+                "kept": rec.get("kept"),
+                "duplicates": int(rec.get("duplicates") or 0) + int(rec.get("nearDuplicates") or 0),
+                "piiRedacted": rec.get("piiRedacted"),
+                "filtered": rec.get("filtered"),
+                "invalid": rec.get("invalid"),
+                "train": rec.get("train"),
+                "validation": rec.get("validation"),
+            }.items()
+            if v is not None
+        },
+        "stats": {
+            k: v
+            for k, v in {
+                "languages": languages,
+                "lengthChars": {k: v for k, v in length.items() if k in ("min", "max", "mean", "p50", "p95")}
+                or None,
+                "piiByEntity": rec.get("piiByType") or {},
+            }.items()
+            if v is not None
+        },
+        "gates": [
+            {
+                k: v
+                for k, v in {
+                    "name": str(g.get("name")),
+                    "passed": bool(g.get("passed")),
+                    "value": None if g.get("value") is None else str(g.get("value")),
+                    "threshold": None if g.get("threshold") is None else str(g.get("threshold")),
+                }.items()
+                if v is not None
+            }
+            for g in summary.get("gates") or []
+        ],
     }
     art = summary.get("artifact")
     if art:
@@ -85,28 +108,49 @@ async def reconcile(ctx: Context, obj: Obj) -> Result:
     try:
         spec = parse_spec(obj)
     except InvalidObject as exc:
-        await commit(ctx, obj, {"phase": DatasetPhase.FAILED},
-                     [*standard(False, Reason.INVALID_SPEC, f"spec is invalid: {exc}", progressing=False,
-                                degraded=True)])
+        await commit(
+            ctx,
+            obj,
+            {"phase": DatasetPhase.FAILED},
+            [
+                *standard(
+                    False, Reason.INVALID_SPEC, f"spec is invalid: {exc}", progressing=False, degraded=True
+                )
+            ],
+        )
         return Result(phase=DatasetPhase.FAILED)
 
     policies, _ = admission.governing_policies(ctx.store, obj)
     violations = admission.check(obj, policies, ctx.store)
     if violations:
         msg = "; ".join(map(str, violations))
-        await commit(ctx, obj, {**_keep(status), "phase": status.get("phase") or DatasetPhase.PENDING}, [
-            *standard(False, Reason.POLICY_DENIED, msg, progressing=False, degraded=True),
-            cond(ConditionType.POLICY_ADMITTED, False, Reason.POLICY_DENIED, msg),
-        ])
+        await commit(
+            ctx,
+            obj,
+            {**_keep(status), "phase": status.get("phase") or DatasetPhase.PENDING},
+            [
+                *standard(False, Reason.POLICY_DENIED, msg, progressing=False, degraded=True),
+                cond(ConditionType.POLICY_ADMITTED, False, Reason.POLICY_DENIED, msg),
+            ],
+        )
         return Result(phase=DatasetPhase.PENDING)
-    admitted = cond(ConditionType.POLICY_ADMITTED, True, Reason.SUCCEEDED,
-                    f"admitted by {', '.join(p['metadata']['name'] for p in policies)}" if policies else
-                    "no LLMPolicy governs this dataset")
+    admitted = cond(
+        ConditionType.POLICY_ADMITTED,
+        True,
+        Reason.SUCCEEDED,
+        f"admitted by {', '.join(p['metadata']['name'] for p in policies)}"
+        if policies
+        else "no LLMPolicy governs this dataset",
+    )
 
     if status.get("observedGeneration") == meta.get("generation") and status.get("phase") in (
-            DatasetPhase.READY, DatasetPhase.FAILED):
+        DatasetPhase.READY,
+        DatasetPhase.FAILED,
+    ):
         # Terminal for this generation: results are final until the spec changes.
-        await commit(ctx, obj, _keep(status), [*_conditions_of(status), admitted], message=status.get("message"))
+        await commit(
+            ctx, obj, _keep(status), [*_conditions_of(status), admitted], message=status.get("message")
+        )
         return Result(phase=status.get("phase"))
 
     pvc = build.build_pvc(obj, spec, ctx.settings)
@@ -122,14 +166,26 @@ async def reconcile(ctx: Context, obj: Obj) -> Result:
         await _delete_superseded(ctx, obj, keep=job_name)
     view = jobs.view(job)
     base = {"startTime": view.start_time}
-    if view.state in (jobs.JobState.PENDING, jobs.JobState.RUNNING, jobs.JobState.SUSPENDED, jobs.JobState.MISSING):
-        reason = Reason.VALIDATION_RUNNING if view.state == jobs.JobState.RUNNING else Reason.VALIDATION_PENDING
+    if view.state in (
+        jobs.JobState.PENDING,
+        jobs.JobState.RUNNING,
+        jobs.JobState.SUSPENDED,
+        jobs.JobState.MISSING,
+    ):
+        reason: str = (
+            Reason.VALIDATION_RUNNING if view.state == jobs.JobState.RUNNING else Reason.VALIDATION_PENDING
+        )
         msg = f"validation Job {job_name} is {view.state.lower()}"
-        await commit(ctx, obj, {**_keep_results(status), **base, "phase": DatasetPhase.VALIDATING}, [
-            *standard(False, reason, msg, progressing=True),
-            cond(ConditionType.VALIDATED, False, reason, msg),
-            admitted,
-        ])
+        await commit(
+            ctx,
+            obj,
+            {**_keep_results(status), **base, "phase": DatasetPhase.VALIDATING},
+            [
+                *standard(False, reason, msg, progressing=True),
+                cond(ConditionType.VALIDATED, False, reason, msg),
+                admitted,
+            ],
+        )
         return Result(phase=DatasetPhase.VALIDATING)
 
     pods = await ctx.kube.list("v1", "Pod", ns, labels={"batch.kubernetes.io/job-name": job_name})
@@ -148,29 +204,43 @@ async def reconcile(ctx: Context, obj: Obj) -> Result:
     if view.state == jobs.JobState.SUCCEEDED and summary is not None and summary.get("passed"):
         msg = f"validated version {fields.get('version')}: {len(fields.get('gates') or [])} gates passed"
         phase = DatasetPhase.READY
-        conds = [*standard(True, Reason.SUCCEEDED, msg, progressing=False),
-                 cond(ConditionType.VALIDATED, True, Reason.SUCCEEDED, msg),
-                 cond(ConditionType.GATES_PASSED, True, Reason.SUCCEEDED, msg)]
+        conds = [
+            *standard(True, Reason.SUCCEEDED, msg, progressing=False),
+            cond(ConditionType.VALIDATED, True, Reason.SUCCEEDED, msg),
+            cond(ConditionType.GATES_PASSED, True, Reason.SUCCEEDED, msg),
+        ]
     else:
         phase = DatasetPhase.FAILED
         reason, msg = _failure(view, term, summary, parse_error, job_name)
         gates_failed = bool(summary and any(not g.get("passed") for g in summary.get("gates") or []))
-        conds = [*standard(False, reason, msg, progressing=False, degraded=True),
-                 cond(ConditionType.VALIDATED, summary is not None, reason, msg),
-                 cond(ConditionType.GATES_PASSED, False if summary is not None else None,
-                      Reason.GATE_FAILED if gates_failed else reason, msg)]
+        conds = [
+            *standard(False, reason, msg, progressing=False, degraded=True),
+            cond(ConditionType.VALIDATED, summary is not None, reason, msg),
+            cond(
+                ConditionType.GATES_PASSED,
+                False if summary is not None else None,
+                Reason.GATE_FAILED if gates_failed else reason,
+                msg,
+            ),
+        ]
     fields["phase"] = phase
     await commit(ctx, obj, fields, [*conds, admitted])
     return Result(phase=phase)
 
 
-def _failure(view: jobs.JobView, term: jobs.Termination | None, summary: contract.Summary | None,
-             parse_error: str, job_name: str) -> tuple[str, str]:
+def _failure(
+    view: jobs.JobView,
+    term: jobs.Termination | None,
+    summary: contract.Summary | None,
+    parse_error: str,
+    job_name: str,
+) -> tuple[str, str]:
     if summary is not None:
         failed = [g for g in summary.get("gates") or [] if not g.get("passed")]
         if failed:
-            names = ", ".join(f"{g.get('name')} (value {g.get('value')}, threshold {g.get('threshold')})"
-                              for g in failed)
+            names = ", ".join(
+                f"{g.get('name')} (value {g.get('value')}, threshold {g.get('threshold')})" for g in failed
+            )
             return Reason.GATE_FAILED, f"quality gates failed: {names}; fix the data or the thresholds"
         reason_text = summary.get("reason") or "the worker reported failure"
         code = term.exit_code if term else contract.EXIT_INTERNAL
@@ -179,21 +249,35 @@ def _failure(view: jobs.JobView, term: jobs.Termination | None, summary: contrac
         reason = _EXIT_REASON.get(term.exit_code, Reason.VALIDATION_FAILED)
         detail = term.message[:500] if term.message else term.reason
         return reason, f"validation Job {job_name} failed (exit {term.exit_code}): {detail}" + (
-            f" [{parse_error}]" if parse_error else "")
+            f" [{parse_error}]" if parse_error else ""
+        )
     if view.failure_reason == "DeadlineExceeded":
         return Reason.DEADLINE_EXCEEDED, f"validation Job {job_name} exceeded its deadline"
-    return Reason.VALIDATION_FAILED, (f"validation Job {job_name} {view.state.lower()} without a readable summary"
-                                      f" ({view.failure_reason or parse_error or 'no termination message'})")
+    return Reason.VALIDATION_FAILED, (
+        f"validation Job {job_name} {view.state.lower()} without a readable summary"
+        f" ({view.failure_reason or parse_error or 'no termination message'})"
+    )
 
 
 async def _delete_superseded(ctx: Context, obj: Obj, keep: str) -> None:
     ns, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
-    for job in await ctx.kube.list("batch/v1", "Job", ns, labels={LABEL_OWNER_KIND: DATASET, LABEL_OWNER_NAME: name}):
+    for job in await ctx.kube.list(
+        "batch/v1", "Job", ns, labels={LABEL_OWNER_KIND: DATASET, LABEL_OWNER_NAME: name}
+    ):
         if job["metadata"]["name"] != keep:
             await ctx.kube.delete("batch/v1", "Job", job["metadata"]["name"], ns)
 
 
-_RESULT_FIELDS = ("version", "records", "stats", "gates", "artifact", "sourceDigest", "startTime", "completionTime")
+_RESULT_FIELDS = (
+    "version",
+    "records",
+    "stats",
+    "gates",
+    "artifact",
+    "sourceDigest",
+    "startTime",
+    "completionTime",
+)
 
 
 def _keep(status: Obj) -> Obj:
@@ -206,5 +290,8 @@ def _keep_results(status: Obj) -> Obj:
 
 
 def _conditions_of(status: Obj) -> list[Cond]:
-    return [Cond(c["type"], c["status"], c.get("reason", ""), c.get("message", ""))
-            for c in status.get("conditions") or [] if c.get("type") != ConditionType.POLICY_ADMITTED]
+    return [
+        Cond(c["type"], c["status"], c.get("reason", ""), c.get("message", ""))
+        for c in status.get("conditions") or []
+        if c.get("type") != ConditionType.POLICY_ADMITTED
+    ]

@@ -44,26 +44,33 @@ def parse_spec(obj: Obj) -> LLMDeploymentSpec:
 def _training_model(ctx: Context, ns: str, name: str, need_eval: bool) -> tuple[Obj | None, Blocked | None]:
     tj = ctx.store.get(TRAINING, ns, name)
     if tj is None:
-        return None, Blocked(Reason.TRAINING_JOB_NOT_FOUND,
-                             f"LLMTrainingJob {name!r} does not exist in this namespace")
+        return None, Blocked(
+            Reason.TRAINING_JOB_NOT_FOUND, f"LLMTrainingJob {name!r} does not exist in this namespace"
+        )
     st = tj.get("status") or {}
     phase = st.get("phase")
     if phase == TrainingPhase.FAILED:
-        return None, Blocked(Reason.TRAINING_JOB_FAILED,
-                             f"LLMTrainingJob {name!r} failed: {st.get('message') or 'see its conditions'}; "
-                             "fix it and re-run it (or point model at another job or uri)")
+        return None, Blocked(
+            Reason.TRAINING_JOB_FAILED,
+            f"LLMTrainingJob {name!r} failed: {st.get('message') or 'see its conditions'}; "
+            "fix it and re-run it (or point model at another job or uri)",
+        )
     if phase != TrainingPhase.SUCCEEDED or not (st.get("model") or {}).get("uri"):
-        return None, Blocked(Reason.TRAINING_JOB_NOT_SUCCEEDED,
-                             f"LLMTrainingJob {name!r} has not succeeded yet (phase {phase or 'Pending'})")
+        return None, Blocked(
+            Reason.TRAINING_JOB_NOT_SUCCEEDED,
+            f"LLMTrainingJob {name!r} has not succeeded yet (phase {phase or 'Pending'})",
+        )
     if need_eval and (st.get("evaluation") or {}).get("passed") is not True:
-        return None, Blocked(Reason.EVALUATION_NOT_PASSED,
-                             f"the policy requires evaluation to pass and LLMTrainingJob {name!r} has no passed "
-                             "evaluation")
+        return None, Blocked(
+            Reason.EVALUATION_NOT_PASSED,
+            f"the policy requires evaluation to pass and LLMTrainingJob {name!r} has no passed evaluation",
+        )
     return tj, None
 
 
-def resolve_model(ctx: Context, obj: Obj, spec: LLMDeploymentSpec, need_eval: bool
-                  ) -> tuple[serving.ResolvedModel | None, Obj, Blocked | None]:
+def resolve_model(
+    ctx: Context, obj: Obj, spec: LLMDeploymentSpec, need_eval: bool
+) -> tuple[serving.ResolvedModel | None, Obj, Blocked | None]:
     """The model to serve and its lineage, or why it cannot be served yet."""
     ns = obj["metadata"]["namespace"]
     served = spec.model.served_model_name or obj["metadata"]["name"]
@@ -87,20 +94,41 @@ def resolve_model(ctx: Context, obj: Obj, spec: LLMDeploymentSpec, need_eval: bo
         st = tj["status"]
         model = st["model"]
         tlin = st.get("lineage") or {}
-        lineage = {"trainingJob": tj_name, "datasetVersion": tlin.get("datasetVersion"),
-                   "baseModel": tlin.get("baseModel") or (tj.get("spec") or {}).get("baseModel", {}).get("uri")}
+        lineage = {
+            "trainingJob": tj_name,
+            "datasetVersion": tlin.get("datasetVersion"),
+            "baseModel": tlin.get("baseModel") or (tj.get("spec") or {}).get("baseModel", {}).get("uri"),
+        }
         if model.get("format") == "adapter":
             base = (tj.get("spec") or {}).get("baseModel") or {}
             adapters[served] = model["uri"]
-            return serving.ResolvedModel(uri=base.get("uri", ""), served_name=f"{served}-base",
-                                         digest=model.get("digest"), adapters=adapters,
-                                         revision=base.get("revision")), lineage, None
-        return serving.ResolvedModel(uri=model["uri"], served_name=served, digest=model.get("digest"),
-                                     adapters=adapters), lineage, None
+            return (
+                serving.ResolvedModel(
+                    uri=base.get("uri", ""),
+                    served_name=f"{served}-base",
+                    digest=model.get("digest"),
+                    adapters=adapters,
+                    revision=base.get("revision"),
+                ),
+                lineage,
+                None,
+            )
+        return (
+            serving.ResolvedModel(
+                uri=model["uri"], served_name=served, digest=model.get("digest"), adapters=adapters
+            ),
+            lineage,
+            None,
+        )
     assert spec.model.uri is not None
     lineage = {"baseModel": spec.model.uri}
-    return serving.ResolvedModel(uri=spec.model.uri, served_name=served, adapters=adapters,
-                                 revision=spec.model.revision), lineage, None
+    return (
+        serving.ResolvedModel(
+            uri=spec.model.uri, served_name=served, adapters=adapters, revision=spec.model.revision
+        ),
+        lineage,
+        None,
+    )
 
 
 async def _check_claims(ctx: Context, ns: str, model: serving.ResolvedModel) -> Blocked | None:
@@ -112,9 +140,12 @@ async def _check_claims(ctx: Context, ns: str, model: serving.ResolvedModel) -> 
             except ValueError as exc:
                 return Blocked(Reason.INVALID_SPEC, str(exc))
             if await ctx.kube.get("v1", "PersistentVolumeClaim", claim, ns) is None:
-                return Blocked(Reason.SOURCE_UNAVAILABLE,
-                               f"model uri {uri}: PersistentVolumeClaim {claim!r} does not exist in namespace "
-                               f"{ns}; create it or fix the uri", poll=True)
+                return Blocked(
+                    Reason.SOURCE_UNAVAILABLE,
+                    f"model uri {uri}: PersistentVolumeClaim {claim!r} does not exist in namespace "
+                    f"{ns}; create it or fix the uri",
+                    poll=True,
+                )
     return None
 
 
@@ -125,8 +156,12 @@ async def reconcile(ctx: Context, obj: Obj) -> Result:
     try:
         spec = parse_spec(obj)
     except InvalidObject as exc:
-        await commit(ctx, obj, {"phase": DeploymentPhase.FAILED},
-                     standard(False, Reason.INVALID_SPEC, f"spec is invalid: {exc}", progressing=False, degraded=True))
+        await commit(
+            ctx,
+            obj,
+            {"phase": DeploymentPhase.FAILED},
+            standard(False, Reason.INVALID_SPEC, f"spec is invalid: {exc}", progressing=False, degraded=True),
+        )
         return Result(phase=DeploymentPhase.FAILED)
 
     policies, missing_ref = admission.governing_policies(ctx.store, obj)
@@ -134,23 +169,33 @@ async def reconcile(ctx: Context, obj: Obj) -> Result:
     policy = policies[0] if policies else None
     blocked: Blocked | None = None
     if missing_ref:
-        blocked = Blocked(Reason.POLICY_NOT_FOUND, f"policyRef names LLMPolicy {missing_ref!r}, which does not exist")
+        blocked = Blocked(
+            Reason.POLICY_NOT_FOUND, f"policyRef names LLMPolicy {missing_ref!r}, which does not exist"
+        )
         admitted = cond(ConditionType.POLICY_ADMITTED, False, Reason.POLICY_NOT_FOUND, blocked.message)
     elif violations:
         msg = "; ".join(map(str, violations))
         blocked = Blocked(Reason.POLICY_DENIED, msg)
         admitted = cond(ConditionType.POLICY_ADMITTED, False, Reason.POLICY_DENIED, msg)
     else:
-        admitted = cond(ConditionType.POLICY_ADMITTED, True, Reason.SUCCEEDED,
-                        f"admitted by LLMPolicy {policy['metadata']['name']}" if policy else
-                        "no LLMPolicy governs this deployment")
+        admitted = cond(
+            ConditionType.POLICY_ADMITTED,
+            True,
+            Reason.SUCCEEDED,
+            f"admitted by LLMPolicy {policy['metadata']['name']}"
+            if policy
+            else "no LLMPolicy governs this deployment",
+        )
 
     model, lineage, dep_blocked = resolve_model(ctx, obj, spec, admission.requires_evaluation(policies))
     if dep_blocked is None and model is not None:
         dep_blocked = await _check_claims(ctx, ns, model)
-    deps = cond(ConditionType.DEPENDENCIES_READY, dep_blocked is None,
-                dep_blocked.reason if dep_blocked else Reason.SUCCEEDED,
-                dep_blocked.message if dep_blocked else "the model is available")
+    deps = cond(
+        ConditionType.DEPENDENCIES_READY,
+        dep_blocked is None,
+        dep_blocked.reason if dep_blocked else Reason.SUCCEEDED,
+        dep_blocked.message if dep_blocked else "the model is available",
+    )
     blocked = blocked or dep_blocked
 
     policy_spec: LLMPolicySpec | None = None
@@ -161,11 +206,17 @@ async def reconcile(ctx: Context, obj: Obj) -> Result:
             policy_spec = None
     desired_digest: str | None = None
     if blocked is None and model is not None:
-        doc = guard_config.render(policy["metadata"]["name"] if policy_spec and policy else None, policy_spec,
-                                  spec.model.served_model_name or name)
+        doc = guard_config.render(
+            policy["metadata"]["name"] if policy_spec and policy else None,
+            policy_spec,
+            spec.model.served_model_name or name,
+        )
         desired_digest = guard_config.config_digest(doc)
-        secret = policy_spec.request.auth.api_keys_secret_ref.name if (
-            policy_spec and policy_spec.request.auth and policy_spec.request.auth.api_keys_secret_ref) else None
+        secret = (
+            policy_spec.request.auth.api_keys_secret_ref.name
+            if (policy_spec and policy_spec.request.auth and policy_spec.request.auth.api_keys_secret_ref)
+            else None
+        )
         children = [
             serving.build_config_map(obj, doc),
             serving.build_deployment(obj, spec, model, doc, ctx.settings, api_keys_secret=secret),
@@ -176,9 +227,12 @@ async def reconcile(ctx: Context, obj: Obj) -> Result:
             ("policy/v1", "PodDisruptionBudget"): serving.build_pdb(obj) if serving.wants_pdb(spec) else None,
             ("autoscaling/v2", "HorizontalPodAutoscaler"): None,
             ("keda.sh/v1alpha1", "ScaledObject"): None,
-            ("monitoring.coreos.com/v1", "ServiceMonitor"): serving.build_service_monitor(obj, spec, ctx.caps),
-            ("v1", "Service#metrics"): serving.build_metrics_service(obj) if serving.build_service_monitor(
-                obj, spec, ctx.caps) else None,
+            ("monitoring.coreos.com/v1", "ServiceMonitor"): serving.build_service_monitor(
+                obj, spec, ctx.caps
+            ),
+            ("v1", "Service#metrics"): serving.build_metrics_service(obj)
+            if serving.build_service_monitor(obj, spec, ctx.caps)
+            else None,
         }
         scaler = serving.build_autoscaler(obj, spec, ctx.caps)
         if scaler is not None:
@@ -187,14 +241,23 @@ async def reconcile(ctx: Context, obj: Obj) -> Result:
         if ctx.applied.get(meta["uid"]) != fingerprint:
             applied = await ctx.kube.gather(*children, *(m for m in optional.values() if m is not None))
             # Only a spec change (generation > 1) can leave an optional child behind that is no longer wanted.
-            stale = [(k, m) for k, m in optional.items() if m is None] if meta.get("generation", 1) > 1 else []
+            stale = (
+                [(k, m) for k, m in optional.items() if m is None] if meta.get("generation", 1) > 1 else []
+            )
             for (api_version, kind), manifest in stale:
-                if manifest is None and (kind != "ScaledObject" or ctx.caps.keda) and (
-                        kind != "ServiceMonitor" or ctx.caps.service_monitor):
-                    child = serving.metrics_service_name(obj) if kind == "Service#metrics" else serving.deployment_name(obj)
+                if (
+                    manifest is None
+                    and (kind != "ScaledObject" or ctx.caps.keda)
+                    and (kind != "ServiceMonitor" or ctx.caps.service_monitor)
+                ):
+                    child = (
+                        serving.metrics_service_name(obj)
+                        if kind == "Service#metrics"
+                        else serving.deployment_name(obj)
+                    )
                     await ctx.kube.delete(api_version, kind.split("#")[0], child, ns)
             ctx.applied[meta["uid"]] = fingerprint
-            deployment = applied[1]
+            deployment: Obj | None = applied[1]
         else:
             deployment = await ctx.kube.get("apps/v1", "Deployment", serving.deployment_name(obj), ns)
     else:
@@ -216,13 +279,28 @@ async def reconcile(ctx: Context, obj: Obj) -> Result:
         "policy": status.get("policy"),
     }
     if model is not None and blocked is None:
-        fields["model"] = {k: v for k, v in {"uri": model.uri, "digest": model.digest,
-                                             "servedName": spec.model.served_model_name or name}.items() if v}
+        fields["model"] = {
+            k: v
+            for k, v in {
+                "uri": model.uri,
+                "digest": model.digest,
+                "servedName": spec.model.served_model_name or name,
+            }.items()
+            if v
+        }
         fields["lineage"] = {k: v for k, v in lineage.items() if v} or None
     applied_digest = (rollout.template_annotations or {}).get(ANNOTATION_CONFIG_DIGEST) if rollout else None
-    if rollout is not None and rollout.complete and applied_digest is not None and applied_digest == desired_digest:
-        fields["policy"] = {"name": policy["metadata"]["name"], "digest": guard_config.policy_digest(policy_spec)} if (
-            policy is not None and policy_spec is not None) else None
+    if (
+        rollout is not None
+        and rollout.complete
+        and applied_digest is not None
+        and applied_digest == desired_digest
+    ):
+        fields["policy"] = (
+            {"name": policy["metadata"]["name"], "digest": guard_config.policy_digest(policy_spec)}
+            if (policy is not None and policy_spec is not None)
+            else None
+        )
 
     conds, phase, requeue = _conditions(rollout, blocked, deployment is None, ctx.poll_seconds)
     fields["phase"] = phase
@@ -232,34 +310,82 @@ async def reconcile(ctx: Context, obj: Obj) -> Result:
     return Result(requeue_after=requeue, phase=phase)
 
 
-def _conditions(rollout: deployments.RolloutView | None, blocked: Blocked | None, missing: bool, poll: float
-                ) -> tuple[list[Cond], str, float | None]:
+def _conditions(
+    rollout: deployments.RolloutView | None, blocked: Blocked | None, missing: bool, poll: float
+) -> tuple[list[Cond], str, float | None]:
     if rollout is None:
         assert blocked is not None or missing
         if blocked is None:
-            return standard(False, Reason.RECONCILING, "creating the serving Deployment", progressing=True), \
-                DeploymentPhase.PENDING, None
+            return (
+                standard(False, Reason.RECONCILING, "creating the serving Deployment", progressing=True),
+                DeploymentPhase.PENDING,
+                None,
+            )
         permanent = blocked.reason in (Reason.TRAINING_JOB_FAILED, Reason.POLICY_DENIED, Reason.INVALID_SPEC)
-        return (standard(False, blocked.reason, blocked.message, progressing=False, degraded=permanent),
-                DeploymentPhase.FAILED if permanent else DeploymentPhase.WAITING, None)
+        return (
+            standard(False, blocked.reason, blocked.message, progressing=False, degraded=permanent),
+            DeploymentPhase.FAILED if permanent else DeploymentPhase.WAITING,
+            None,
+        )
     # An endpoint exists: report the rollout; a blocked next rollout is reported as Degraded, not a teardown.
     block_msg = f"; the next rollout is blocked: {blocked.message}" if blocked else ""
     if rollout.stuck_reason:
         msg = rollout.stuck_message + block_msg
-        return standard(False, rollout.stuck_reason, msg, progressing=not rollout.rolled_out, degraded=True), \
-            DeploymentPhase.DEGRADED, poll
+        return (
+            standard(False, rollout.stuck_reason, msg, progressing=not rollout.rolled_out, degraded=True),
+            DeploymentPhase.DEGRADED,
+            poll,
+        )
     if rollout.desired == 0:
-        return standard(False, Reason.SCALED_TO_ZERO, "scaled to zero replicas" + block_msg, progressing=False,
-                        degraded=blocked is not None), DeploymentPhase.READY, None
+        return (
+            standard(
+                False,
+                Reason.SCALED_TO_ZERO,
+                "scaled to zero replicas" + block_msg,
+                progressing=False,
+                degraded=blocked is not None,
+            ),
+            DeploymentPhase.READY,
+            None,
+        )
     if rollout.complete:
         if blocked is not None:
-            return standard(False, blocked.reason, f"{rollout.ready}/{rollout.desired} replicas serve the previous "
-                            f"configuration{block_msg}", progressing=False, degraded=True), DeploymentPhase.DEGRADED, None
-        return standard(True, Reason.AVAILABLE, f"{rollout.ready}/{rollout.desired} replicas ready",
-                        progressing=False), DeploymentPhase.READY, None
+            return (
+                standard(
+                    False,
+                    blocked.reason,
+                    f"{rollout.ready}/{rollout.desired} replicas serve the previous configuration{block_msg}",
+                    progressing=False,
+                    degraded=True,
+                ),
+                DeploymentPhase.DEGRADED,
+                None,
+            )
+        return (
+            standard(
+                True, Reason.AVAILABLE, f"{rollout.ready}/{rollout.desired} replicas ready", progressing=False
+            ),
+            DeploymentPhase.READY,
+            None,
+        )
     if rollout.rolled_out:
         msg = f"{rollout.available}/{rollout.desired} replicas available" + block_msg
-        return standard(False, Reason.MINIMUM_REPLICAS_UNAVAILABLE, msg, progressing=True,
-                        degraded=rollout.available > 0), DeploymentPhase.PROGRESSING, poll
-    msg = f"rolling out: {rollout.updated}/{rollout.desired} updated, {rollout.available} available" + block_msg
-    return standard(False, Reason.ROLLOUT_IN_PROGRESS, msg, progressing=True), DeploymentPhase.PROGRESSING, poll
+        return (
+            standard(
+                False,
+                Reason.MINIMUM_REPLICAS_UNAVAILABLE,
+                msg,
+                progressing=True,
+                degraded=rollout.available > 0,
+            ),
+            DeploymentPhase.PROGRESSING,
+            poll,
+        )
+    msg = (
+        f"rolling out: {rollout.updated}/{rollout.desired} updated, {rollout.available} available" + block_msg
+    )
+    return (
+        standard(False, Reason.ROLLOUT_IN_PROGRESS, msg, progressing=True),
+        DeploymentPhase.PROGRESSING,
+        poll,
+    )

@@ -43,17 +43,30 @@ async def reconcile(ctx: Context, obj: Obj) -> Result:
     except (ValueError, re.error) as exc:
         reason = Reason.INVALID_PATTERN if "blockedPatterns" in str(exc) else Reason.INVALID_SPEC
         msg = f"the policy is invalid and enforces nothing: {exc}"
-        await commit(ctx, obj, {"phase": PolicyPhase.INVALID}, [
-            *standard(False, reason, msg, progressing=False, degraded=True),
-            cond(ConditionType.VALID, False, reason, msg)])
+        await commit(
+            ctx,
+            obj,
+            {"phase": PolicyPhase.INVALID},
+            [
+                *standard(False, reason, msg, progressing=False, degraded=True),
+                cond(ConditionType.VALID, False, reason, msg),
+            ],
+        )
         return Result(phase=PolicyPhase.INVALID)
     objs = governed(ctx, obj)
     msg = f"enforced on {len(objs)} object(s)"
-    await commit(ctx, obj, {
-        "phase": PolicyPhase.READY,
-        "digest": policy_digest(spec),
-        "enforcedOn": objs[:MAX_LISTED],
-        "enforcedCount": len(objs),
-    }, [*standard(True, Reason.ENFORCED, msg, progressing=False),
-        cond(ConditionType.VALID, True, Reason.ENFORCED, "the policy compiled")])
+    await commit(
+        ctx,
+        obj,
+        {
+            "phase": PolicyPhase.READY,
+            "digest": policy_digest(spec),
+            "enforcedOn": objs[:MAX_LISTED],
+            "enforcedCount": len(objs),
+        },
+        [
+            *standard(True, Reason.ENFORCED, msg, progressing=False),
+            cond(ConditionType.VALID, True, Reason.ENFORCED, "the policy compiled"),
+        ],
+    )
     return Result(phase=PolicyPhase.READY)

@@ -27,6 +27,7 @@ class Rejected(Exception):
 
 def progress_patch(report: Obj) -> Obj:
     """Validate the trainer's JSON and map it onto the Progress status shape."""
+
     def num(key: str) -> float | None:
         v = report.get(key)
         if v is None:

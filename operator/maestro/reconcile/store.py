@@ -6,10 +6,12 @@ the dependency lookups below decide which objects to requeue when another one ch
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Iterator
 from typing import Any
 
 Obj = dict[str, Any]
+ObjList = list[Obj]
 
 DATASET, TRAINING, DEPLOYMENT, POLICY = "LLMDataset", "LLMTrainingJob", "LLMDeployment", "LLMPolicy"
 KINDS = (DATASET, TRAINING, DEPLOYMENT, POLICY)
@@ -43,7 +45,7 @@ class Store:
     def get(self, kind: str, namespace: str, name: str) -> Obj | None:
         return self._objs.get(kind, {}).get(namespace, {}).get(name)
 
-    def list(self, kind: str, namespace: str | None = None) -> list[Obj]:
+    def list(self, kind: str, namespace: str | None = None) -> ObjList:
         by_ns = self._objs.get(kind, {})
         if namespace is not None:
             return list(by_ns.get(namespace, {}).values())
@@ -57,9 +59,9 @@ class Store:
             yield from self.list(kind)
 
     # -- dependency lookups --------------------------------------------------------------------
-    def dependents(self, kind: str, namespace: str, name: str) -> list[tuple[str, str, str]]:
+    def dependents(self, kind: str, namespace: str, name: str) -> builtins.list[tuple[str, str, str]]:
         """Objects whose reconcile reads `kind/name` (they must run again when it changes)."""
-        out: list[tuple[str, str, str]] = []
+        out: builtins.list[tuple[str, str, str]] = []
         if kind == DATASET:
             for tj in self.list(TRAINING, namespace):
                 if ((tj.get("spec") or {}).get("datasetRef") or {}).get("name") == name:
@@ -68,7 +70,9 @@ class Store:
             for dep in self.list(DEPLOYMENT, namespace):
                 spec = dep.get("spec") or {}
                 refs = [((spec.get("model") or {}).get("trainingJobRef") or {}).get("name")]
-                refs += [((a or {}).get("trainingJobRef") or {}).get("name") for a in spec.get("adapters") or []]
+                refs += [
+                    ((a or {}).get("trainingJobRef") or {}).get("name") for a in spec.get("adapters") or []
+                ]
                 if name in refs:
                     out.append((DEPLOYMENT, namespace, dep["metadata"]["name"]))
         elif kind == POLICY:
@@ -76,6 +80,6 @@ class Store:
                 out += [(k, namespace, o["metadata"]["name"]) for o in self.list(k, namespace)]
         return out
 
-    def policies_for(self, kind: str, namespace: str, name: str) -> list[tuple[str, str, str]]:
+    def policies_for(self, kind: str, namespace: str, name: str) -> builtins.list[tuple[str, str, str]]:
         """The policies of a namespace (their enforcedOn lists may change when `kind/name` does)."""
         return [(POLICY, namespace, p["metadata"]["name"]) for p in self.list(POLICY, namespace)]

@@ -65,18 +65,31 @@ async def reconcile(ctx: Context, obj: Obj) -> Result:
     meta = obj["metadata"]
     ns = meta["namespace"]
     status: Obj = obj.get("status") or {}
-    kept = {k: status[k] for k in ("progress", "model", "evaluation", "lineage", "jobName", "startTime",
-                                   "completionTime") if status.get(k) is not None}
+    kept = {
+        k: status[k]
+        for k in ("progress", "model", "evaluation", "lineage", "jobName", "startTime", "completionTime")
+        if status.get(k) is not None
+    }
     try:
         spec = parse_spec(obj)
     except InvalidObject as exc:
-        await commit(ctx, obj, {**kept, "phase": TrainingPhase.FAILED},
-                     standard(False, Reason.INVALID_SPEC, f"spec is invalid: {exc}", progressing=False, degraded=True))
+        await commit(
+            ctx,
+            obj,
+            {**kept, "phase": TrainingPhase.FAILED},
+            standard(False, Reason.INVALID_SPEC, f"spec is invalid: {exc}", progressing=False, degraded=True),
+        )
         return Result(phase=TrainingPhase.FAILED)
 
     name = build.job_name(obj, spec)
     if status.get("phase") in TERMINAL and status.get("jobName") == name:
-        await commit(ctx, obj, {**kept, "phase": status["phase"]}, _conditions_of(status), message=status.get("message"))
+        await commit(
+            ctx,
+            obj,
+            {**kept, "phase": status["phase"]},
+            _conditions_of(status),
+            message=status.get("message"),
+        )
         return Result(phase=status["phase"])
 
     job = await ctx.kube.get("batch/v1", "Job", name, ns)
@@ -86,23 +99,44 @@ async def reconcile(ctx: Context, obj: Obj) -> Result:
     ds = ctx.store.get(DATASET, ns, ds_name)
     policies, _ = admission.governing_policies(ctx.store, obj)
     violations = admission.check(obj, policies, ctx.store)
-    admitted = cond(ConditionType.POLICY_ADMITTED, not violations,
-                    Reason.POLICY_DENIED if violations else Reason.SUCCEEDED,
-                    "; ".join(map(str, violations)) if violations else (
-                        f"admitted by {', '.join(p['metadata']['name'] for p in policies)}" if policies
-                        else "no LLMPolicy governs this job"))
+    admitted = cond(
+        ConditionType.POLICY_ADMITTED,
+        not violations,
+        Reason.POLICY_DENIED if violations else Reason.SUCCEEDED,
+        "; ".join(map(str, violations))
+        if violations
+        else (
+            f"admitted by {', '.join(p['metadata']['name'] for p in policies)}"
+            if policies
+            else "no LLMPolicy governs this job"
+        ),
+    )
     ds_cond, ds_input = _dataset_condition(ds, ds_name, spec.dataset_ref.version)
     if job is None:
         if ds_input is None:
-            await commit(ctx, obj, {**kept, "phase": TrainingPhase.WAITING}, [
-                *standard(False, ds_cond.reason, ds_cond.message, progressing=False), ds_cond, admitted])
+            await commit(
+                ctx,
+                obj,
+                {**kept, "phase": TrainingPhase.WAITING},
+                [*standard(False, ds_cond.reason, ds_cond.message, progressing=False), ds_cond, admitted],
+            )
             return Result(phase=TrainingPhase.WAITING)
         if violations:
             msg = admitted.message
-            await commit(ctx, obj, {**kept, "phase": TrainingPhase.WAITING}, [
-                *standard(False, Reason.POLICY_DENIED, msg, progressing=False, degraded=True), ds_cond, admitted])
+            await commit(
+                ctx,
+                obj,
+                {**kept, "phase": TrainingPhase.WAITING},
+                [
+                    *standard(False, Reason.POLICY_DENIED, msg, progressing=False, degraded=True),
+                    ds_cond,
+                    admitted,
+                ],
+            )
             return Result(phase=TrainingPhase.WAITING)
-        children = [m for m in (build.build_pvc(obj, spec, ctx.settings), build.build_service(obj, spec)) if m]
+        children = [
+            m for m in (build.build_pvc(obj, spec, ctx.settings), build.build_service(obj, spec)) if m
+        ]
         for child in children:
             await ctx.kube.apply(child)
         manifest = build.build_job(obj, spec, ds_input, ctx.settings)
@@ -112,28 +146,56 @@ async def reconcile(ctx: Context, obj: Obj) -> Result:
     annotations = (job.get("metadata") or {}).get("annotations") or {}
     lineage = {
         "datasetVersion": annotations.get(build.ANNOTATION_DATASET_VERSION),
-        "baseModel": spec.base_model.uri + (f"@{spec.base_model.revision}" if spec.base_model.revision else ""),
+        "baseModel": spec.base_model.uri
+        + (f"@{spec.base_model.revision}" if spec.base_model.revision else ""),
         "image": annotations.get(build.ANNOTATION_IMAGE),
     }
     view = jobs.view(job)
-    fields: Obj = {**kept, "jobName": name, "lineage": {k: v for k, v in lineage.items() if v},
-                   "startTime": view.start_time or kept.get("startTime")}
+    fields: Obj = {
+        **kept,
+        "jobName": name,
+        "lineage": {k: v for k, v in lineage.items() if v},
+        "startTime": view.start_time or kept.get("startTime"),
+    }
     # A policy that appears after the job started blocks nothing retroactively, but says so.
-    policy_conds = [ds_cond if ds_input is not None else cond(DATASET_READY, True, Reason.SUCCEEDED,
-                                                              "the job started on a Ready dataset"), admitted]
+    policy_conds = [
+        ds_cond
+        if ds_input is not None
+        else cond(DATASET_READY, True, Reason.SUCCEEDED, "the job started on a Ready dataset"),
+        admitted,
+    ]
+    reason: str
     if view.state in (jobs.JobState.PENDING, jobs.JobState.RUNNING, jobs.JobState.SUSPENDED):
         phase, reason, msg = {
-            jobs.JobState.SUSPENDED: (TrainingPhase.QUEUED, Reason.QUEUED,
-                                      f"Job {name} waits in Kueue queue {spec.queue_name}"),
-            jobs.JobState.PENDING: (TrainingPhase.PENDING, Reason.WAITING_FOR_RESOURCES,
-                                    f"Job {name} waits for its pods to be scheduled and start"),
+            jobs.JobState.SUSPENDED: (
+                TrainingPhase.QUEUED,
+                Reason.QUEUED,
+                f"Job {name} waits in Kueue queue {spec.queue_name}",
+            ),
+            jobs.JobState.PENDING: (
+                TrainingPhase.PENDING,
+                Reason.WAITING_FOR_RESOURCES,
+                f"Job {name} waits for its pods to be scheduled and start",
+            ),
             jobs.JobState.RUNNING: (TrainingPhase.RUNNING, Reason.TRAINING, f"Job {name} is training"),
         }[view.state]
         degraded = bool(violations)
-        await commit(ctx, obj, {**fields, "phase": phase}, [
-            *standard(False, Reason.POLICY_DENIED if degraded else reason, admitted.message if degraded else msg,
-                      progressing=True, degraded=degraded),
-            cond(ConditionType.TRAINED, False, reason, msg), *policy_conds])
+        await commit(
+            ctx,
+            obj,
+            {**fields, "phase": phase},
+            [
+                *standard(
+                    False,
+                    Reason.POLICY_DENIED if degraded else reason,
+                    admitted.message if degraded else msg,
+                    progressing=True,
+                    degraded=degraded,
+                ),
+                cond(ConditionType.TRAINED, False, reason, msg),
+                *policy_conds,
+            ],
+        )
         return Result(phase=phase)
 
     pods = await ctx.kube.list("v1", "Pod", ns, labels={"batch.kubernetes.io/job-name": name})
@@ -149,22 +211,35 @@ async def reconcile(ctx: Context, obj: Obj) -> Result:
     if summary is not None:
         fields.update(_results(summary, spec, build.output_claim(obj, spec), fields["lineage"]))
     conds: list[Cond]
-    if view.state == jobs.JobState.SUCCEEDED and summary is not None and summary.get("passed") and summary.get("model"):
+    if (
+        view.state == jobs.JobState.SUCCEEDED
+        and summary is not None
+        and summary.get("passed")
+        and summary.get("model")
+    ):
         msg = f"trained {fields['model'].get('uri')} ({fields['model'].get('digest')})"
         phase = TrainingPhase.SUCCEEDED
         progress = dict(fields.get("progress") or {})
         progress.update({"percent": 100, "etaSeconds": 0})
         fields["progress"] = progress
-        conds = [*standard(True, Reason.SUCCEEDED, msg, progressing=False),
-                 cond(ConditionType.TRAINED, True, Reason.SUCCEEDED, msg),
-                 cond(ConditionType.EVALUATION_PASSED, True, Reason.SUCCEEDED, "every evaluation gate passed")]
+        conds = [
+            *standard(True, Reason.SUCCEEDED, msg, progressing=False),
+            cond(ConditionType.TRAINED, True, Reason.SUCCEEDED, msg),
+            cond(ConditionType.EVALUATION_PASSED, True, Reason.SUCCEEDED, "every evaluation gate passed"),
+        ]
     else:
         phase = TrainingPhase.FAILED
         reason, msg = _failure(view, term, summary, parse_error, name)
         trained = bool(summary and summary.get("model"))
-        conds = [*standard(False, reason, msg, progressing=False, degraded=True),
-                 cond(ConditionType.TRAINED, trained, Reason.SUCCEEDED if trained else reason,
-                      "the model was written" if trained else msg)]
+        conds = [
+            *standard(False, reason, msg, progressing=False, degraded=True),
+            cond(
+                ConditionType.TRAINED,
+                trained,
+                Reason.SUCCEEDED if trained else reason,
+                "the model was written" if trained else msg,
+            ),
+        ]
         if trained:
             conds.append(cond(ConditionType.EVALUATION_PASSED, False, reason, msg))
     await commit(ctx, obj, {**fields, "phase": phase}, [*conds, *policy_conds])
@@ -173,61 +248,102 @@ async def reconcile(ctx: Context, obj: Obj) -> Result:
 
 def _dataset_condition(ds: Obj | None, name: str, pin: str | None) -> tuple[Cond, build.DatasetInput | None]:
     if ds is None:
-        return cond(DATASET_READY, False, Reason.DATASET_NOT_FOUND,
-                    f"LLMDataset {name!r} does not exist in this namespace; create it (the job starts once "
-                    "it is Ready)"), None
+        return cond(
+            DATASET_READY,
+            False,
+            Reason.DATASET_NOT_FOUND,
+            f"LLMDataset {name!r} does not exist in this namespace; create it (the job starts once "
+            "it is Ready)",
+        ), None
     st = ds.get("status") or {}
     ready = st.get("phase") == DatasetPhase.READY and any(
-        c.get("type") == ConditionType.READY and c.get("status") == "True" for c in st.get("conditions") or [])
+        c.get("type") == ConditionType.READY and c.get("status") == "True" for c in st.get("conditions") or []
+    )
     if not ready:
         why = st.get("message") or f"phase {st.get('phase') or 'Pending'}"
-        return cond(DATASET_READY, False, Reason.DATASET_NOT_READY,
-                    f"LLMDataset {name!r} is not Ready: {why}"), None
+        return cond(
+            DATASET_READY, False, Reason.DATASET_NOT_READY, f"LLMDataset {name!r} is not Ready: {why}"
+        ), None
     if pin and st.get("version") != pin:
-        return cond(DATASET_READY, False, Reason.DATASET_VERSION_MISMATCH,
-                    f"LLMDataset {name!r} is at version {st.get('version')}, the job pins {pin}"), None
+        return cond(
+            DATASET_READY,
+            False,
+            Reason.DATASET_VERSION_MISMATCH,
+            f"LLMDataset {name!r} is at version {st.get('version')}, the job pins {pin}",
+        ), None
     inp, problem = dataset_input(ds)
     if inp is None:
         return cond(DATASET_READY, False, Reason.DATASET_NOT_READY, f"LLMDataset {name!r}: {problem}"), None
-    return cond(DATASET_READY, True, Reason.SUCCEEDED, f"LLMDataset {name!r} version {inp.version} is Ready"), inp
+    return cond(
+        DATASET_READY, True, Reason.SUCCEEDED, f"LLMDataset {name!r} version {inp.version} is Ready"
+    ), inp
 
 
 def _results(summary: contract.Summary, spec: LLMTrainingJobSpec, output_claim: str, lineage: Obj) -> Obj:
     out: Obj = {}
     model = summary.get("model")
     if model:
-        out["model"] = {"uri": model_uri(model["uri"], output_claim), "digest": model["digest"],
-                        "format": model_format(model["format"], spec.output.merge)}
+        out["model"] = {
+            "uri": model_uri(model["uri"], output_claim),
+            "digest": model["digest"],
+            "format": model_format(model["format"], spec.output.merge),
+        }
     ev = summary.get("evaluation")
     if ev is not None:
         bias = ev.get("bias") or {}
-        out["evaluation"] = {k: v for k, v in {
-            "evalLoss": ev.get("evalLoss"), "perplexity": ev.get("perplexity"), "passed": ev.get("passed"),
-            "bias": {k: v for k, v in {
-                "sentimentGap": bias.get("sentimentGap"), "refusalGap": bias.get("refusalGap"),
-                "lengthGapRatio": bias.get("lengthGapRatio"), "passed": bias.get("passed")}.items()
-                if v is not None} or None,
-        }.items() if v is not None}
+        out["evaluation"] = {
+            k: v
+            for k, v in {
+                "evalLoss": ev.get("evalLoss"),
+                "perplexity": ev.get("perplexity"),
+                "passed": ev.get("passed"),
+                "bias": {
+                    k: v
+                    for k, v in {
+                        "sentimentGap": bias.get("sentimentGap"),
+                        "refusalGap": bias.get("refusalGap"),
+                        "lengthGapRatio": bias.get("lengthGapRatio"),
+                        "passed": bias.get("passed"),
+                    }.items()
+                    if v is not None
+                }
+                or None,
+            }.items()
+            if v is not None
+        }
     metrics = summary.get("metrics")
     if metrics:
-        out["progress"] = {k: v for k, v in {
-            "step": metrics.get("steps"), "totalSteps": metrics.get("steps"), "loss": metrics.get("trainLoss"),
-            "tokensPerSecond": metrics.get("tokensPerSecond"), "epoch": metrics.get("epochs")}.items()
-            if v is not None}
+        out["progress"] = {
+            k: v
+            for k, v in {
+                "step": metrics.get("steps"),
+                "totalSteps": metrics.get("steps"),
+                "loss": metrics.get("trainLoss"),
+                "tokensPerSecond": metrics.get("tokensPerSecond"),
+                "epoch": metrics.get("epochs"),
+            }.items()
+            if v is not None
+        }
     lin = summary.get("lineage")
     if lin:
         out["lineage"] = {**lineage, **{k: v for k, v in lin.items() if v}}
     return out
 
 
-def _failure(view: jobs.JobView, term: jobs.Termination | None, summary: contract.Summary | None,
-             parse_error: str, job: str) -> tuple[str, str]:
+def _failure(
+    view: jobs.JobView,
+    term: jobs.Termination | None,
+    summary: contract.Summary | None,
+    parse_error: str,
+    job: str,
+) -> tuple[str, str]:
     if view.state == jobs.JobState.SUCCEEDED:
         detail = parse_error or ("the summary has no model" if summary else "no termination message")
         return Reason.TRAINING_FAILED, f"Job {job} completed but its result is unusable: {detail}"
     if view.failure_reason == "DeadlineExceeded":
-        return Reason.DEADLINE_EXCEEDED, (f"Job {job} ran longer than activeDeadlineSeconds; raise it or reduce "
-                                          "the work (maxSteps, epochs)")
+        return Reason.DEADLINE_EXCEEDED, (
+            f"Job {job} ran longer than activeDeadlineSeconds; raise it or reduce the work (maxSteps, epochs)"
+        )
     code = term.exit_code if term else -1
     text = ""
     if summary is not None:
@@ -235,24 +351,38 @@ def _failure(view: jobs.JobView, term: jobs.Termination | None, summary: contrac
     elif term is not None:
         text = term.message[:500] or term.reason
     if code == contract.EXIT_EVAL_FAILED:
-        ev = (summary or {}).get("evaluation") or {}
+        raw: Any = summary or {}
+        ev: dict[str, Any] = dict(raw.get("evaluation") or {})
         bias_failed = (ev.get("bias") or {}).get("passed") is False
         failures = "; ".join(ev.get("failures") or []) or text
-        return (Reason.BIAS_GATE_FAILED if bias_failed else Reason.EVALUATION_FAILED,
-                f"evaluation gates failed: {failures}")
+        return (
+            Reason.BIAS_GATE_FAILED if bias_failed else Reason.EVALUATION_FAILED,
+            f"evaluation gates failed: {failures}",
+        )
     if code == contract.EXIT_BAD_INPUT:
-        return Reason.TRAINING_FAILED, f"the trainer rejected its input (exit 2): {text}; fix the spec or dataset"
+        return (
+            Reason.TRAINING_FAILED,
+            f"the trainer rejected its input (exit 2): {text}; fix the spec or dataset",
+        )
     if view.failure_reason == "BackoffLimitExceeded":
-        return Reason.BACKOFF_LIMIT_EXCEEDED, f"Job {job} failed {view.failure_message or ''} (last exit {code}): {text}"
+        return (
+            Reason.BACKOFF_LIMIT_EXCEEDED,
+            f"Job {job} failed {view.failure_message or ''} (last exit {code}): {text}",
+        )
     return Reason.TRAINING_FAILED, f"Job {job} failed (exit {code}): {text or view.failure_message}"
 
 
 async def _delete_superseded(ctx: Context, obj: Obj, keep: str) -> None:
     ns, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
-    for job in await ctx.kube.list("batch/v1", "Job", ns, labels={LABEL_OWNER_KIND: TRAINING, LABEL_OWNER_NAME: name}):
+    for job in await ctx.kube.list(
+        "batch/v1", "Job", ns, labels={LABEL_OWNER_KIND: TRAINING, LABEL_OWNER_NAME: name}
+    ):
         if job["metadata"]["name"] != keep:
             await ctx.kube.delete("batch/v1", "Job", job["metadata"]["name"], ns)
 
 
 def _conditions_of(status: Obj) -> list[Cond]:
-    return [Cond(c["type"], c["status"], c.get("reason", ""), c.get("message", "")) for c in status.get("conditions") or []]
+    return [
+        Cond(c["type"], c["status"], c.get("reason", ""), c.get("message", ""))
+        for c in status.get("conditions") or []
+    ]

@@ -42,7 +42,9 @@ def now_rfc3339(now: dt.datetime | None = None) -> str:
     return (now or dt.datetime.now(dt.UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def merge(old: list[Obj] | None, new: list[Cond], generation: int | None, now: str) -> tuple[list[Obj], list[Cond]]:
+def merge(
+    old: list[Obj] | None, new: list[Cond], generation: int | None, now: str
+) -> tuple[list[Obj], list[Cond]]:
     """New conditions list (order of `new`) and the conditions whose status or reason changed.
 
     Conditions in `old` but not in `new` are dropped: each reconcile states every condition it owns.

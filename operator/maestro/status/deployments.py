@@ -41,8 +41,11 @@ def view(deployment: Obj | None, pods: list[Obj] | None = None) -> RolloutView |
     desired = int(spec.get("replicas", 1))
     generation = int((deployment.get("metadata") or {}).get("generation", 0))
     observed = int(st.get("observedGeneration", 0))
-    rolled_out = observed >= generation and int(st.get("updatedReplicas", 0)) >= desired and int(
-        st.get("replicas", 0)) <= desired
+    rolled_out = (
+        observed >= generation
+        and int(st.get("updatedReplicas", 0)) >= desired
+        and int(st.get("replicas", 0)) <= desired
+    )
     reason, message = stuck(pods or [])
     annotations = ((spec.get("template") or {}).get("metadata") or {}).get("annotations") or {}
     return RolloutView(
@@ -70,10 +73,13 @@ def stuck(pods: list[Obj]) -> tuple[str, str]:
             why = waiting.get("reason", "")
             if why in _PULL:
                 return Reason.IMAGE_PULL_FAILED, f"pod {name} container {cs.get('name')}: {why}: " + str(
-                    waiting.get("message", ""))[:500]
+                    waiting.get("message", "")
+                )[:500]
             if why == "CrashLoopBackOff":
                 last = (cs.get("lastState") or {}).get("terminated") or {}
                 detail = last.get("message") or last.get("reason") or waiting.get("message", "")
-                return Reason.CRASH_LOOP, (f"pod {name} container {cs.get('name')} keeps crashing "
-                                           f"(exit {last.get('exitCode', '?')}): {str(detail)[:500]}")
+                return Reason.CRASH_LOOP, (
+                    f"pod {name} container {cs.get('name')} keeps crashing "
+                    f"(exit {last.get('exitCode', '?')}): {str(detail)[:500]}"
+                )
     return "", ""

@@ -48,8 +48,13 @@ def view(job: Obj | None) -> JobView:
         return JobView(JobState.SUCCEEDED, start_time=start, completion_time=status.get("completionTime"))
     failed = _condition(job, "Failed")
     if failed:
-        return JobView(JobState.FAILED, failed.get("reason", ""), failed.get("message", ""), start,
-                       failed.get("lastTransitionTime"))
+        return JobView(
+            JobState.FAILED,
+            failed.get("reason", ""),
+            failed.get("message", ""),
+            start,
+            failed.get("lastTransitionTime"),
+        )
     if (job.get("spec") or {}).get("suspend") and not status.get("active"):
         return JobView(JobState.SUSPENDED, start_time=start)
     if status.get("ready") or (status.get("active") and status.get("ready") is None):
@@ -84,8 +89,12 @@ def termination(pods: list[Obj], container: str, *, index: str | None = None) ->
             term = (cs.get("state") or {}).get("terminated") or (cs.get("lastState") or {}).get("terminated")
             if not term:
                 continue
-            t = Termination(int(term.get("exitCode", -1)), str(term.get("message") or ""),
-                            str(term.get("reason") or ""), str(meta.get("name", "")))
+            t = Termination(
+                int(term.get("exitCode", -1)),
+                str(term.get("message") or ""),
+                str(term.get("reason") or ""),
+                str(meta.get("name", "")),
+            )
             rank = 1 if status.get("phase") == "Succeeded" else 0
             candidates.append((rank, str(term.get("finishedAt") or ""), t))
     if not candidates:

@@ -33,7 +33,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_for(pred: Callable[[], Any], timeout: float = 30, what: str = "condition", interval: float = 0.2) -> Any:
+def wait_for(
+    pred: Callable[[], Any], timeout: float = 30, what: str = "condition", interval: float = 0.2
+) -> Any:
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
@@ -59,8 +61,14 @@ class Operator:
 
     def start(self) -> None:
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
-        self.proc = subprocess.Popen([sys.executable, "-m", "maestro", "run", "--verbose"], env=self.env,
-                                     stdout=log, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "maestro", "run", "--verbose"],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+            start_new_session=True,
+        )
         log.close()
         self.starts += 1
         try:
@@ -70,7 +78,9 @@ class Operator:
 
     def ready(self) -> bool:
         if self.proc is None or self.proc.poll() is not None:
-            raise AssertionError(f"operator exited ({self.proc and self.proc.returncode}):\n{self.log_tail()}")
+            raise AssertionError(
+                f"operator exited ({self.proc and self.proc.returncode}):\n{self.log_tail()}"
+            )
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{self.ports['metrics']}/readyz", timeout=1) as r:
                 return r.status == 200
@@ -127,7 +137,7 @@ def crds(cluster: Any, kubectl: Kubectl) -> None:
         kubectl("wait", "--for=condition=Established", f"crd/{name}.llmops.dev", "--timeout=60s")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def operator(cluster: Any, crds: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
     env, ports = operator_env(cluster)
     op = Operator(env=env, log_path=tmp_path_factory.mktemp("operator") / "operator.log", ports=ports)
@@ -153,8 +163,13 @@ def ns(namespace: str, kubectl: Kubectl, request: pytest.FixtureRequest) -> Iter
 
     On failure, the Maestro objects' status is printed (what the operator concluded, and why).
     """
-    kubectl("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted",
-            "pod-security.kubernetes.io/enforce-version=latest")
+    kubectl(
+        "label",
+        "namespace",
+        namespace,
+        "pod-security.kubernetes.io/enforce=restricted",
+        "pod-security.kubernetes.io/enforce-version=latest",
+    )
     yield namespace
     rep = getattr(request.node, "rep_call", None)
     if rep is not None and rep.failed:
@@ -164,6 +179,7 @@ def ns(namespace: str, kubectl: Kubectl, request: pytest.FixtureRequest) -> Iter
 
 
 # --- reading objects ---------------------------------------------------------------------------------
+
 
 def get(kubectl: Kubectl, kind: str, name: str, ns: str) -> dict[str, Any] | None:
     proc = kubectl("get", kind, name, "-o", "json", namespace=ns, check=False)
@@ -186,8 +202,16 @@ def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any]:
     return {}
 
 
-def wait_condition(kubectl: Kubectl, kind: str, name: str, ns: str, type_: str, status: str,
-                   reason: str | None = None, timeout: float = 60) -> dict[str, Any]:
+def wait_condition(
+    kubectl: Kubectl,
+    kind: str,
+    name: str,
+    ns: str,
+    type_: str,
+    status: str,
+    reason: str | None = None,
+    timeout: float = 60,
+) -> dict[str, Any]:
     def check() -> dict[str, Any] | None:
         obj = get(kubectl, kind, name, ns)
         c = condition(obj, type_)
@@ -199,7 +223,9 @@ def wait_condition(kubectl: Kubectl, kind: str, name: str, ns: str, type_: str, 
         return wait_for(check, timeout=timeout, what=f"{kind}/{name} {type_}={status} reason={reason}")  # type: ignore[no-any-return]
     except AssertionError as exc:
         obj = get(kubectl, kind, name, ns)
-        raise AssertionError(f"{exc}\nstatus now: {json.dumps((obj or {}).get('status'), indent=1)}") from None
+        raise AssertionError(
+            f"{exc}\nstatus now: {json.dumps((obj or {}).get('status'), indent=1)}"
+        ) from None
 
 
 def apply(kubectl: Kubectl, ns: str, *docs: dict[str, Any]) -> None:
@@ -213,50 +239,123 @@ def example(name: str, kind: str | None = None) -> dict[str, Any]:
 
 # --- playing kubelet ---------------------------------------------------------------------------------
 
+
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-def terminate_pods(kubectl: Kubectl, ns: str, selector: str, container: str, *, exit_code: int,
-                   message: str, timeout: float = 60) -> list[str]:
+def terminate_pods(
+    kubectl: Kubectl,
+    ns: str,
+    selector: str,
+    container: str,
+    *,
+    exit_code: int,
+    message: str,
+    timeout: float = 60,
+) -> list[str]:
     """Report every pod matching `selector` as terminated with `message` (the termination log)."""
-    pods = wait_for(lambda: [p for p in items(kubectl, "pods", ns, selector)
-                             if (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")],
-                    timeout=timeout, what=f"pods {selector}")
+    pods = wait_for(
+        lambda: [
+            p
+            for p in items(kubectl, "pods", ns, selector)
+            if (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
+        ],
+        timeout=timeout,
+        what=f"pods {selector}",
+    )
     now = _now()
     for pod in pods:
         containers = [c["name"] for c in pod["spec"]["containers"]]
-        statuses = [{
-            "name": c, "image": next(x["image"] for x in pod["spec"]["containers"] if x["name"] == c),
-            "imageID": "", "ready": False, "restartCount": 0, "started": False,
-            "state": {"terminated": {"exitCode": exit_code if c == container else 0,
-                                     "reason": "Completed" if exit_code == 0 else "Error",
-                                     "message": message if c == container else "",
-                                     "startedAt": now, "finishedAt": now}},
-        } for c in containers]
-        status = {"phase": "Succeeded" if exit_code == 0 else "Failed", "containerStatuses": statuses,
-                  "conditions": [{"type": "Ready", "status": "False", "lastTransitionTime": now,
-                                  "reason": "PodCompleted" if exit_code == 0 else "PodFailed"}],
-                  "startTime": now}
-        kubectl("patch", "pod", pod["metadata"]["name"], "--subresource=status", "--type=merge",
-                "-p", json.dumps({"status": status}), namespace=ns)
+        statuses = [
+            {
+                "name": c,
+                "image": next(x["image"] for x in pod["spec"]["containers"] if x["name"] == c),
+                "imageID": "",
+                "ready": False,
+                "restartCount": 0,
+                "started": False,
+                "state": {
+                    "terminated": {
+                        "exitCode": exit_code if c == container else 0,
+                        "reason": "Completed" if exit_code == 0 else "Error",
+                        "message": message if c == container else "",
+                        "startedAt": now,
+                        "finishedAt": now,
+                    }
+                },
+            }
+            for c in containers
+        ]
+        status = {
+            "phase": "Succeeded" if exit_code == 0 else "Failed",
+            "containerStatuses": statuses,
+            "conditions": [
+                {
+                    "type": "Ready",
+                    "status": "False",
+                    "lastTransitionTime": now,
+                    "reason": "PodCompleted" if exit_code == 0 else "PodFailed",
+                }
+            ],
+            "startTime": now,
+        }
+        kubectl(
+            "patch",
+            "pod",
+            pod["metadata"]["name"],
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            json.dumps({"status": status}),
+            namespace=ns,
+        )
     return [p["metadata"]["name"] for p in pods]
 
 
 def run_pods(kubectl: Kubectl, ns: str, selector: str, *, count: int = 1, timeout: float = 60) -> list[str]:
     """Report `count` pods matching `selector` as Running and Ready (all containers started)."""
-    pods = wait_for(lambda: (lambda ps: ps if len(ps) >= count else None)(
-        [p for p in items(kubectl, "pods", ns, selector) if not (p["metadata"].get("deletionTimestamp"))]),
-        timeout=timeout, what=f"{count} pods {selector}")
+    pods = wait_for(
+        lambda: (lambda ps: ps if len(ps) >= count else None)(
+            [p for p in items(kubectl, "pods", ns, selector) if not (p["metadata"].get("deletionTimestamp"))]
+        ),
+        timeout=timeout,
+        what=f"{count} pods {selector}",
+    )
     now = _now()
     for pod in pods:
-        statuses = [{"name": c["name"], "image": c["image"], "imageID": "", "ready": True, "restartCount": 0,
-                     "started": True, "state": {"running": {"startedAt": now}}} for c in pod["spec"]["containers"]]
-        status = {"phase": "Running", "containerStatuses": statuses, "startTime": now, "podIP": "10.244.0.10",
-                  "conditions": [{"type": t, "status": "True", "lastTransitionTime": now}
-                                 for t in ("Initialized", "Ready", "ContainersReady", "PodScheduled")]}
-        kubectl("patch", "pod", pod["metadata"]["name"], "--subresource=status", "--type=merge",
-                "-p", json.dumps({"status": status}), namespace=ns)
+        statuses = [
+            {
+                "name": c["name"],
+                "image": c["image"],
+                "imageID": "",
+                "ready": True,
+                "restartCount": 0,
+                "started": True,
+                "state": {"running": {"startedAt": now}},
+            }
+            for c in pod["spec"]["containers"]
+        ]
+        status = {
+            "phase": "Running",
+            "containerStatuses": statuses,
+            "startTime": now,
+            "podIP": "10.244.0.10",
+            "conditions": [
+                {"type": t, "status": "True", "lastTransitionTime": now}
+                for t in ("Initialized", "Ready", "ContainersReady", "PodScheduled")
+            ],
+        }
+        kubectl(
+            "patch",
+            "pod",
+            pod["metadata"]["name"],
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            json.dumps({"status": status}),
+            namespace=ns,
+        )
     return [p["metadata"]["name"] for p in pods]
 
 
@@ -268,46 +367,120 @@ def crash_pods(kubectl: Kubectl, ns: str, selector: str, container: str, message
         statuses = []
         for c in pod["spec"]["containers"]:
             if c["name"] == container:
-                statuses.append({"name": c["name"], "image": c["image"], "imageID": "", "ready": False,
-                                 "restartCount": 3, "started": False,
-                                 "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 40s"}},
-                                 "lastState": {"terminated": {"exitCode": 1, "reason": "Error", "message": message,
-                                                              "startedAt": now, "finishedAt": now}}})
+                statuses.append(
+                    {
+                        "name": c["name"],
+                        "image": c["image"],
+                        "imageID": "",
+                        "ready": False,
+                        "restartCount": 3,
+                        "started": False,
+                        "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 40s"}},
+                        "lastState": {
+                            "terminated": {
+                                "exitCode": 1,
+                                "reason": "Error",
+                                "message": message,
+                                "startedAt": now,
+                                "finishedAt": now,
+                            }
+                        },
+                    }
+                )
             else:
-                statuses.append({"name": c["name"], "image": c["image"], "imageID": "", "ready": True,
-                                 "restartCount": 0, "started": True, "state": {"running": {"startedAt": now}}})
-        status = {"phase": "Running", "containerStatuses": statuses, "startTime": now,
-                  "conditions": [{"type": "Ready", "status": "False", "lastTransitionTime": now}]}
-        kubectl("patch", "pod", pod["metadata"]["name"], "--subresource=status", "--type=merge",
-                "-p", json.dumps({"status": status}), namespace=ns)
+                statuses.append(
+                    {
+                        "name": c["name"],
+                        "image": c["image"],
+                        "imageID": "",
+                        "ready": True,
+                        "restartCount": 0,
+                        "started": True,
+                        "state": {"running": {"startedAt": now}},
+                    }
+                )
+        status = {
+            "phase": "Running",
+            "containerStatuses": statuses,
+            "startTime": now,
+            "conditions": [{"type": "Ready", "status": "False", "lastTransitionTime": now}],
+        }
+        kubectl(
+            "patch",
+            "pod",
+            pod["metadata"]["name"],
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            json.dumps({"status": status}),
+            namespace=ns,
+        )
 
 
 def dataset_summary(claim: str, *, passed: bool = True, digest: str = "ab" * 32) -> str:
     version = f"sha256-{digest}"
-    return json.dumps({
-        "version": version, "passed": passed, "exitCode": 0 if passed else 3,
-        "records": {"total": 120, "kept": 100, "duplicates": 15, "nearDuplicates": 5, "piiRedacted": 7,
-                    "piiByType": {"EMAIL": 5, "PHONE": 2}, "filtered": 0, "invalid": 0, "train": 90,
-                    "validation": 10},
-        "stats": {"languages": {"en": 1.0}, "lengthChars": {"p50": 120, "p95": 300, "max": 512}},
-        "gates": [{"name": "minRecords", "passed": passed, "value": 100, "threshold": 100 if passed else 1000},
-                  {"name": "maxDuplicateRatio", "passed": True, "value": 0.17, "threshold": 0.4}],
-        "artifact": {"uri": f"pvc://{claim}/{version}", "reportUri": f"pvc://{claim}/{version}/report.json"},
-        **({} if passed else {"reason": "quality gate minRecords failed: 100 < 1000"}),
-    }, separators=(",", ":"))
+    return json.dumps(
+        {
+            "version": version,
+            "passed": passed,
+            "exitCode": 0 if passed else 3,
+            "records": {
+                "total": 120,
+                "kept": 100,
+                "duplicates": 15,
+                "nearDuplicates": 5,
+                "piiRedacted": 7,
+                "piiByType": {"EMAIL": 5, "PHONE": 2},
+                "filtered": 0,
+                "invalid": 0,
+                "train": 90,
+                "validation": 10,
+            },
+            "stats": {"languages": {"en": 1.0}, "lengthChars": {"p50": 120, "p95": 300, "max": 512}},
+            "gates": [
+                {"name": "minRecords", "passed": passed, "value": 100, "threshold": 100 if passed else 1000},
+                {"name": "maxDuplicateRatio", "passed": True, "value": 0.17, "threshold": 0.4},
+            ],
+            "artifact": {
+                "uri": f"pvc://{claim}/{version}",
+                "reportUri": f"pvc://{claim}/{version}/report.json",
+            },
+            **({} if passed else {"reason": "quality gate minRecords failed: 100 < 1000"}),
+        },
+        separators=(",", ":"),
+    )
 
 
 def training_summary(*, passed: bool = True, eval_passed: bool = True, digest: str = "cd" * 32) -> str:
-    return json.dumps({
-        "passed": passed,
-        "model": {"uri": "/mnt/maestro/output/model", "digest": f"sha256:{digest}", "format": "peft-lora"},
-        "metrics": {"trainLoss": 1.25, "lossCurve": [[1, 3.0], [20, 1.25]], "tokensPerSecond": 850.0,
-                    "steps": 20, "epochs": 1.0},
-        "evaluation": {"evalLoss": 1.4, "perplexity": 4.05, "passed": eval_passed},
-        "lineage": {"datasetVersion": None, "baseModel": "file:///tmp/maestro-quickstart/tiny-llama",
-                    "image": "ghcr.io/maestro-llmops/maestro-worker:0.1.0"},
-        **({} if passed else {"reason": "evaluation gates failed", "message": "evalLoss 9.1 > maxEvalLoss 2"}),
-    }, separators=(",", ":"))
+    return json.dumps(
+        {
+            "passed": passed,
+            "model": {
+                "uri": "/mnt/maestro/output/model",
+                "digest": f"sha256:{digest}",
+                "format": "peft-lora",
+            },
+            "metrics": {
+                "trainLoss": 1.25,
+                "lossCurve": [[1, 3.0], [20, 1.25]],
+                "tokensPerSecond": 850.0,
+                "steps": 20,
+                "epochs": 1.0,
+            },
+            "evaluation": {"evalLoss": 1.4, "perplexity": 4.05, "passed": eval_passed},
+            "lineage": {
+                "datasetVersion": None,
+                "baseModel": "file:///var/tmp/maestro-quickstart/tiny-llama",
+                "image": "ghcr.io/maestro-llmops/maestro-worker:0.1.0",
+            },
+            **(
+                {}
+                if passed
+                else {"reason": "evaluation gates failed", "message": "evalLoss 9.1 > maxEvalLoss 2"}
+            ),
+        },
+        separators=(",", ":"),
+    )
 
 
 def job_selector(owner: str) -> str:

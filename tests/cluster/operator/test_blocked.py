@@ -7,6 +7,7 @@ import copy
 from typing import Any
 
 import pytest
+
 from conftest import (
     Kubectl,
     Operator,
@@ -32,7 +33,9 @@ TJ_PODS = "llmops.dev/owner-name=support-lora,app.kubernetes.io/component=traini
 
 def ready_dataset(kubectl: Kubectl, ns: str) -> None:
     apply(kubectl, ns, example("dataset.yaml"))
-    terminate_pods(kubectl, ns, DS_PODS, "validate", exit_code=0, message=dataset_summary("support-chats-data"))
+    terminate_pods(
+        kubectl, ns, DS_PODS, "validate", exit_code=0, message=dataset_summary("support-chats-data")
+    )
     wait_condition(kubectl, "llmds", "support-chats", ns, "Ready", "True")
 
 
@@ -44,10 +47,18 @@ def uri_deployment(name: str, uri: str) -> dict[str, Any]:
     return dep
 
 
-def test_failed_dataset_blocks_training_until_the_data_is_fixed(operator: Operator, kubectl: Kubectl, ns: str) -> None:
+def test_failed_dataset_blocks_training_until_the_data_is_fixed(
+    operator: Operator, kubectl: Kubectl, ns: str
+) -> None:
     apply(kubectl, ns, example("dataset.yaml"), example("training.yaml"))
-    terminate_pods(kubectl, ns, DS_PODS, "validate", exit_code=3,
-                   message=dataset_summary("support-chats-data", passed=False))
+    terminate_pods(
+        kubectl,
+        ns,
+        DS_PODS,
+        "validate",
+        exit_code=3,
+        message=dataset_summary("support-chats-data", passed=False),
+    )
     ds = wait_condition(kubectl, "llmds", "support-chats", ns, "Ready", "False", "GateFailed")
     assert ds["status"]["phase"] == "Failed"
     assert "minRecords" in condition(ds, "Ready")["message"]
@@ -58,13 +69,31 @@ def test_failed_dataset_blocks_training_until_the_data_is_fixed(operator: Operat
     assert items(kubectl, "jobs", ns, "app.kubernetes.io/component=training") == []
 
     # The fix: relax the gate (a new generation runs a new validation; the failed Job is replaced).
-    old_jobs = {j["metadata"]["name"] for j in items(kubectl, "jobs", ns, "app.kubernetes.io/component=dataset-validation")}
-    kubectl("patch", "llmds", "support-chats", "--type=merge", "-p", '{"spec":{"qualityGates":{"minRecords":50}}}',
-            namespace=ns)
-    new_job = wait_for(lambda: [j for j in items(kubectl, "jobs", ns, "app.kubernetes.io/component=dataset-validation")
-                                if j["metadata"]["name"] not in old_jobs], what="new validation Job")
+    old_jobs = {
+        j["metadata"]["name"]
+        for j in items(kubectl, "jobs", ns, "app.kubernetes.io/component=dataset-validation")
+    }
+    kubectl(
+        "patch",
+        "llmds",
+        "support-chats",
+        "--type=merge",
+        "-p",
+        '{"spec":{"qualityGates":{"minRecords":50}}}',
+        namespace=ns,
+    )
+    new_job = wait_for(
+        lambda: [
+            j
+            for j in items(kubectl, "jobs", ns, "app.kubernetes.io/component=dataset-validation")
+            if j["metadata"]["name"] not in old_jobs
+        ],
+        what="new validation Job",
+    )
     assert new_job
-    terminate_pods(kubectl, ns, DS_PODS, "validate", exit_code=0, message=dataset_summary("support-chats-data"))
+    terminate_pods(
+        kubectl, ns, DS_PODS, "validate", exit_code=0, message=dataset_summary("support-chats-data")
+    )
     wait_condition(kubectl, "llmds", "support-chats", ns, "Ready", "True", "Succeeded")
     wait_condition(kubectl, "llmtj", "support-lora", ns, "DatasetReady", "True")
     wait_for(lambda: items(kubectl, "jobs", ns, "app.kubernetes.io/component=training"), what="training Job")
@@ -75,19 +104,30 @@ def test_failed_training_blocks_deployment_until_rerun(operator: Operator, kubec
     dep["spec"].pop("policyRef")
     ready_dataset(kubectl, ns)
     apply(kubectl, ns, example("training.yaml"), dep)
-    terminate_pods(kubectl, ns, TJ_PODS, "trainer", exit_code=3, message=training_summary(passed=False, eval_passed=False))
+    terminate_pods(
+        kubectl,
+        ns,
+        TJ_PODS,
+        "trainer",
+        exit_code=3,
+        message=training_summary(passed=False, eval_passed=False),
+    )
     tj = wait_condition(kubectl, "llmtj", "support-lora", ns, "Ready", "False", "EvaluationFailed")
     assert tj["status"]["phase"] == "Failed"
     assert condition(tj, "Trained")["status"] == "True"
     assert condition(tj, "EvaluationPassed")["status"] == "False"
-    d = wait_condition(kubectl, "llmdep", "support-bot", ns, "DependenciesReady", "False", "TrainingJobFailed")
+    d = wait_condition(
+        kubectl, "llmdep", "support-bot", ns, "DependenciesReady", "False", "TrainingJobFailed"
+    )
     assert d["status"]["phase"] == "Failed" and "re-run" in condition(d, "Ready")["message"]
     assert items(kubectl, "deployments", ns) == []
 
     # The fix: re-run the job (the retry annotation starts a new run of the same spec).
     kubectl("annotate", "llmtj", "support-lora", "llmops.dev/retry=1", namespace=ns)
-    wait_for(lambda: [p for p in items(kubectl, "pods", ns, TJ_PODS) if p["status"].get("phase") != "Failed"],
-             what="a new training pod")
+    wait_for(
+        lambda: [p for p in items(kubectl, "pods", ns, TJ_PODS) if p["status"].get("phase") != "Failed"],
+        what="a new training pod",
+    )
     terminate_pods(kubectl, ns, TJ_PODS, "trainer", exit_code=0, message=training_summary())
     wait_condition(kubectl, "llmtj", "support-lora", ns, "Ready", "True", "Succeeded")
     wait_for(lambda: items(kubectl, "deployments", ns), what="serving Deployment")
@@ -95,25 +135,43 @@ def test_failed_training_blocks_deployment_until_rerun(operator: Operator, kubec
     wait_condition(kubectl, "llmdep", "support-bot", ns, "Ready", "True", "Available")
 
 
-def test_policy_created_later_blocks_without_tearing_down(operator: Operator, kubectl: Kubectl, ns: str) -> None:
+def test_policy_created_later_blocks_without_tearing_down(
+    operator: Operator, kubectl: Kubectl, ns: str
+) -> None:
     apply(kubectl, ns, uri_deployment("chat", "hf://acme/chat-7b"))
     run_pods(kubectl, ns, "llmops.dev/llmdeployment=chat")
     wait_condition(kubectl, "llmdep", "chat", ns, "Ready", "True", "Available")
 
-    policy = {"apiVersion": "llmops.dev/v1alpha1", "kind": "LLMPolicy", "metadata": {"name": "only-claims"},
-              "spec": {"admission": {"allowedModelSources": ["pvc://"]}}}
+    policy = {
+        "apiVersion": "llmops.dev/v1alpha1",
+        "kind": "LLMPolicy",
+        "metadata": {"name": "only-claims"},
+        "spec": {"admission": {"allowedModelSources": ["pvc://"]}},
+    }
     apply(kubectl, ns, policy)
     d = wait_condition(kubectl, "llmdep", "chat", ns, "PolicyAdmitted", "False", "PolicyDenied")
     msg = condition(d, "PolicyAdmitted")["message"]
-    assert 'LLMPolicy "only-claims"' in msg and "admission.allowedModelSources" in msg and "hf://acme/chat-7b" in msg
+    assert (
+        'LLMPolicy "only-claims"' in msg
+        and "admission.allowedModelSources" in msg
+        and "hf://acme/chat-7b" in msg
+    )
     assert condition(d, "Ready")["status"] == "False" and condition(d, "Degraded")["status"] == "True"
-    assert get(kubectl, "deployment", "chat", ns) is not None, "a policy violation must not delete the endpoint"
+    assert get(kubectl, "deployment", "chat", ns) is not None, (
+        "a policy violation must not delete the endpoint"
+    )
 
     policy["spec"]["admission"]["allowedModelSources"] = ["pvc://", "hf://acme/"]
     apply(kubectl, ns, policy)
     # Admitted again: the guard now enforces the policy, so the pods roll to the new guard config.
-    wait_for(lambda: [p for p in items(kubectl, "pods", ns, "llmops.dev/llmdeployment=chat")
-                      if p["status"].get("phase") == "Pending"], what="rollout to the policy's guard config")
+    wait_for(
+        lambda: [
+            p
+            for p in items(kubectl, "pods", ns, "llmops.dev/llmdeployment=chat")
+            if p["status"].get("phase") == "Pending"
+        ],
+        what="rollout to the policy's guard config",
+    )
     run_pods(kubectl, ns, "llmops.dev/llmdeployment=chat")
     d = wait_condition(kubectl, "llmdep", "chat", ns, "Ready", "True", "Available")
     assert d["status"]["policy"]["name"] == "only-claims"
@@ -121,8 +179,12 @@ def test_policy_created_later_blocks_without_tearing_down(operator: Operator, ku
 
 
 def test_webhook_rejects_violations_naming_the_rule(operator: Operator, kubectl: Kubectl, ns: str) -> None:
-    policy = {"apiVersion": "llmops.dev/v1alpha1", "kind": "LLMPolicy", "metadata": {"name": "small-jobs"},
-              "spec": {"admission": {"maxGPUsPerJob": 2, "allowedModelSources": ["file://", "hf://acme/"]}}}
+    policy = {
+        "apiVersion": "llmops.dev/v1alpha1",
+        "kind": "LLMPolicy",
+        "metadata": {"name": "small-jobs"},
+        "spec": {"admission": {"maxGPUsPerJob": 2, "allowedModelSources": ["file://", "hf://acme/"]}},
+    }
     apply(kubectl, ns, policy)
     wait_condition(kubectl, "llmpol", "small-jobs", ns, "Ready", "True")
     tj = example("training.yaml")
@@ -146,16 +208,32 @@ def test_bad_model_uri_and_crash_loop_recover(operator: Operator, kubectl: Kubec
     d = wait_condition(kubectl, "llmdep", "bot", ns, "DependenciesReady", "False", "SourceUnavailable")
     assert "PersistentVolumeClaim 'weights' does not exist" in condition(d, "Ready")["message"]
     assert items(kubectl, "deployments", ns) == []
-    kubectl("apply", "-f", "-", namespace=ns, input=__import__("yaml").safe_dump({
-        "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "weights"},
-        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}))
+    kubectl(
+        "apply",
+        "-f",
+        "-",
+        namespace=ns,
+        input=__import__("yaml").safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "PersistentVolumeClaim",
+                "metadata": {"name": "weights"},
+                "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+            }
+        ),
+    )
     wait_for(lambda: items(kubectl, "deployments", ns), what="serving Deployment after the claim appeared")
     run_pods(kubectl, ns, "llmops.dev/llmdeployment=bot")
     wait_condition(kubectl, "llmdep", "bot", ns, "Ready", "True", "Available")
 
     # vLLM cannot load the weights: the crash reason reaches the LLMDeployment, then it heals.
-    crash_pods(kubectl, ns, "llmops.dev/llmdeployment=bot", "vllm", "OSError: /mnt/maestro/models/weights/llama "
-               "does not appear to have a file named config.json")
+    crash_pods(
+        kubectl,
+        ns,
+        "llmops.dev/llmdeployment=bot",
+        "vllm",
+        "OSError: /mnt/maestro/models/weights/llama does not appear to have a file named config.json",
+    )
     d = wait_condition(kubectl, "llmdep", "bot", ns, "Ready", "False", "CrashLoopBackOff")
     assert "config.json" in condition(d, "Ready")["message"] and condition(d, "Degraded")["status"] == "True"
     run_pods(kubectl, ns, "llmops.dev/llmdeployment=bot")

@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 import pytest
+
 from conftest import (
     Kubectl,
     Operator,
@@ -39,7 +40,9 @@ def test_dataset_to_training_to_ready_deployment(operator: Operator, kubectl: Ku
     tj = wait_condition(kubectl, "llmtj", "support-lora", ns, "DatasetReady", "False", "DatasetNotFound")
     assert tj["status"]["phase"] == "Waiting"
     assert condition(tj, "Ready")["reason"] == "DatasetNotFound"
-    dep = wait_condition(kubectl, "llmdep", "support-bot", ns, "DependenciesReady", "False", "TrainingJobNotSucceeded")
+    dep = wait_condition(
+        kubectl, "llmdep", "support-bot", ns, "DependenciesReady", "False", "TrainingJobNotSucceeded"
+    )
     assert dep["status"]["phase"] == "Waiting"
     assert items(kubectl, "deployments", ns) == []
 
@@ -63,7 +66,9 @@ def test_dataset_to_training_to_ready_deployment(operator: Operator, kubectl: Ku
     assert condition(ds, "GatesPassed")["status"] == "True"
 
     # The training Job starts by itself, with the dataset version mounted read-only.
-    (job,) = wait_for(lambda: items(kubectl, "jobs", ns, "app.kubernetes.io/component=training"), what="training Job")
+    (job,) = wait_for(
+        lambda: items(kubectl, "jobs", ns, "app.kubernetes.io/component=training"), what="training Job"
+    )
     pod_spec = job["spec"]["template"]["spec"]
     mount = next(m for m in pod_spec["containers"][0]["volumeMounts"] if m["name"] == "dataset")
     assert mount["readOnly"] and mount["subPath"] == f"sha256-{'ab' * 32}"
@@ -71,8 +76,11 @@ def test_dataset_to_training_to_ready_deployment(operator: Operator, kubectl: Ku
     tj = wait_condition(kubectl, "llmtj", "support-lora", ns, "Ready", "True", "Succeeded")
     tst = tj["status"]
     assert tst["phase"] == "Succeeded"
-    assert tst["model"] == {"uri": "pvc://support-lora-model/model", "digest": "sha256:" + "cd" * 32,
-                            "format": "adapter"}
+    assert tst["model"] == {
+        "uri": "pvc://support-lora-model/model",
+        "digest": "sha256:" + "cd" * 32,
+        "format": "adapter",
+    }
     assert tst["lineage"]["datasetVersion"] == version
     assert tst["evaluation"]["passed"] is True and tst["progress"]["percent"] == 100
 
@@ -82,22 +90,32 @@ def test_dataset_to_training_to_ready_deployment(operator: Operator, kubectl: Ku
     dep = wait_condition(kubectl, "llmdep", "support-bot", ns, "Ready", "True", "Available")
     dst = dep["status"]
     assert dst["phase"] == "Ready" and dst["readyReplicas"] == 1 and dst["replicas"] == 1
-    assert dst["lineage"] == {"trainingJob": "support-lora", "datasetVersion": version,
-                              "baseModel": "file:///tmp/maestro-quickstart/tiny-llama"}
+    assert dst["lineage"] == {
+        "trainingJob": "support-lora",
+        "datasetVersion": version,
+        "baseModel": "file:///var/tmp/maestro-quickstart/tiny-llama",
+    }
     assert dst["model"]["digest"] == "sha256:" + "cd" * 32
     assert dst["endpoint"] == f"http://support-bot.{ns}.svc:8080/v1"
     assert dst["policy"]["name"] == "quickstart" and dst["policy"]["digest"].startswith("sha256:")
     assert dst["selector"] == "llmops.dev/llmdeployment=support-bot"
-    for kind, name in (("service", "support-bot"), ("configmap", "support-bot-guard"),
-                       ("networkpolicy", "support-bot")):
+    for kind, name in (
+        ("service", "support-bot"),
+        ("configmap", "support-bot-guard"),
+        ("networkpolicy", "support-bot"),
+    ):
         child = get(kubectl, kind, name, ns)
         assert child is not None, f"{kind}/{name} missing"
         assert child["metadata"]["ownerReferences"][0]["name"] == "support-bot"
     guard_cfg = json.loads(get(kubectl, "configmap", "support-bot-guard", ns)["data"]["policy.json"])  # type: ignore[index]
     assert guard_cfg["name"] == "quickstart" and guard_cfg["servedModelName"] == "support-bot"
 
-    pol = wait_for(lambda: (lambda p: p if (p["status"].get("enforcedCount") or 0) >= 3 else None)(
-        get(kubectl, "llmpol", "quickstart", ns)), what="policy enforcedOn")
+    pol = wait_for(
+        lambda: (lambda p: p if (p["status"].get("enforcedCount") or 0) >= 3 else None)(
+            get(kubectl, "llmpol", "quickstart", ns)
+        ),
+        what="policy enforcedOn",
+    )
     assert {"kind": "LLMDeployment", "name": "support-bot"} in pol["status"]["enforcedOn"]
 
     # What users see: printer columns, Events on transitions, and the operator's metrics.
@@ -108,7 +126,9 @@ def test_dataset_to_training_to_ready_deployment(operator: Operator, kubectl: Ku
     assert ("LLMDeployment", "Available") in reasons and ("LLMDataset", "Succeeded") in reasons
     text = operator.metrics()
     assert 'maestro_reconcile_total{kind="LLMDeployment",result="ok"}' in text
-    assert f'maestro_dataset_gate_passed{{gate="minRecords",name="support-chats",namespace="{ns}"}} 1.0' in text
+    assert (
+        f'maestro_dataset_gate_passed{{gate="minRecords",name="support-chats",namespace="{ns}"}} 1.0' in text
+    )
     assert 'maestro_objects{kind="LLMDeployment",phase="Ready"}' in text
 
     # A policy change rolls the pods' guard config (annotation), not the model.
@@ -120,8 +140,12 @@ def test_dataset_to_training_to_ready_deployment(operator: Operator, kubectl: Ku
         d = get(kubectl, "deployment", "support-bot", ns)
         t = (d or {}).get("spec", {}).get("template", {})
         ann = t.get("metadata", {}).get("annotations", {})
-        return t if ann.get("llmops.dev/guard-config-digest") != old_template["metadata"]["annotations"][
-            "llmops.dev/guard-config-digest"] else None
+        return (
+            t
+            if ann.get("llmops.dev/guard-config-digest")
+            != old_template["metadata"]["annotations"]["llmops.dev/guard-config-digest"]
+            else None
+        )
 
     new_template = wait_for(rolled, what="guard config rollout")
     assert new_template["spec"]["containers"][0] == old_template["spec"]["containers"][0]

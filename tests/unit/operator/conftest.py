@@ -51,8 +51,16 @@ def policy_obj() -> dict[str, Any]:
 
 # --- the `restricted` Pod Security Standard, as checks on a pod spec (the tests' own reading) -------
 # https://kubernetes.io/docs/concepts/security/pod-security-standards/#restricted
-ALLOWED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
-                   "projected", "secret"}
+ALLOWED_VOLUMES = {
+    "configMap",
+    "csi",
+    "downwardAPI",
+    "emptyDir",
+    "ephemeral",
+    "persistentVolumeClaim",
+    "projected",
+    "secret",
+}
 
 
 def restricted_violations(pod_spec: dict[str, Any]) -> list[str]:

@@ -15,9 +15,12 @@ from maestro.workers.train import contract as train_contract
 
 pytestmark = pytest.mark.unit
 
-DS_INPUT = training.DatasetInput(claim="support-chats-data", sub_path="sha256-abc", version="sha256:abc",
-                                 schema_type="chat")
-MODEL = serving.ResolvedModel(uri="pvc://support-lora-model/model", served_name="support-bot", digest="sha256:1")
+DS_INPUT = training.DatasetInput(
+    claim="support-chats-data", sub_path="sha256-abc", version="sha256:abc", schema_type="chat"
+)
+MODEL = serving.ResolvedModel(
+    uri="pvc://support-lora-model/model", served_name="support-bot", digest="sha256:1"
+)
 
 
 def env_of(container: dict[str, Any]) -> dict[str, Any]:
@@ -41,8 +44,10 @@ def test_dataset_job_passes_spec_and_mounts_the_claim(dataset_obj: dict[str, Any
     assert LLMDatasetSpec.model_validate_json(env[data_contract.ENV_SPEC]) == spec
     assert env[data_contract.ENV_ARTIFACT_PREFIX] == "pvc://support-chats-data/"
     assert c["command"] == list(data_contract.COMMAND)
-    assert {"name": "output", "persistentVolumeClaim": {"claimName": "support-chats-data", "readOnly": False}} in pod[
-        "volumes"]
+    assert {
+        "name": "output",
+        "persistentVolumeClaim": {"claimName": "support-chats-data", "readOnly": False},
+    } in pod["volumes"]
     assert pod["restartPolicy"] == "Never" and pod["automountServiceAccountToken"] is False
     assert restricted(pod) == []
     assert job["metadata"]["ownerReferences"][0]["uid"] == "uid-support-chats"
@@ -54,14 +59,22 @@ def test_dataset_job_passes_spec_and_mounts_the_claim(dataset_obj: dict[str, Any
 
 def test_dataset_job_name_follows_the_spec(dataset_obj: dict[str, Any]) -> None:
     spec = LLMDatasetSpec.model_validate(dataset_obj["spec"])
-    changed = spec.model_copy(update={"quality_gates": spec.quality_gates.model_copy(update={"min_records": 5})})
+    changed = spec.model_copy(
+        update={"quality_gates": spec.quality_gates.model_copy(update={"min_records": 5})}
+    )
     assert dataset.job_name(dataset_obj, spec) == dataset.job_name(dataset_obj, spec)
     assert dataset.job_name(dataset_obj, spec) != dataset.job_name(dataset_obj, changed)
 
 
 def test_training_job_gpu_queue_and_progress(training_obj: dict[str, Any], restricted: Any) -> None:
-    raw = training_obj["spec"] | {"queueName": "team-a", "resources": {
-        "gpus": 4, "nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}, "priorityClassName": "high"}}
+    raw = training_obj["spec"] | {
+        "queueName": "team-a",
+        "resources": {
+            "gpus": 4,
+            "nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"},
+            "priorityClassName": "high",
+        },
+    }
     spec = LLMTrainingJobSpec.model_validate(raw)
     job = training.build_job(training_obj, spec, DS_INPUT, Settings(progress_url="http://op:8090"))
     assert job["spec"]["suspend"] is True
@@ -100,22 +113,29 @@ def test_multi_node_training_is_indexed_with_rendezvous(training_obj: dict[str, 
 
 
 def test_local_executor_marks_pods(training_obj: dict[str, Any], deployment_obj: dict[str, Any]) -> None:
-    settings = Settings(local_executor=True, local_executor_node="my-node")
+    settings = Settings(local_executor=True, local_executor_serving=True, local_executor_node="my-node")
     spec = LLMTrainingJobSpec.model_validate(training_obj["spec"])
     pod_t = training.build_job(training_obj, spec, DS_INPUT, settings)["spec"]["template"]
     assert pod_t["metadata"]["labels"][LABEL_LOCAL_EXECUTOR] == "true"
     assert pod_t["spec"]["nodeSelector"] == {"kubernetes.io/hostname": "my-node"}
     dspec = LLMDeploymentSpec.model_validate(deployment_obj["spec"])
-    dep = serving.build_deployment(deployment_obj, dspec, MODEL, guard_config.render(None, None, "x"), settings)
+    dep = serving.build_deployment(
+        deployment_obj, dspec, MODEL, guard_config.render(None, None, "x"), settings
+    )
     assert dep["spec"]["template"]["metadata"]["labels"][LABEL_LOCAL_EXECUTOR] == "true"
 
 
-def test_serving_deployment(deployment_obj: dict[str, Any], policy_obj: dict[str, Any], restricted: Any) -> None:
-    spec = LLMDeploymentSpec.model_validate(deployment_obj["spec"] | {"resources": {"gpus": 2},
-                                                                     "runtime": {"tensorParallelSize": 2}})
+def test_serving_deployment(
+    deployment_obj: dict[str, Any], policy_obj: dict[str, Any], restricted: Any
+) -> None:
+    spec = LLMDeploymentSpec.model_validate(
+        deployment_obj["spec"] | {"resources": {"gpus": 2}, "runtime": {"tensorParallelSize": 2}}
+    )
     pspec = LLMPolicySpec.model_validate(policy_obj["spec"])
     doc = guard_config.render("quickstart", pspec, "support-bot")
-    dep = serving.build_deployment(deployment_obj, spec, MODEL, doc, Settings(), api_keys_secret="support-api-keys")
+    dep = serving.build_deployment(
+        deployment_obj, spec, MODEL, doc, Settings(), api_keys_secret="support-api-keys"
+    )
     pod = dep["spec"]["template"]["spec"]
     names = [c["name"] for c in pod["containers"]]
     assert names == ["vllm", "guard", "monitor"]
@@ -127,7 +147,9 @@ def test_serving_deployment(deployment_obj: dict[str, Any], policy_obj: dict[str
     assert vllm["resources"]["limits"]["nvidia.com/gpu"] == "2"
     assert any(v.get("emptyDir", {}).get("medium") == "Memory" for v in pod["volumes"])
     assert restricted(pod) == []
-    assert dep["spec"]["template"]["metadata"]["annotations"][ANNOTATION_CONFIG_DIGEST] == guard_config.config_digest(doc)
+    assert dep["spec"]["template"]["metadata"]["annotations"][
+        ANNOTATION_CONFIG_DIGEST
+    ] == guard_config.config_digest(doc)
     svc = serving.build_service(deployment_obj)
     assert [p["port"] for p in svc["spec"]["ports"]] == [8080]
     netpol = serving.build_network_policy(deployment_obj, spec)
@@ -135,7 +157,9 @@ def test_serving_deployment(deployment_obj: dict[str, Any], policy_obj: dict[str
     assert not serving.wants_pdb(spec)
 
 
-def test_policy_change_changes_only_the_config_digest(deployment_obj: dict[str, Any], policy_obj: dict[str, Any]) -> None:
+def test_policy_change_changes_only_the_config_digest(
+    deployment_obj: dict[str, Any], policy_obj: dict[str, Any]
+) -> None:
     spec = LLMDeploymentSpec.model_validate(deployment_obj["spec"])
     p1 = LLMPolicySpec.model_validate(policy_obj["spec"])
     p2 = p1.model_copy(update={"request": p1.request.model_copy(update={"blocked_terms": ["x", "y"]})})
@@ -149,12 +173,20 @@ def test_policy_change_changes_only_the_config_digest(deployment_obj: dict[str, 
 
 
 def test_autoscalers_target_the_llmdeployment(deployment_obj: dict[str, Any]) -> None:
-    spec = LLMDeploymentSpec.model_validate(deployment_obj["spec"] | {
-        "replicas": 2, "autoscaling": {"minReplicas": 0, "maxReplicas": 4, "metric": "queue-depth", "target": 5}})
+    spec = LLMDeploymentSpec.model_validate(
+        deployment_obj["spec"]
+        | {
+            "replicas": 2,
+            "autoscaling": {"minReplicas": 0, "maxReplicas": 4, "metric": "queue-depth", "target": 5},
+        }
+    )
     hpa = serving.build_autoscaler(deployment_obj, spec, serving.Capabilities())
     assert hpa is not None and hpa["kind"] == "HorizontalPodAutoscaler"
-    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "llmops.dev/v1alpha1", "kind": "LLMDeployment",
-                                             "name": "support-bot"}
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "llmops.dev/v1alpha1",
+        "kind": "LLMDeployment",
+        "name": "support-bot",
+    }
     assert hpa["spec"]["minReplicas"] == 1
     keda = serving.build_autoscaler(deployment_obj, spec, serving.Capabilities(keda=True))
     assert keda is not None and keda["kind"] == "ScaledObject" and keda["spec"]["minReplicaCount"] == 0
@@ -165,9 +197,23 @@ def test_autoscalers_target_the_llmdeployment(deployment_obj: dict[str, Any]) ->
 
 def test_adapter_model_serves_base_plus_lora(deployment_obj: dict[str, Any]) -> None:
     spec = LLMDeploymentSpec.model_validate(deployment_obj["spec"])
-    model = serving.ResolvedModel(uri="hf://org/base", served_name="bot-base",
-                                  adapters={"bot": "pvc://out/model"})
-    dep = serving.build_deployment(deployment_obj, spec, model, guard_config.render(None, None, "bot"), Settings())
+    model = serving.ResolvedModel(
+        uri="hf://org/base", served_name="bot-base", adapters={"bot": "pvc://out/model"}
+    )
+    dep = serving.build_deployment(
+        deployment_obj, spec, model, guard_config.render(None, None, "bot"), Settings()
+    )
     args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[0] == "org/base"
     assert args[args.index("--lora-modules") + 1] == "bot=/mnt/maestro/models/out/model"
+
+
+def test_local_executor_jobs_only_leaves_serving_pods_to_the_cluster(deployment_obj: dict[str, Any]) -> None:
+    settings = Settings.from_env({"MAESTRO_LOCAL_EXECUTOR": "jobs"})
+    assert settings.local_executor and not settings.local_executor_serving
+    dspec = LLMDeploymentSpec.model_validate(deployment_obj["spec"])
+    dep = serving.build_deployment(
+        deployment_obj, dspec, MODEL, guard_config.render(None, None, "x"), settings
+    )
+    assert LABEL_LOCAL_EXECUTOR not in dep["spec"]["template"]["metadata"]["labels"]
+    assert Settings.from_env({"MAESTRO_LOCAL_EXECUTOR": "true"}).local_executor_serving
