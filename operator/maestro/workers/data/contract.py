@@ -90,6 +90,7 @@ class RecordCounts(TypedDict):
     duplicates: int  # exact duplicates (after normalization) removed
     nearDuplicates: int  # MinHash-LSH near duplicates removed
     piiRedacted: int  # kept records with at least one redaction
+    piiDropped: NotRequired[int]  # records dropped for PII (action drop); also counted in `filtered`
     piiByType: dict[str, int]  # findings per entity over all scanned records
     filtered: int  # dropped by filters (length, language, quality, profanity, PII drop)
     invalid: int  # records that failed the schema mapping
@@ -97,25 +98,30 @@ class RecordCounts(TypedDict):
     validation: int
 
 
-class LengthStats(TypedDict):
+class LengthStats(TypedDict, total=False):
+    min: int
+    max: int
+    mean: float
     p50: int
     p95: int
-    max: int
 
 
 class Stats(TypedDict, total=False):
-    languages: dict[str, float]  # language code -> share of kept records
-    lengthChars: LengthStats
-    profanityRate: float
-    distinct1: float
+    languages: dict[str, int]  # language code (ISO 639-1, "und" = undetermined) -> kept records
+    lengthChars: LengthStats  # characters per kept record (messages joined by a newline)
+    estimatedTokens: int  # characters / 4
+    profanityRate: float  # share of kept records with a profane word
+    distinct1: float  # distinct unigrams / unigrams over a content-hash sample
     distinct2: float
 
 
 class Gate(TypedDict):
-    name: str
+    name: str  # invalidRecords, minRecords, maxDuplicateRatio, maxPIIRatio, piiReject, allowedLanguages,
+    # representation
     passed: bool
     value: float | int | None
     threshold: float | int | None
+    message: NotRequired[str]  # why it failed (only on failure)
 
 
 class Artifact(TypedDict):
@@ -132,7 +138,8 @@ class Summary(TypedDict):
     gates: list[Gate]
     artifact: Artifact | None
     reason: NotRequired[str]  # one line, present when passed is False
-    sourceSha256: NotRequired[str]
+    sourceSha256: NotRequired[str]  # sha256 of the raw source bytes read
+    gatesTruncated: NotRequired[bool]  # only failed gates kept to fit MAX_SUMMARY_BYTES
 
 
 _REQUIRED = ("version", "passed", "exitCode", "records", "stats", "gates", "artifact")
