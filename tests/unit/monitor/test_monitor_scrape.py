@@ -1,7 +1,11 @@
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
+
 import aiohttp
 import pytest
+from aiohttp import web
 from monitor_helpers import FakeVLLM, Served, parse_scrape
 
 from maestro.workers.monitor import contract as c
@@ -108,3 +112,57 @@ async def test_non_prometheus_body_is_a_parse_error() -> None:
         await served.stop()
     assert not ok
     assert metrics.registry.get_sample_value(c.VLLM_SCRAPE_ERRORS, {"reason": "parse"}) == 1
+
+
+def _chunked_app(text: str, pieces: int) -> Callable[[], web.Application]:
+    """/metrics sent in several TCP writes with pauses, as a big real vLLM answer arrives."""
+
+    def app() -> web.Application:
+        async def h(request: web.Request) -> web.StreamResponse:
+            resp = web.StreamResponse(headers={"Content-Type": "text/plain"})
+            await resp.prepare(request)
+            data = text.encode()
+            step = len(data) // pieces + 1
+            for i in range(0, len(data), step):
+                await resp.write(data[i : i + step])
+                await asyncio.sleep(0.01)
+            await resp.write_eof()
+            return resp
+
+        a = web.Application()
+        a.router.add_get("/metrics", h)
+        return a
+
+    return app
+
+
+async def test_large_body_arriving_in_pieces_is_read_whole() -> None:
+    fake = FakeVLLM()
+    fake.serve(7, prompt_tokens=3, generation_tokens=5)
+    lines = [fake.text(), "# TYPE vllm:filler gauge"]
+    lines += [f'vllm:filler{{i="{i}"}} {i}' for i in range(20_000)]  # ~0.5 MB, like a big deployment
+    served = await Served(_chunked_app("\n".join(lines) + "\n", pieces=20)).start()
+    metrics = MonitorMetrics(process=False)
+    scraper = VLLMScraper(served.url + "/metrics", metrics)
+    try:
+        async with aiohttp.ClientSession() as session:
+            assert await scraper.scrape_once(session)
+    finally:
+        await served.stop()
+    series = parse_scrape(scraper.passthrough)
+    assert len(series["vllm:filler"]) == 20_000
+    assert series[c.VLLM_GENERATION_TOKENS][0][1] == 35
+
+
+async def test_oversized_body_is_refused(monkeypatch) -> None:
+    from maestro.workers.monitor import scrape
+
+    monkeypatch.setattr(scrape, "MAX_BODY", 1000)
+    served = await Served(_chunked_app("vllm:x 1\n" * 500, pieces=5)).start()
+    metrics = MonitorMetrics(process=False)
+    try:
+        async with aiohttp.ClientSession() as session:
+            assert not await VLLMScraper(served.url + "/metrics", metrics).scrape_once(session)
+    finally:
+        await served.stop()
+    assert metrics.registry.get_sample_value(c.VLLM_SCRAPE_ERRORS, {"reason": "too_large"}) == 1

@@ -90,9 +90,13 @@ class VLLMScraper:
             async with session.get(self.url, timeout=aiohttp.ClientTimeout(total=self.timeout)) as resp:
                 if resp.status != 200:
                     return self._fail("http", f"{self.url} answered HTTP {resp.status}")
-                body = await resp.content.read(MAX_BODY + 1)
-                if len(body) > MAX_BODY:
-                    return self._fail("too_large", f"{self.url} body exceeds {MAX_BODY} bytes")
+                chunks, size = [], 0
+                async for chunk in resp.content.iter_chunked(64 * 1024):
+                    size += len(chunk)
+                    if size > MAX_BODY:
+                        return self._fail("too_large", f"{self.url} body exceeds {MAX_BODY} bytes")
+                    chunks.append(chunk)
+                body = b"".join(chunks)
             text = body.decode("utf-8", errors="replace")
             samples = parse_samples(text)
         except (aiohttp.ClientError, OSError) as e:
