@@ -10,9 +10,9 @@ Measured per target:
 - streaming time to first byte: one connection, streamed chat, time to the first body byte (p50).
 The guard runs a realistic policy: API-key auth, per-key rate limit and token budget, PII redaction
 on input, audit log to a file. LiteLLM (1.108.7, installed into its own venv under the user cache
-because its pins fight ours) runs with a master key and per-deployment rpm/tpm limits; it has no
-built-in offline PII on input (its Presidio guardrail needs a Presidio server), so its configuration
-is, if anything, lighter than the guard's.
+because its pins fight ours) runs the equivalent: a master key, per-deployment rpm/tpm limits, and
+its built-in offline regex content filter masking PII on input (email, SSN, phone, card, IPv4, API
+keys) as a pre-call guardrail.
 
 All targets run at once and are measured in `--rounds` interleaved rounds (direct, bare, guard,
 litellm, direct, …), each round a short slice of every phase, samples pooled over the rounds; so a
@@ -508,7 +508,19 @@ def _litellm_config(upstream: str) -> str:
         "      api_key: sk-upstream\n"
         "      rpm: 100000000\n"
         "      tpm: 1000000000\n"
-        "general_settings:\n"
+        # PII masking on input with LiteLLM's own offline regex filter (its Presidio hook needs a server)
+        "guardrails:\n"
+        "  - guardrail_name: pii-input\n"
+        "    litellm_params:\n"
+        "      guardrail: litellm_content_filter\n"
+        "      mode: pre_call\n"
+        "      default_on: true\n"
+        "      patterns:\n"
+        + "".join(
+            f"        - {{pattern_type: prebuilt, pattern_name: {name}, action: MASK}}\n"
+            for name in ("email", "us_ssn", "us_phone", "credit_card", "ipv4", "generic_api_key")
+        )
+        + "general_settings:\n"
         f"  master_key: {LITELLM_KEY}\n"
         "litellm_settings:\n"
         "  telemetry: false\n"
