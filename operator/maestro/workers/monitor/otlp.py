@@ -12,6 +12,7 @@ The SDK exports from its own thread; nothing here blocks the event loop.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -60,6 +61,8 @@ class OtlpExporter:
             url += "/v1/metrics"
         self.url = url
         self.registry = registry
+        self._snap: dict[str, list[tuple[dict[str, str], float]]] | None = None
+        self._snap_at = 0.0
         self.served_model = served_model
         self.reader = PeriodicExportingMetricReader(
             OTLPMetricExporter(endpoint=url, timeout=5), export_interval_millis=int(interval_s * 1000)
@@ -107,15 +110,19 @@ class OtlpExporter:
                 meter.create_observable_gauge(otel_name(name), [callback], description=family.documentation)
 
     def _observe(self, name: str) -> list[Any]:
-        out = []
-        for family in self.registry.collect():
-            if family.name != name:
-                continue
-            for s in family.samples:
-                if s.name.endswith("_created"):
-                    continue
-                out.append(self._Observation(s.value, dict(s.labels)))
-        return out
+        return [self._Observation(value, labels) for labels, value in self._snapshot().get(name, ())]
+
+    def _snapshot(self) -> dict[str, list[tuple[dict[str, str], float]]]:
+        """One registry walk per export, shared by every instrument's callback (they run back to back)."""
+        now = time.monotonic()
+        if self._snap is None or now - self._snap_at > 1.0:
+            snap: dict[str, list[tuple[dict[str, str], float]]] = {}
+            for family in self.registry.collect():
+                snap[family.name] = [
+                    (dict(s.labels), s.value) for s in family.samples if not s.name.endswith("_created")
+                ]
+            self._snap, self._snap_at = snap, now
+        return self._snap
 
     def record_event(self, event: dict[str, Any]) -> None:
         """GenAI convention histograms for one guard event (called by the collector)."""
