@@ -1,4 +1,4 @@
-"""`bench/guard.py --json` runs end to end (tiny load, no LiteLLM) and reports every field; no timing asserts."""
+"""`bench/guard.py --json` runs end to end (tiny load, no LiteLLM) with every field; no timing asserts."""
 
 from __future__ import annotations
 
