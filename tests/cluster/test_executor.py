@@ -280,6 +280,9 @@ def test_failing_container_fails_the_job_with_exit_code(
     assert "bad input: no records" in term["message"]
     log = executor.state_dir / "logs" / f"{namespace}_{pod['metadata']['name']}_main.log"
     assert "loading" in log.read_text()
+    # `kubectl logs` goes through the API server to the executor's kubelet endpoint
+    logs = kubectl("logs", pod["metadata"]["name"], namespace=namespace).stdout
+    assert "loading" in logs and "bad input: no records" in logs
 
 
 @needs_cluster

@@ -29,7 +29,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--bin-dir", default=None, help="prebuilt binaries (default: $MAESTRO_KUBE_BIN or build)")
     c.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for readiness")
     e = sub.add_parser("executor", help="run the pods bound to the local node as real processes (root)")
-    e.add_argument("--kubeconfig", required=True, help="the cluster's admin kubeconfig (<state>/kubeconfig)")
+    e.add_argument("--kubeconfig", help="the cluster's admin kubeconfig (<state>/kubeconfig)")
     e.add_argument("--state-dir", default=str(Path(DEFAULT_STATE) / "executor"),
                    help="pod sandboxes, volumes, logs (default: %(default)s)")
     e.add_argument("--node", default="maestro-local", help="node name to register (default: %(default)s)")
@@ -39,6 +39,11 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--cpu", default=None, help="advertised cpu (default: this machine's)")
     e.add_argument("--memory", default=None, help="advertised memory (default: this machine's)")
     e.add_argument("--restart-backoff", type=float, default=10.0, help="first crash-loop back-off, seconds")
+    e.add_argument("--host-alias", action="append", default=[], metavar="NAME",
+                   help="resolve NAME to the host (the pods' gateway) in every pod, e.g. a service the "
+                        "operator serves from the host; repeatable")
+    e.add_argument("--cleanup", action="store_true",
+                   help="stop what an executor left in --state-dir (processes, netns, bridge) and exit")
     e.add_argument("--log-level", default="INFO")
     return p
 
@@ -54,10 +59,22 @@ def _executor(args: argparse.Namespace) -> int:
     if os.geteuid() != 0:
         print("maestro dev executor: needs root (network and mount namespaces)", file=sys.stderr)
         return 1
-    opts = Options(Path(args.kubeconfig), Path(args.state_dir), node=args.node, pod_cidr=args.pod_cidr,
-                   images_file=Path(args.images) if args.images else None,
-                   vllm_venv=Path(args.vllm_venv) if args.vllm_venv else None, cpu=args.cpu,
-                   memory=args.memory, backoff_base=args.restart_backoff)
+    opts = Options(
+        Path(args.kubeconfig) if args.kubeconfig else None, Path(args.state_dir), node=args.node,
+        pod_cidr=args.pod_cidr, images_file=Path(args.images) if args.images else None,
+        vllm_venv=Path(args.vllm_venv) if args.vllm_venv else None, cpu=args.cpu, memory=args.memory,
+        backoff_base=args.restart_backoff, host_aliases=tuple(args.host_alias),
+    )
+    if args.cleanup:
+        try:
+            print(json.dumps(Agent(opts).cleanup()))
+        except RuntimeError as e:
+            print(f"maestro dev executor --cleanup: {e}", file=sys.stderr)
+            return 1
+        return 0
+    if opts.kubeconfig is None:
+        print("maestro dev executor: --kubeconfig is required", file=sys.stderr)
+        return 2
     asyncio.run(Agent(opts).run())
     return 0
 

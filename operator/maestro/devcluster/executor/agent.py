@@ -23,9 +23,10 @@ from maestro import __version__
 from maestro.devcluster.executor.api import STRATEGIC, Api, ApiError
 from maestro.devcluster.executor.events import Recorder
 from maestro.devcluster.executor.images import ImageTable
+from maestro.devcluster.executor.logserver import LogServer, self_signed
 from maestro.devcluster.executor.netns import PodNetwork, pick_subnet, pids_in, used_subnets
 from maestro.devcluster.executor.pods import Context, PodRunner
-from maestro.devcluster.executor.process import Process
+from maestro.devcluster.executor.process import Process, proc_start_time
 from maestro.devcluster.executor.status import rfc3339
 from maestro.devcluster.executor.volumes import Volumes
 
@@ -52,7 +53,7 @@ def machine_resources() -> dict[str, str]:
 
 @dataclass
 class Options:
-    kubeconfig: Path
+    kubeconfig: Path | None
     state_dir: Path
     node: str = "maestro-local"
     pod_cidr: str | None = None
@@ -62,6 +63,7 @@ class Options:
     memory: str | None = None
     backoff_base: float = 10.0
     shutdown_grace: float = 10.0
+    host_aliases: tuple[str, ...] = ()
 
 
 class Agent:
@@ -77,6 +79,7 @@ class Agent:
         self._stop = asyncio.Event()
         self._pods_synced = asyncio.Event()
         self._background: set[asyncio.Task[None]] = set()
+        self.kubelet_port = 0
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Fire and forget, keeping a reference so the task is not garbage-collected mid-flight."""
@@ -101,7 +104,14 @@ class Agent:
             net = PodNetwork(self.executor_id, subnet if subnet.prefixlen < 32 else pick_subnet())
             net.ensure_bridge()
         cfg_file.write_text(
-            json.dumps({"podCIDR": str(net.subnet), "node": self.opts.node, "executorId": self.executor_id})
+            json.dumps(
+                {
+                    "podCIDR": str(net.subnet),
+                    "hostIP": net.gateway,
+                    "node": self.opts.node,
+                    "executorId": self.executor_id,
+                }
+            )
         )
         return net
 
@@ -109,6 +119,9 @@ class Agent:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         (self.state_dir / "logs").mkdir(exist_ok=True)
         network = await asyncio.to_thread(self._network)
+        if self.opts.kubeconfig is None:
+            raise ValueError("a kubeconfig is needed to run pods")
+        (self.state_dir / "executor.pid").write_text(str(os.getpid()))
         async with Api(self.opts.kubeconfig, self.state_dir / "client") as api:
             self.api = api
             volumes = Volumes(api, self.fetch, self.state_dir, self.resources)
@@ -123,7 +136,11 @@ class Agent:
                 self.state_dir,
                 Recorder(api, self.opts.node),
                 self.opts.backoff_base,
+                self.opts.host_aliases,
             )
+            logs = LogServer(self.state_dir / "logs", self._container_running)
+            tls = await asyncio.to_thread(self_signed, self.state_dir / "client", network.gateway)
+            self.kubelet_port = await logs.start(network.gateway, 0, tls)
             await self._register_node()
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -156,6 +173,7 @@ class Agent:
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            await logs.stop()
             await self._shutdown()
 
     async def _shutdown(self) -> None:
@@ -175,6 +193,12 @@ class Agent:
             await self._node_status(ready=False)
         if not self.ctx.network.namespaces():
             await asyncio.to_thread(self.ctx.network.remove_bridge)
+
+    def _container_running(self, namespace: str, pod: str, container: str) -> bool:
+        for r in self.runners.values():
+            if r.key == f"{namespace}/{pod}":
+                return any(c.name == container and c.running for c in r.ctrs)
+        return False
 
     # -- node ----------------------------------------------------------------------------------
     def _node_manifest(self) -> Obj:
@@ -235,11 +259,9 @@ class Agent:
                 "capacity": self.resources,
                 "allocatable": self.resources,
                 "phase": "Running",
-                "addresses": [
-                    {"type": "InternalIP", "address": self.ctx.host_ip},
-                    {"type": "Hostname", "address": self.opts.node},
-                ],
-                "daemonEndpoints": {"kubeletEndpoint": {"Port": 0}},
+                # InternalIP only: the API server would try to resolve a Hostname address first
+                "addresses": [{"$patch": "replace"}, {"type": "InternalIP", "address": self.ctx.host_ip}],
+                "daemonEndpoints": {"kubeletEndpoint": {"Port": self.kubelet_port}},
                 "nodeInfo": {
                     "architecture": "amd64",
                     "operatingSystem": "linux",
@@ -452,18 +474,47 @@ class Agent:
                 log.info("removing leaked network namespace %s", ns)
                 await asyncio.to_thread(self._kill_netns, ns)
 
-    def _kill_record(self, d: Path, rec: Obj) -> None:
+    def _kill_record(self, d: Path, rec: Obj, network: PodNetwork | None = None) -> None:
         for name, c in (rec.get("containers") or {}).items():
             if c.get("proc"):
                 p = Process.adopt(c["proc"], d / "containers" / name)
                 if p is not None:
                     p.stop(0)
         if rec.get("netns"):
-            self._kill_netns(rec["netns"])
+            self._kill_netns(rec["netns"], network)
 
-    def _kill_netns(self, ns: str) -> None:
+    def _kill_netns(self, ns: str, network: PodNetwork | None = None) -> None:
+        network = network or self.ctx.network
         for pid in pids_in(ns):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        uid_prefix = ns.removeprefix(self.ctx.network.netns_prefix())
-        self.ctx.network.detach(uid_prefix)
+        network.detach(ns.removeprefix(network.netns_prefix()))
+
+    def cleanup(self) -> dict[str, Any]:
+        """`--cleanup`: stop everything an executor left in the state dir (after a crash, or before
+        wiping the dir): container processes, pod namespaces, the bridge. Refuses while it runs."""
+        pid_file = self.state_dir / "executor.pid"
+        with contextlib.suppress(OSError, ValueError):
+            pid = int(pid_file.read_text())
+            if pid != os.getpid() and proc_start_time(pid) is not None:
+                raise RuntimeError(
+                    f"the executor for {self.state_dir} is running (pid {pid}); stop it instead"
+                )
+        cfg_file = self.state_dir / "executor.json"
+        if not cfg_file.exists():
+            return {"pods": 0, "netns": 0}
+        cfg = json.loads(cfg_file.read_text())
+        network = PodNetwork(self.executor_id, ipaddress.IPv4Network(cfg["podCIDR"]))
+        pods = 0
+        for d in sorted((self.state_dir / "pods").glob("*")):
+            rec: Obj = {}
+            with contextlib.suppress(OSError, ValueError):
+                rec = json.loads((d / "pod.json").read_text())
+            self._kill_record(d, rec, network)
+            shutil.rmtree(d, ignore_errors=True)
+            pods += 1
+        leaked = network.namespaces()
+        for ns in leaked:
+            self._kill_netns(ns, network)
+        network.remove_bridge()
+        return {"pods": pods, "netns": len(leaked), "bridge": network.bridge}

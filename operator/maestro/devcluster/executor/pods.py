@@ -72,6 +72,7 @@ class Context:
     state_dir: Path
     events: Recorder
     backoff_base: float = 10.0
+    host_aliases: tuple[str, ...] = ()
 
     @property
     def log_dir(self) -> Path:
@@ -339,7 +340,10 @@ class PodRunner:
         (run_dir / "termination-log").write_bytes(b"")
         log_path = self.log_file(c)
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        c.log_offset = log_path.stat().st_size if log_path.exists() else 0
+        # one file per run, like the kubelet: the previous run's log stays for `kubectl logs --previous`
+        if log_path.exists() and log_path.stat().st_size:
+            os.replace(log_path, log_path.with_suffix(".previous.log"))
+        c.log_offset = 0
         c.proc = await asyncio.to_thread(Process.start, spec, run_dir, log_path)
         c.started_at = time.time()
         c.state = {"running": {"startedAt": rfc3339(c.started_at)}}
@@ -731,6 +735,8 @@ class PodRunner:
         lines.append(f"{self.pod_ip}\t{fqdn + ' ' if fqdn else ''}{hostname}")
         for alias in spec.get("hostAliases", []):
             lines.append(f"{alias['ip']}\t{' '.join(alias.get('hostnames', []))}")
+        if self.ctx.host_aliases:  # names of services that run on the host itself (`--host-alias`)
+            lines.append(f"{self.ctx.host_ip}\t{' '.join(self.ctx.host_aliases)}")
         (self.dir / "etc-hosts").write_text(
             "# Kubernetes-managed hosts file (maestro local executor).\n" + "\n".join(lines) + "\n"
         )
