@@ -221,7 +221,15 @@ def _setup(spec: dict[str, Any]) -> None:
     for m in sorted(spec.get("mounts", []), key=lambda m: m["path"].rstrip("/").count("/")):
         builder.bind(m["source"], os.path.normpath(m["path"]), bool(m.get("readOnly")))
     for path in spec.get("keep", []):
-        builder.keep(path)
+        try:
+            builder.keep(path)
+        except OSError as e:
+            gov = builder._governing(path)[0]
+            raise OSError(
+                e.errno,
+                f"the volume at {gov} hides {path}, which the program runs from, and a mount "
+                f"point for it cannot be made there ({e.strerror}); mount the volume elsewhere",
+            ) from e
     builder.ensure(builder.resolve(spec.get("workingDir") or "/"), True)
 
 

@@ -35,7 +35,7 @@ from maestro.devcluster.executor.status import (
     terminated_state,
     waiting,
 )
-from maestro.devcluster.executor.volumes import Fetch, Volumes
+from maestro.devcluster.executor.volumes import FILE_VOLUMES, Fetch, Volumes
 
 log = logging.getLogger("maestro.executor")
 Obj = dict[str, Any]
@@ -392,7 +392,13 @@ class PodRunner:
                 src = src / sub
                 if not src.exists():
                     src.mkdir(parents=True)
-            mounts.append({"source": str(src), "path": vm["mountPath"], "readOnly": bool(vm.get("readOnly"))})
+            volume = next(v for v in self.pod["spec"].get("volumes", []) if v["name"] == vm["name"])
+            read_only = (
+                bool(vm.get("readOnly"))
+                or any(k in volume for k in FILE_VOLUMES)  # the kubelet mounts these read-only too
+                or bool(volume.get("persistentVolumeClaim", {}).get("readOnly"))
+            )
+            mounts.append({"source": str(src), "path": vm["mountPath"], "readOnly": read_only})
         mounts.append(
             {
                 "source": str(self._run_dir(c) / "termination-log"),
