@@ -85,17 +85,23 @@ def test_choose_bands_meets_recall_at_threshold() -> None:
 
 
 def test_sorted_runs_return_the_earliest_id() -> None:
+    spread = np.uint64(0x9E3779B97F4A7C15)  # band hashes are full 64-bit values
+
+    def h(values: np.ndarray) -> np.ndarray:
+        return values.astype(np.uint64) * spread
+
     runs = _SortedRuns()
     for start in range(0, 1000, 100):
-        h = np.arange(start, start + 100, dtype=np.uint64) % np.uint64(250)
-        runs.add(h, np.arange(start, start + 100, dtype=np.uint32))
+        runs.add(h(np.arange(start, start + 100) % 250), np.arange(start, start + 100, dtype=np.uint32))
     assert len(runs.runs) < 10  # merged
-    q = np.array([0, 249, 5000], dtype=np.uint64)
+    q = h(np.array([0, 249, 5000]))
     hits: dict[int, int] = {}
     for where, ids in runs.lookup(q):  # one candidate per run: the earliest id in that run
-        for w, i in zip(where, ids, strict=True):
-            hits[int(q[w])] = min(hits.get(int(q[w]), 10**9), int(i))
-    assert hits == {0: 0, 249: 249}
+        for w, i in zip(where.tolist(), ids.tolist(), strict=True):
+            hits[w] = min(hits.get(w, 10**9), i)
+    assert hits == {0: 0, 1: 249}
+    with pytest.raises(ValueError, match="split the source"):
+        runs.add(h(np.array([1])), np.array([2**28], dtype=np.int64))
 
 
 def test_minhash_signatures_are_deterministic_and_estimate_jaccard() -> None:
