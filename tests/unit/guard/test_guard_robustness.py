@@ -6,7 +6,9 @@ import asyncio
 import gc
 import json
 import socket
+import sys
 import time
+from pathlib import Path
 
 import aiohttp
 import openai
@@ -153,9 +155,11 @@ async def test_client_disconnect_mid_stream_frees_the_upstream(stack: Stack) -> 
         while b"data:" not in got:
             got += await asyncio.wait_for(reader.read(4096), 5)
         writer.transport.abort()  # vanish mid-stream
+    seen: list[dict] = []
     deadline = time.time() + 5
-    while time.time() < deadline and len([e for e in stack.events() if e.get("status") == 499]) < 3:
+    while time.time() < deadline and len([e for e in seen if e.get("status") == 499]) < 3:
         await asyncio.sleep(0.05)
+        seen += stack.events()
     statuses = [line["status"] for line in stack.audit()]
     assert statuses.count(499) == 3
     assert all(line.get("error") == "client_disconnected" for line in stack.audit())
@@ -252,6 +256,10 @@ async def _raw_worker(port: int, requests: list[bytes], statuses: list[int]) -> 
 
 
 async def test_memory_flat_over_10k_hostile_requests(stack: Stack) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "bench"))
+    from _upstream import serve  # the benchmarks' raw upstream: the guard, not the fake, is under test
+
+    fast = stack.call(serve("127.0.0.1", 0))
     stack.start(
         policy_doc(
             open_request(
@@ -259,7 +267,8 @@ async def test_memory_flat_over_10k_hostile_requests(stack: Stack) -> None:
                 maxRequestBytes=4096,
                 pii={"input": "redact", "output": "redact"},
             )
-        )
+        ),
+        upstream=f"http://127.0.0.1:{fast.sockets[0].getsockname()[1]}",
     )
     port = int(stack.url.rsplit(":", 1)[1])
     good = json.dumps(
@@ -313,3 +322,4 @@ async def test_memory_flat_over_10k_hostile_requests(stack: Stack) -> None:
     guard = stack.guard
     assert guard is not None and len(guard._pool._idle) <= 32
     assert guard.telemetry.series_count < 100  # no per-request label growth
+    stack.run(fast.close)
