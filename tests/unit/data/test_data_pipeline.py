@@ -269,6 +269,12 @@ def test_formats_csv_text_parquet_and_compression(tmp_path: Path, run_validate: 
     assert run_validate(tmp_path / "d.jsonl.bz2").summary["records"]["kept"] == 5
 
 
+def test_text_source_with_a_chat_schema_says_what_to_change(tmp_path: Path, run_validate: RunFn) -> None:
+    (tmp_path / "t.txt").write_text("just a line of text\n")
+    run = run_validate(tmp_path / "t.txt", {"schema": {"type": "chat"}})
+    assert run.code == contract.EXIT_BAD_INPUT and "set it to text" in run.summary["reason"]
+
+
 def test_checksum_mismatch_is_bad_input(tmp_path: Path, run_validate: RunFn) -> None:
     src = write_jsonl(tmp_path / "d.jsonl", distinct_records(10))
     good = hashlib.sha256(src.read_bytes()).hexdigest()

@@ -207,6 +207,11 @@ class Pipeline:
         t0 = time.perf_counter()
         loc = sources.resolve(cfg.uri, env)
         fmt, compression = sources.infer_format(loc.name, cfg.format)
+        if fmt == "text" and cfg.fields.kind not in ("text", "auto"):
+            raise InputError(
+                f"the source is plain text (one record per line) but spec.schema.type is {cfg.fields.kind}; "
+                "set it to text, or use JSONL/CSV/Parquet for chat and prompt-completion records"
+            )
         res = Result(source_uri=cfg.uri, source_format=fmt)
         if self.scanner is not None and self.scanner.unsupported:
             res.pii_unsupported = sorted(self.scanner.unsupported)
