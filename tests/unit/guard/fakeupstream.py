@@ -32,6 +32,8 @@ class FakeUpstream:
     #: "drop": close the connection after 2 SSE events; "hang": stop sending after 2 events.
     stream_fault: str | None = None
     healthy: bool = True
+    #: Answer vLLM's POST /tokenize with this count (None: the route does not exist, like `transformers serve`).
+    tokenize_count: int | None = None
     requests: list[dict[str, Any]] = field(default_factory=list)
     keep_requests: int = 100
 
@@ -44,6 +46,7 @@ class FakeUpstream:
         app.router.add_post("/v1/embeddings", self._embeddings)
         app.router.add_get("/v1/models", self._models)
         app.router.add_get("/health", self._health)
+        app.router.add_post("/tokenize", self._tokenize)
         return app
 
     def _pieces(self) -> list[str]:
@@ -206,6 +209,12 @@ class FakeUpstream:
                 "data": [{"id": self.model, "object": "model", "created": 0, "owned_by": "fake"}],
             }
         )
+
+    async def _tokenize(self, request: web.Request) -> web.Response:
+        self.requests.append({"tokenize": await request.json()})
+        if self.tokenize_count is None:
+            return web.json_response({"detail": "Not Found"}, status=404)
+        return web.json_response({"count": self.tokenize_count, "max_model_len": 2048, "tokens": []})
 
     async def _health(self, request: web.Request) -> web.Response:
         return web.Response(status=200 if self.healthy else 503)

@@ -209,6 +209,21 @@ def test_token_caps(stack: Stack) -> None:
         client.chat.completions.create(model="tiny", messages=MSG, max_tokens=-1)
 
 
+def test_max_input_tokens_exact_with_tokenize(stack: Stack) -> None:
+    stack.upstream.tokenize_count = 140  # the server's own count: more than chars/4 suggests
+    stack.start(policy_doc(open_request(maxInputTokens=100), upstreamModel="tiny"))
+    client = stack.client()
+    short = [{"role": "user", "content": "hi"}]
+    client.chat.completions.create(model="tiny", messages=short)  # body shorter than the cap: never counted
+    assert not any("tokenize" in r for r in stack.upstream.requests)
+    words = [{"role": "user", "content": "word " * 30}]  # ~38 tokens by estimate, 140 by the server
+    with pytest.raises(openai.BadRequestError, match="is 140 tokens"):
+        client.chat.completions.create(model="tiny", messages=words)
+    assert stack.upstream.requests[-1] == {"tokenize": {"model": "tiny", "messages": words}}
+    stack.upstream.tokenize_count = 60
+    assert client.chat.completions.create(model="tiny", messages=words).choices
+
+
 def test_request_body_limit(stack: Stack) -> None:
     stack.start(policy_doc(open_request(maxRequestBytes=2048)))
     with pytest.raises(openai.APIStatusError) as exc:

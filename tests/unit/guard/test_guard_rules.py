@@ -45,19 +45,19 @@ def test_chat_parts_and_prompt_lists_are_redacted_in_place() -> None:
     assert body["prompt"][0] == "<EMAIL>" and res.est_tokens == 3 + 3
 
 
-def test_max_input_tokens_counts_chars_over_four() -> None:
+def test_input_tokens_estimate_and_error() -> None:
     a = active(maxInputTokens=5)
-    ok = {"messages": [{"role": "user", "content": "x" * 20}]}
-    check_input(a.policy, a.input_scanner, rules.ROUTE_CHAT, ok, want_text=False)
-    with pytest.raises(GuardError) as exc:
-        check_input(
-            a.policy,
-            a.input_scanner,
-            rules.ROUTE_CHAT,
-            {"messages": [{"role": "user", "content": "x" * 21}]},
-            want_text=False,
-        )
-    assert exc.value.code == "context_length_exceeded" and exc.value.rule == "maxInputTokens"
+    res = check_input(
+        a.policy,
+        a.input_scanner,
+        rules.ROUTE_CHAT,
+        {"messages": [{"role": "user", "content": "x" * 21}]},
+        want_text=False,
+    )
+    assert res.est_tokens == 6  # ceil(21 / 4)
+    err = rules.input_too_long(a.policy, 6, exact=False)
+    assert err.status == 400 and err.code == "context_length_exceeded" and "estimated" in err.message
+    assert "estimated" not in rules.input_too_long(a.policy, 7, exact=True).message
 
 
 def test_clamp_variants() -> None:

@@ -36,6 +36,7 @@ from maestro.workers.guard.rules import (
     check_input,
     check_output,
     clamp_max_tokens,
+    input_too_long,
     is_refusal,
 )
 from maestro.workers.guard.stream import StreamFilter
@@ -169,6 +170,7 @@ class Guard:
         self._ready = False
         self._model_labels: set[str] = set()
         self._dropped_seen = 0
+        self._no_tokenize_until = 0.0
         self.reload(initial=True)
 
     # -- policy and keys ------------------------------------------------------------------------
@@ -537,6 +539,13 @@ class Guard:
         r.prompt_chars = len(checked.prompt_text)
         r.est_tokens = checked.est_tokens
         modified = checked.modified
+        cap = policy.max_input_tokens
+        # every token is at least one byte, so a body no longer than the cap cannot exceed it
+        if cap is not None and len(raw) > cap:
+            exact = await self._count_tokens(route, body, policy)
+            tokens = exact if exact is not None else checked.est_tokens
+            if tokens > cap:
+                raise input_too_long(policy, tokens, exact is not None)
         clamp = clamp_max_tokens(policy, route, body)
         if clamp is not None:
             r.decisions.append(clamp)
@@ -585,6 +594,46 @@ class Guard:
             return await self._relay_json(r, active, upstream, tpm)
         finally:
             upstream.release()
+
+    async def _count_tokens(self, route: str, body: dict[str, Any], policy: Policy) -> int | None:
+        """The model server's exact prompt token count (vLLM `/tokenize`), or None where it has none.
+
+        A server without the route (404/405) is remembered for a minute; any failure falls back to
+        the estimate rather than failing the request.
+        """
+        if route == ROUTE_EMBEDDINGS or time.monotonic() < self._no_tokenize_until:
+            return None
+        model = (
+            policy.upstream_model
+            if policy.upstream_model and body.get("model") == policy.served_model_name
+            else body.get("model")
+        )
+        query: dict[str, Any] = {"model": model}
+        if route == ROUTE_CHAT:
+            query["messages"] = body.get("messages")
+        else:
+            query["prompt"] = body.get("prompt")
+        try:
+            resp = await self._pool.request(
+                "POST",
+                "/tokenize",
+                codec.dumps(query),
+                {"Content-Type": _JSON},
+                connect_timeout=policy.connect_timeout_s,
+                read_timeout=10.0,
+            )
+            data = await resp.read()
+        except (UpstreamError, UpstreamTimeout):
+            return None
+        resp.release()
+        if resp.status in (404, 405):
+            self._no_tokenize_until = time.monotonic() + 60.0
+            return None
+        try:
+            count = codec.loads(data).get("count") if resp.status == 200 else None
+        except (ValueError, AttributeError):
+            return None
+        return count if isinstance(count, int) else None
 
     async def _relay_json(
         self, r: _Req, active: Active, upstream: Response, tpm: float | None
@@ -700,8 +749,12 @@ class Guard:
             except Exception:  # headers are out: a bug must still end the stream the OpenAI way
                 log.exception("request %s failed mid-stream", r.rid)
                 r.error = "internal_error"
-                await _send(resp, sse_error_event(f"Internal guard error; see the guard log for request "
-                                                  f"{r.rid}.", "internal_error"))
+                await _send(
+                    resp,
+                    sse_error_event(
+                        f"Internal guard error; see the guard log for request {r.rid}.", "internal_error"
+                    ),
+                )
             else:
                 tail = filt.finish()
                 if tail:

@@ -1,10 +1,10 @@
 """Content rules: PII, blocked terms/patterns and token caps, on request bodies and response text.
 
 PII detection is the data worker's engine (`maestro.workers.data.pii`), so a dataset and an endpoint
-governed by the same policy agree on what an e-mail address is. Input tokens are *estimated* as
-ceil(chars / 4) (the usual English ratio; no tokenizer in the sidecar): `maxInputTokens` is a guard
-rail against abuse, not an exact context check — vLLM still rejects what does not fit. Budgets use
-the upstream's exact `usage` instead.
+governed by the same policy agree on what an e-mail address is. `maxInputTokens` is enforced by the
+proxy: exactly, with the model server's own `/tokenize`, when a prompt is long enough to possibly
+exceed it; as an estimate, ceil(chars / 4), where the server has no `/tokenize`. Token budgets use
+the upstream's exact `usage`.
 """
 
 from __future__ import annotations
@@ -244,14 +244,6 @@ def check_input(
     if result.pii:
         result.decisions.append({"rule": "pii.input", "action": "redact"})
     result.est_tokens = -(-chars // CHARS_PER_TOKEN) + token_ids
-    if policy.max_input_tokens is not None and result.est_tokens > policy.max_input_tokens:
-        raise GuardError(
-            400,
-            f"The input is about {result.est_tokens} tokens (estimated as characters/4); "
-            f"this endpoint allows at most {policy.max_input_tokens}. Shorten the prompt.",
-            "context_length_exceeded",
-            rule="maxInputTokens",
-        )
     if want_text:
         result.prompt_text = "\n".join(texts)
     return result
@@ -336,3 +328,15 @@ def check_output(
     if changed:
         decisions.append({"rule": "pii.output", "action": "redact"})
     return changed
+
+
+def input_too_long(policy: Policy, tokens: int, exact: bool) -> GuardError:
+    how = "" if exact else " (estimated as characters/4)"
+    return GuardError(
+        400,
+        f"The input is {'' if exact else 'about '}{tokens} tokens{how}; this endpoint allows at most "
+        f"{policy.max_input_tokens}. Shorten the prompt.",
+        "context_length_exceeded",
+        param="messages",
+        rule="maxInputTokens",
+    )
