@@ -32,7 +32,7 @@ class FakeUpstream:
     #: "drop": close the connection after 2 SSE events; "hang": stop sending after 2 events.
     stream_fault: str | None = None
     healthy: bool = True
-    #: Answer vLLM's POST /tokenize with this count (None: the route does not exist, like `transformers serve`).
+    #: Count for POST /tokenize (vLLM has it); None: 404, as from `transformers serve`.
     tokenize_count: int | None = None
     requests: list[dict[str, Any]] = field(default_factory=list)
     keep_requests: int = 100
