@@ -136,6 +136,7 @@ class PodRunner:
         self._publisher: asyncio.Task[None] | None = None
         self._init_failed = False
         self._termination: asyncio.Future[None] | None = None
+        self._attaching: asyncio.Future[str] | None = None
         self._background: set[asyncio.Task[None]] = set()
         if record:
             self._restore(record)
@@ -172,6 +173,9 @@ class PodRunner:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
         await self._stop_all([c for c in self.ctrs if c.proc], grace)
+        if self._attaching is not None:  # let a half-made sandbox finish, then remove it
+            with contextlib.suppress(Exception):
+                await self._attaching
         await asyncio.to_thread(self._teardown_network)
         if reason and not self.finished:
             self.phase, self.reason, self.message = "Failed", reason, message
@@ -215,7 +219,13 @@ class PodRunner:
             self.pod_ip = self.pod_ip or self.ctx.network.allocate(self._taken_ips())
             self._save()
             if self.netns is None:  # not adopted: a fresh sandbox
-                self.netns = await asyncio.to_thread(self.ctx.network.attach, self.uid, self.pod_ip)
+                # named before it exists, so a termination racing the creation still removes it
+                self.netns = self.ctx.network.netns_name(self.uid)
+                self._save()
+                self._attaching = asyncio.ensure_future(
+                    asyncio.to_thread(self.ctx.network.attach, self.uid, self.pod_ip)
+                )
+                await asyncio.shield(self._attaching)
         self._save()
         self._write_etc()
         self.conditions.set("PodReadyToStartContainers", True)
@@ -344,7 +354,8 @@ class PodRunner:
         if log_path.exists() and log_path.stat().st_size:
             os.replace(log_path, log_path.with_suffix(".previous.log"))
         c.log_offset = 0
-        c.proc = await asyncio.to_thread(Process.start, spec, run_dir, log_path)
+        # synchronous (a fork+exec, milliseconds): a cancellation must not lose a started process
+        c.proc = Process.start(spec, run_dir, log_path)
         c.started_at = time.time()
         c.state = {"running": {"startedAt": rfc3339(c.started_at)}}
         c.started = "startupProbe" not in c.spec
