@@ -1,4 +1,5 @@
-"""`maestro monitor`: run the sidecar (default) or write/check the shipped Grafana dashboards."""
+"""`maestro monitor`: run the sidecar (default), build a drift reference from a dataset
+(`reference`), or write/check the shipped Grafana dashboards and alert rules (`dashboards`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import dataclasses
 import logging
 import os
 import sys
+from pathlib import Path
 
 from maestro.workers.monitor import contract as c
 from maestro.workers.monitor.config import MonitorSettings, SettingsError
@@ -24,6 +26,16 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the sidecar (the default)")
     _run_flags(run)
     _run_flags(p)
+    ref = sub.add_parser(
+        "reference", help="build a drift reference from a dataset (JSONL file or LLMDataset version dir)"
+    )
+    ref.add_argument("inputs", nargs="+", type=Path, help="JSONL files or directories holding *.jsonl")
+    ref.add_argument(
+        "--out", type=Path, required=True, help=f"reference JSON to write ({c.ENV_DRIFT_REFERENCE_FILE})"
+    )
+    ref.add_argument("--prompt-field", default="prompt")
+    ref.add_argument("--completion-field", default="completion")
+    ref.add_argument("--limit", type=int, default=100_000, help="records to read at most")
     dash = sub.add_parser("dashboards", help="write or check the Grafana dashboards and alert rules")
     dash.add_argument("--out", default="charts/maestro/files", help="chart files dir (default: %(default)s)")
     dash.add_argument("--check", action="store_true", help="fail if the files differ from the generated ones")
@@ -95,6 +107,22 @@ def main(argv: list[str]) -> int:
         for path in stale:
             print(f"{'stale' if args.check else 'wrote'}: {path}")
         return 1 if args.check and stale else 0
+    if args.command == "reference":
+        from maestro.workers.monitor.reference import write_reference
+
+        try:
+            n, features = write_reference(
+                args.inputs,
+                args.out,
+                prompt_field=args.prompt_field,
+                completion_field=args.completion_field,
+                limit=args.limit,
+            )
+        except (OSError, ValueError) as e:
+            print(f"maestro monitor reference: {e}", file=sys.stderr)
+            return 2
+        print(f"wrote {args.out}: {n} records, features {', '.join(features)}")
+        return 0
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
