@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 from pathlib import Path
@@ -165,8 +166,6 @@ async def test_monitor_with_guard_and_real_vllm(start_monitor, tiny_model, tmp_p
         # every vLLM series the dashboards and alerts name exists in this real scrape
         exprs = [t["expr"] for p in dashboards.serving_dashboard()["panels"] for t in p.get("targets", [])]
         exprs += [r["expr"] for g in dashboards.alert_rules()["groups"] for r in g["rules"]]
-        import re
-
         wanted = {m for e in exprs for m in re.findall(r"vllm:[A-Za-z0-9_:]+", e)}
         assert wanted and not wanted - set(s1), sorted(wanted - set(s1))
 
