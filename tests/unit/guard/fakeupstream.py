@@ -35,6 +35,7 @@ class FakeUpstream:
     #: Count for POST /tokenize (vLLM has it); None: 404, as from `transformers serve`.
     tokenize_count: int | None = None
     requests: list[dict[str, Any]] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)  # of the same requests
     keep_requests: int = 100
 
     # -- app ------------------------------------------------------------------------------------
@@ -58,7 +59,9 @@ class FakeUpstream:
     async def _common(self, request: web.Request) -> tuple[dict[str, Any], web.Response | None]:
         body = await request.json()
         self.requests.append(body)
+        self.headers.append(dict(request.headers))
         del self.requests[: -self.keep_requests]
+        del self.headers[: -self.keep_requests]
         if self.delay:
             await asyncio.sleep(self.delay)
         if self.status != 200:
@@ -212,6 +215,7 @@ class FakeUpstream:
 
     async def _tokenize(self, request: web.Request) -> web.Response:
         self.requests.append({"tokenize": await request.json()})
+        self.headers.append(dict(request.headers))
         if self.tokenize_count is None:
             return web.json_response({"detail": "Not Found"}, status=404)
         return web.json_response({"count": self.tokenize_count, "max_model_len": 2048, "tokens": []})

@@ -49,6 +49,10 @@ def test_spans_and_metrics_use_gen_ai_conventions(stack: Stack) -> None:
     assert attrs["gen_ai.usage.input_tokens"] > 0 and attrs["gen_ai.usage.output_tokens"] > 0
     assert (second.attributes or {})["gen_ai.response.time_to_first_chunk"] > 0
     assert first.end_time > first.start_time
+    assert first.kind.name == "SERVER"
+    # the upstream call carries the guard's span as parent, so vLLM's spans nest under it
+    sent = stack.upstream.headers[0]["traceparent"].split("-")
+    assert sent[1] == TRACE_ID and sent[2] == format(first.context.span_id, "016x")
 
     metrics = {
         m.name: m

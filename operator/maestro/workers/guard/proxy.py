@@ -40,7 +40,7 @@ from maestro.workers.guard.rules import (
     is_refusal,
 )
 from maestro.workers.guard.stream import StreamFilter
-from maestro.workers.guard.telemetry import Telemetry, extract_parent
+from maestro.workers.guard.telemetry import Telemetry
 from maestro.workers.guard.upstream import Response, UpstreamError, UpstreamPool, UpstreamTimeout
 
 log = logging.getLogger("maestro.guard")
@@ -105,6 +105,7 @@ class _Req:
         "response_text",
         "rid",
         "route",
+        "span",
         "start_ns",
         "status",
         "stream",
@@ -134,6 +135,7 @@ class _Req:
         self.response_text: str | None = None
         self.error: str | None = None
         self.est_tokens = 0
+        self.span: Any = None
 
 
 class Guard:
@@ -399,8 +401,9 @@ class Guard:
     async def _inference(self, request: web.Request, route: str) -> web.StreamResponse:
         r = _Req(self._rid(request), route)
         active = self.active  # this request's rules, whatever reloads happen meanwhile
-        parent = extract_parent(request.headers) if self.telemetry.otel is not None else None
         tel = self.telemetry
+        if tel.otel is not None:
+            r.span = tel.otel.start(request.headers)
         tel.inflight += 1
         try:
             return await self._serve(request, r, active)
@@ -422,7 +425,7 @@ class Guard:
             )
         finally:
             tel.inflight -= 1
-            self._finish(r, active.policy, parent)
+            self._finish(r, active.policy)
 
     def _error(self, exc: GuardError, r: _Req) -> web.Response:
         r.status = exc.status
@@ -565,10 +568,13 @@ class Guard:
         payload = codec.dumps(body) if modified else raw
 
         headers = {"Content-Type": _JSON, contract.REQUEST_ID_HEADER: r.rid}
-        for h in ("traceparent", "tracestate"):
-            v = request.headers.get(h)
-            if v is not None:
-                headers[h] = v
+        if r.span is not None:
+            self.telemetry.otel.inject(r.span, headers)  # type: ignore[union-attr]
+        else:
+            for h in ("traceparent", "tracestate"):
+                v = request.headers.get(h)
+                if v is not None:
+                    headers[h] = v
         try:
             upstream = await self._pool.request(
                 "POST",
@@ -805,7 +811,7 @@ class Guard:
             return model
         return "other"
 
-    def _finish(self, r: _Req, policy: Policy, parent: Any = None) -> None:
+    def _finish(self, r: _Req, policy: Policy) -> None:
         duration = time.perf_counter() - r.t0
         pii = r.pii
         tel = self.telemetry
@@ -821,8 +827,7 @@ class Guard:
             decisions=r.decisions,
             pii=pii,
             error=r.error,
-            start_ns=r.start_ns,
-            parent=parent,
+            span=r.span,
         )
         if r.route == "models":
             return

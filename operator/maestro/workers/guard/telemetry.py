@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from bisect import bisect_left
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -189,9 +188,7 @@ class Telemetry:
         decisions: list[dict[str, str]],
         pii: Mapping[str, int],
         error: str | None,
-        start_ns: int,
-        attributes: Mapping[str, Any] | None = None,
-        parent: Any = None,
+        span: Any = None,
     ) -> None:
         op = OPERATIONS.get(route, route)
         self.requests.inc((route, str(status)))
@@ -218,9 +215,7 @@ class Telemetry:
                 completion_tokens,
                 decisions,
                 error,
-                start_ns,
-                attributes or {},
-                parent,
+                span,
             )
 
     def exposition(self) -> bytes:
@@ -271,9 +266,7 @@ class _Otel:
         completion_tokens: int | None,
         decisions: list[dict[str, str]],
         error: str | None,
-        start_ns: int,
-        attributes: Mapping[str, Any],
-        parent: Any,
+        span: Any,
     ) -> None:
         base = {"gen_ai.operation.name": op, "gen_ai.provider.name": PROVIDER, "gen_ai.request.model": model}
         if error:
@@ -300,15 +293,29 @@ class _Otel:
             span_attrs["gen_ai.response.time_to_first_chunk"] = ttft_s
         if decisions:
             span_attrs["maestro.guard.decisions"] = [f"{d['rule']}:{d['action']}" for d in decisions]
-        span_attrs.update(attributes)
-        span = self.tracer.start_span(
-            f"{op} {model}", context=parent, start_time=start_ns, attributes=span_attrs
-        )
+        if span is None:
+            return
+        span.update_name(f"{op} {model}")
+        span.set_attributes(span_attrs)
         if status >= 500:
             from opentelemetry.trace import Status, StatusCode
 
             span.set_status(Status(StatusCode.ERROR, error or str(status)))
-        span.end(end_time=start_ns + int(duration_s * 1e9))
+        span.end()
+
+    def start(self, headers: Mapping[str, str]) -> Any:
+        """A server span for one request, child of the caller's W3C trace context when it sent one."""
+        from opentelemetry.propagate import extract
+        from opentelemetry.trace import SpanKind
+
+        return self.tracer.start_span("guard", context=extract(dict(headers)), kind=SpanKind.SERVER)
+
+    def inject(self, span: Any, carrier: dict[str, str]) -> None:
+        """traceparent for the upstream call, so vLLM's spans nest under the guard's."""
+        from opentelemetry.propagate import inject
+        from opentelemetry.trace import set_span_in_context
+
+        inject(carrier, context=set_span_in_context(span))
 
 
 def _otlp_providers() -> tuple[Any, Any]:
@@ -338,14 +345,3 @@ def _otlp_providers() -> tuple[Any, Any]:
     trace.set_tracer_provider(tracer_provider)
     metrics.set_meter_provider(meter_provider)
     return tracer_provider, meter_provider
-
-
-def extract_parent(headers: Mapping[str, str]) -> Any:
-    """The caller's trace context (W3C traceparent), so the guard's span joins the client's trace."""
-    from opentelemetry.propagate import extract
-
-    return extract(dict(headers))
-
-
-def now_ns() -> int:
-    return time.time_ns()
