@@ -286,7 +286,7 @@ class Pipeline:
         norm, key_of, detect = normalize.normalize_text, normalize.dedup_key, langid.detect
         filtered = res.filtered
         pii_by_type = res.pii_by_type
-        pending: list[tuple[Record, bytes, list[str], str, int]] = []
+        pending: list[tuple[Record, bytes, list[str], str, int, int]] = []
         keep = self._keeper(res, train, val)
 
         progress, t0 = self.progress, time.perf_counter()
@@ -361,7 +361,7 @@ class Pipeline:
             if self.near is None:
                 keep(rec, key, words, lang, nchars, profane)
                 continue
-            pending.append((rec, key, words, lang, nchars, profane))  # type: ignore[arg-type]
+            pending.append((rec, key, words, lang, nchars, profane))
             if len(pending) >= NEAR_BATCH:
                 self._flush(pending, res, keep)
         if pending:
