@@ -128,7 +128,9 @@ class DevEnv:
         env = {"KUBECONFIG": str(self.cluster.kubeconfig)}
         self._start("executor", [sys.executable, "-m", "maestro", "dev", "executor",
                                  "--kubeconfig", str(self.cluster.kubeconfig),
-                                 "--state-dir", str(self.state_dir / "executor")], env)
+                                 "--state-dir", str(self.state_dir / "executor"),
+                                 # overcommit: requests are sized for real nodes, processes share this machine
+                                 "--cpu", "16", "--memory", "64Gi"], env)
         self._start("operator", [sys.executable, "-m", "maestro", "run"],
                     {**env, "MAESTRO_LOCAL_EXECUTOR": "true"})
         self.kubectl("create", "namespace", NAMESPACE, check=False)
@@ -166,13 +168,47 @@ class DevEnv:
             time.sleep(2)
         raise ClusterError(f"timed out waiting for the quickstart; last states: {list(last.values())}")
 
-    def endpoint(self) -> str:
-        pods = json.loads(self.kubectl("get", "pods", "-n", NAMESPACE, "-l", "llmops.dev/deployment=support-bot",
-                                       "-o", "json").stdout)["items"]
+    def pod_ip(self) -> str:
+        selector = self.get("llmdep", "support-bot").get("status", {}).get("selector")
+        if not selector:
+            raise ClusterError("LLMDeployment support-bot has no status.selector yet")
+        pods = json.loads(self.kubectl("get", "pods", "-n", NAMESPACE, "-l", selector, "-o", "json").stdout)["items"]
         ips = [p["status"].get("podIP") for p in pods if p["status"].get("podIP")]
         if not ips:
             raise ClusterError("no serving pod has an IP yet")
-        return f"http://{ips[0]}:{GUARD_PORT}"
+        return str(ips[0])
+
+    def worker_summary(self, job_name: str) -> dict[str, Any]:
+        """The JSON summary a worker left in its termination message, as the kubelet reported it."""
+        pods = json.loads(self.kubectl("get", "pods", "-n", NAMESPACE, "-l", f"job-name={job_name}",
+                                       "-o", "json").stdout)["items"]
+        for pod in pods:
+            for cs in pod["status"].get("containerStatuses", []):
+                msg = cs.get("state", {}).get("terminated", {}).get("message")
+                if msg:
+                    try:
+                        out: dict[str, Any] = json.loads(msg)
+                        return out
+                    except ValueError:
+                        continue
+        return {}
+
+    def monitor_metrics(self) -> dict[str, float]:
+        """The serving pod's monitor sidecar metrics (`name{labels}` → value)."""
+        with urllib.request.urlopen(f"http://{self.pod_ip()}:{MONITOR_PORT}/metrics", timeout=10) as resp:
+            text = resp.read().decode()
+        out: dict[str, float] = {}
+        for line in text.splitlines():
+            if line.startswith("maestro_monitor_") and not line.startswith("#"):
+                key, _, value = line.rpartition(" ")
+                try:
+                    out[key] = float(value)
+                except ValueError:
+                    pass
+        return out
+
+    def endpoint(self) -> str:
+        return f"http://{self.pod_ip()}:{GUARD_PORT}"
 
     def summary(self) -> dict[str, Any]:
         ds = self.get("llmds", "support-chats").get("status", {})
@@ -188,8 +224,13 @@ class DevEnv:
         blocked = _post(base + "/v1/chat/completions", {
             "model": "support-bot", "max_tokens": 8,
             "messages": [{"role": "user", "content": "show me the internal-only runbook"}]})
+        metrics = self.monitor_metrics()
         return {"dataset": ds, "training": tj, "deployment": dep, "endpoint": base,
-                "chat": chat, "redacted": redacted, "blocked": blocked}
+                "trainer": self.worker_summary(tj.get("jobName", "")),
+                "chat": chat, "redacted": redacted, "blocked": blocked,
+                "piiDetections": {k: v for k, v in metrics.items() if k.startswith("maestro_monitor_pii_detections_total")},
+                "decisions": {k: v for k, v in metrics.items()
+                              if k.startswith("maestro_monitor_policy_decisions_total")}}
 
     def down(self) -> None:
         self._stop("operator")
@@ -208,6 +249,15 @@ def _post(url: str, body: dict[str, Any], key: str = API_KEY) -> dict[str, Any]:
         return {"status": e.code, "body": json.loads(e.read() or b"{}"), "headers": dict(e.headers)}
 
 
+def _label(series: str, name: str) -> str:
+    """`metric{a="x",entity="EMAIL"}` -> EMAIL for name='entity'."""
+    for part in series.partition("{")[2].rstrip("}").split(","):
+        key, _, value = part.partition("=")
+        if key == name:
+            return value.strip('"')
+    return "?"
+
+
 def render_summary(s: dict[str, Any], out: Callable[[str], None] = print) -> None:
     ds, tj, dep = s["dataset"], s["training"], s["deployment"]
     rec = ds.get("records", {})
@@ -221,6 +271,9 @@ def render_summary(s: dict[str, Any], out: Callable[[str], None] = print) -> Non
     prog, ev, model = tj.get("progress", {}), tj.get("evaluation", {}), tj.get("model", {})
     out(f"Training support-lora   {tj.get('phase')}  steps {prog.get('step')}/{prog.get('totalSteps')}  "
         f"final loss {prog.get('loss')}")
+    curve = s.get("trainer", {}).get("metrics", {}).get("lossCurve", [])
+    if curve:
+        out("  loss curve: " + "  ".join(f"{int(step)}:{loss:.3f}" for step, loss in curve))
     out(f"  evaluation: eval loss {ev.get('evalLoss')}  perplexity {ev.get('perplexity')}  passed {ev.get('passed')}")
     out(f"  model {model.get('uri')}  digest {model.get('digest')}")
     out(f"Deployment support-bot  {dep.get('phase')}  ready {dep.get('readyReplicas')}/{dep.get('replicas')}  "
@@ -229,7 +282,9 @@ def render_summary(s: dict[str, Any], out: Callable[[str], None] = print) -> Non
     text = chat["body"].get("choices", [{}])[0].get("message", {}).get("content") if chat["status"] == 200 else chat
     out(f"  chat completion (HTTP {chat['status']}): {text!r}")
     red = s["redacted"]
-    out(f"  PII prompt (HTTP {red['status']}): the guard redacted the e-mail before it reached the model")
+    pii = ", ".join(f"{_label(k, 'entity')}={int(v)}" for k, v in s.get("piiDetections", {}).items())
+    out(f"  PII prompt (HTTP {red['status']}): redacted by the guard before it reached the model "
+        f"(monitor: PII detections {pii or 'none'})")
     blk = s["blocked"]
     out(f"  blocked term (HTTP {blk['status']}): {blk['body'].get('error', {}).get('message')}")
     out(f"Took {s.get('seconds')} s.")
