@@ -6,7 +6,7 @@
 | MAESTRO_PROGRESS_PORT | 8090 | training progress endpoint `POST /v1/progress/{ns}/{name}` (0 disables) |
 | MAESTRO_PROGRESS_URL | http://maestro-operator.maestro-system.svc:8090 | base URL training pods use |
 | MAESTRO_WEBHOOK | on | serve the validating webhook (`off` disables) |
-| MAESTRO_WEBHOOK_PORT, _ADDR, _HOST | 9443, 0.0.0.0 | listen port, address; `_HOST`: URL host for the apiserver |
+| MAESTRO_WEBHOOK_PORT, _ADDR, _HOST | 9443, 0.0.0.0 | port, address; `_HOST`: URL host for the apiserver |
 | MAESTRO_WEBHOOK_SERVICE | - | `namespace/name` of the operator Service the apiserver calls |
 | MAESTRO_WEBHOOK_CERT_DIR | temp dir | where the self-signed serving certificate is written |
 | MAESTRO_NAMESPACE | maestro-system | the operator's namespace |

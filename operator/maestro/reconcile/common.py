@@ -40,8 +40,10 @@ async def commit(
     except NotFound:
         return obj  # deleted meanwhile: nothing to report on
     ctx.store.put(updated)
+    had = {c.get("type") for c in old.get("conditions") or []}
     for c in changed:
-        if c.type in EVENT_CONDITIONS or c.warning:
+        # A transition, not the first statement of a condition (unless it already reports a failure).
+        if (c.type in EVENT_CONDITIONS and c.type in had) or c.warning:
             await ctx.record(updated, c)
     return updated
 

@@ -29,14 +29,27 @@ from conftest import (
 pytestmark = pytest.mark.cluster
 
 DATASETS, TRAININGS, DEPLOYMENTS = 5, 5, 39  # + 1 policy = 50 objects
-CHILD_KINDS = ("jobs", "deployments", "replicasets", "services", "configmaps", "networkpolicies",
-               "persistentvolumeclaims")
+CHILD_KINDS = (
+    "jobs",
+    "deployments",
+    "replicasets",
+    "services",
+    "configmaps",
+    "networkpolicies",
+    "persistentvolumeclaims",
+)
 
 
 def manifests() -> list[dict[str, Any]]:
-    policy = {"apiVersion": "llmops.dev/v1alpha1", "kind": "LLMPolicy", "metadata": {"name": "default"},
-              "spec": {"admission": {"allowedModelSources": ["file://", "hf://acme/"]},
-                       "request": {"blockedTerms": ["secret-project"]}}}
+    policy = {
+        "apiVersion": "llmops.dev/v1alpha1",
+        "kind": "LLMPolicy",
+        "metadata": {"name": "default"},
+        "spec": {
+            "admission": {"allowedModelSources": ["file://", "hf://acme/"]},
+            "request": {"blockedTerms": ["secret-project"]},
+        },
+    }
     out: list[dict[str, Any]] = [policy]
     for i in range(DATASETS):
         ds = copy.deepcopy(example("dataset.yaml"))
@@ -92,12 +105,39 @@ class Kubelet(threading.Thread):
             else:
                 container = "trainer"
                 message = training_summary(digest=hashlib.sha256(owner.encode()).hexdigest())
-            status = {"phase": "Succeeded", "startTime": now, "containerStatuses": [{
-                "name": container, "image": pod["spec"]["containers"][0]["image"], "imageID": "", "ready": False,
-                "restartCount": 0, "state": {"terminated": {"exitCode": 0, "reason": "Completed", "message": message,
-                                                            "startedAt": now, "finishedAt": now}}}]}
-            self.kubectl("patch", "pod", pod["metadata"]["name"], "--subresource=status", "--type=merge",
-                         "-p", json.dumps({"status": status}), namespace=self.ns, check=False)
+            status = {
+                "phase": "Succeeded",
+                "startTime": now,
+                "containerStatuses": [
+                    {
+                        "name": container,
+                        "image": pod["spec"]["containers"][0]["image"],
+                        "imageID": "",
+                        "ready": False,
+                        "restartCount": 0,
+                        "state": {
+                            "terminated": {
+                                "exitCode": 0,
+                                "reason": "Completed",
+                                "message": message,
+                                "startedAt": now,
+                                "finishedAt": now,
+                            }
+                        },
+                    }
+                ],
+            }
+            self.kubectl(
+                "patch",
+                "pod",
+                pod["metadata"]["name"],
+                "--subresource=status",
+                "--type=merge",
+                "-p",
+                json.dumps({"status": status}),
+                namespace=self.ns,
+                check=False,
+            )
 
 
 class NotYet(str):
@@ -114,8 +154,12 @@ def converged(kubectl: Kubectl, ns: str) -> bool | NotYet:
     pending = []
     for o in objs:
         st = o.get("status") or {}
-        want = {"LLMDataset": "Ready", "LLMTrainingJob": "Succeeded", "LLMDeployment": "Ready",
-                "LLMPolicy": "Ready"}[o["kind"]]
+        want = {
+            "LLMDataset": "Ready",
+            "LLMTrainingJob": "Succeeded",
+            "LLMDeployment": "Ready",
+            "LLMPolicy": "Ready",
+        }[o["kind"]]
         ok = st.get("phase") == want and st.get("observedGeneration") == o["metadata"]["generation"]
         if o["kind"] == "LLMDeployment":
             ok = ok and st.get("readyReplicas") == o["spec"]["replicas"] and bool(st.get("policy"))
@@ -128,6 +172,7 @@ def converged(kubectl: Kubectl, ns: str) -> bool | NotYet:
 
 def snapshot(kubectl: Kubectl, ns: str) -> dict[str, Any]:
     """Everything the end state is judged on, with the namespace and generated suffixes normalised."""
+
     def norm(value: Any) -> Any:
         return json.loads(json.dumps(value).replace(ns, "<ns>"))
 
@@ -136,8 +181,9 @@ def snapshot(kubectl: Kubectl, ns: str) -> dict[str, Any]:
         st = dict(o.get("status") or {})
         for volatile in ("startTime", "completionTime"):
             st.pop(volatile, None)
-        st["conditions"] = sorted((c["type"], c["status"], c["reason"], c.get("message", ""))
-                                  for c in st.get("conditions") or [])
+        st["conditions"] = sorted(
+            (c["type"], c["status"], c["reason"], c.get("message", "")) for c in st.get("conditions") or []
+        )
         objs[f"{o['kind']}/{o['metadata']['name']}"] = norm(st)
     children: dict[str, list[str]] = {}
     for kind in CHILD_KINDS:
@@ -158,8 +204,10 @@ def run_scenario(kubectl: Kubectl, op: Operator, ns: str, kills: int, rng: rando
         # (correctly), which would make the two runs differ for a reason that is not a restart.
         policy, *rest = manifests()
         apply(kubectl, ns, policy)
-        wait_for(lambda: (items(kubectl, "llmpolicies", ns)[0].get("status") or {}).get("phase") == "Ready",
-                 what="policy Ready")
+        wait_for(
+            lambda: (items(kubectl, "llmpolicies", ns)[0].get("status") or {}).get("phase") == "Ready",
+            what="policy Ready",
+        )
         apply(kubectl, ns, *rest)
         for _ in range(kills):
             time.sleep(rng.uniform(0.2, 2.5))
@@ -174,8 +222,9 @@ def run_scenario(kubectl: Kubectl, op: Operator, ns: str, kills: int, rng: rando
     return snapshot(kubectl, ns)
 
 
-def test_random_kills_reach_the_same_end_state(cluster: Any, crds: None, kubectl: Kubectl, namespace: str,
-                                               tmp_path: Any) -> None:
+def test_random_kills_reach_the_same_end_state(
+    cluster: Any, crds: None, kubectl: Kubectl, namespace: str, tmp_path: Any
+) -> None:
     seed = int(os.environ.get("MAESTRO_TEST_SEED") or time.time())
     rng = random.Random(seed)
     print(f"restart-safety seed: {seed} (MAESTRO_TEST_SEED reproduces the kill schedule)")
@@ -187,6 +236,8 @@ def test_random_kills_reach_the_same_end_state(cluster: Any, crds: None, kubectl
     try:
         killed = run_scenario(kubectl, op, namespace, kills=4, rng=rng)
         assert op.starts == 5
+        # Free the simulated CPU node's pod slots (110) before the second run.
+        kubectl("delete", "namespace", namespace, "--timeout=90s", check=False, timeout=120)
         baseline = run_scenario(kubectl, op, calm, kills=0, rng=rng)
     except AssertionError:
         print(op.log_tail(200))
