@@ -678,6 +678,22 @@ def test_image_table_maps_worker_and_vllm_images(tmp_path: Path) -> None:
     assert real.argv == [str(venv / "bin" / "vllm"), "serve", "/m", "--port", "9000"]
     assert real.env == {"VLLM_CPU_KVCACHE_SPACE": "1"}
     rules = tmp_path / "images.yaml"
+    rules.write_text(
+        yaml.safe_dump(
+            {
+                "images": [
+                    {
+                        "match": "acme/tool:*",
+                        "entrypoint": ["tool", "--serve"],
+                        "programs": {"tool": "{venv}/bin/tool"},
+                        "env": {"MODE": 1},
+                    }
+                ]
+            }
+        )
+    )
+    custom = ImageTable.load(rules).program("acme/tool:2", [], ["--port", "1"])
+    assert custom.argv == [f"{sys.prefix}/bin/tool", "--serve", "--port", "1"] and custom.env == {"MODE": "1"}
     rules.write_text(yaml.safe_dump({"images": [{"match": "busybox*", "runtime": "docker"}]}))
     with pytest.raises(ValueError, match="runtime must be one of"):
         ImageTable.load(rules)
