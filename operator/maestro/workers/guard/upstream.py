@@ -260,7 +260,10 @@ class _Conn(asyncio.Protocol):
         self._wake()
 
     def take(self) -> bytes:
-        piece = self.chunks.popleft()
+        """Everything buffered, as one piece: one downstream write per upstream read, not per chunk."""
+        chunks = self.chunks
+        piece = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
         self.buffered -= len(piece)
         if self.paused and self.buffered < _RESUME_BYTES and self.transport is not None:
             self.paused = False
