@@ -222,3 +222,34 @@ def test_transformers_style_finish_chunk_with_usage_and_no_done() -> None:
             "completion_tokens": 3,
             "total_tokens": 5,
         }
+
+
+def test_window_keeps_choices_apart() -> None:
+    def c(index: int, text: str | None, finish: str | None = None) -> bytes:
+        delta = {} if text is None else {"content": text}
+        obj = {
+            "id": "c",
+            "object": "chat.completion.chunk",
+            "model": "m",
+            "choices": [{"index": index, "delta": delta, "finish_reason": finish}],
+        }
+        return b"data: " + json.dumps(obj).encode() + b"\n\n"
+
+    filt = make({"pii": {"input": "allow", "output": "redact"}, "outputWindow": {"chars": 16, "overlap": 8}})
+    out = run(
+        filt,
+        [
+            c(0, "mail a@"),
+            c(1, "call me "),
+            c(0, "b.example now"),
+            c(1, "later", "stop"),
+            c(0, None, "stop"),
+            b"data: [DONE]\n\n",
+        ],
+    )
+    texts: dict[int, str] = {}
+    for ev in out.split(b"\n\n"):
+        if ev.startswith(b"data: {"):
+            for ch in json.loads(ev[6:])["choices"]:
+                texts[ch["index"]] = texts.get(ch["index"], "") + (ch["delta"].get("content") or "")
+    assert texts == {0: "mail <EMAIL> now", 1: "call me later"}
