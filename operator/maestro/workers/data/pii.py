@@ -257,17 +257,20 @@ _ASSIGNED_SECRET = re.compile(
     r"([a-z0-9_\-./+=~]{8,200})"
 )
 _ASSIGNED_SECRET_I = re.compile(_ASSIGNED_SECRET.pattern, re.IGNORECASE)
-_IPV4 = re.compile(
-    r"(?<![\w.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?![\w]|\.\d)"
-)
+# Numeric patterns start with the character class they consume and check the preceding character
+# with a lookbehind *after* it: a leading lookbehind stops the regex engine from skipping ahead to
+# candidate characters, which made these passes 3-5x slower.
+_IPV4 = re.compile(r"[0-9](?<![\w.][0-9])[0-9]{0,2}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}(?![\w]|\.[0-9])")
 _IPV6 = re.compile(r"(?<![\w:.])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?:\.\d{1,3}){0,3}(?![\w:])")
 _IPV6_HINT = re.compile(r"[0-9A-Fa-f]:[0-9A-Fa-f]{0,4}:")
-_SSN = re.compile(r"(?<![\w-])(\d{3})([- ])(\d{2})\2(\d{4})(?![\w-])")
-_CARD = re.compile(r"(?<![\w-])\d(?:[ -]?\d){12,18}(?![\w-])")
-_PHONE = re.compile(r"(?<![\w+.-])(?:\+\d{1,3}[ .-]?)?\(?\d[\d ().-]{5,18}\d(?![\w]|-\d|\.\d)")
+_SSN = re.compile(r"([0-9]{3})(?<![\w-][0-9]{3})([- ])([0-9]{2})\2([0-9]{4})(?![\w-])")
+_CARD = re.compile(r"[0-9](?<![\w-][0-9])(?:[ -]?[0-9]){12,18}(?![\w-])")
+_PHONE = re.compile(r"[+(0-9](?<![\w+.-][+(0-9])[0-9 ().+-]{5,19}[0-9](?![\w]|-[0-9]|\.[0-9])")
 _PHONE_SHAPE = re.compile(r"(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,5}\) ?|\d{1,5}[ .-]?)(?:\d{1,5}[ .-]?)*\d")
 _DATE_LIKE = re.compile(r"\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./]\d{2,4}")
-_IBAN = re.compile(r"(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?(?![A-Za-z0-9])")
+_IBAN = re.compile(
+    r"[A-Z]{2}(?<![A-Za-z0-9][A-Z]{2})[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?(?![A-Za-z0-9])"
+)
 # 7+ characters of digits and number punctuation: every numeric entity holds such a run (an IPv4
 # address too); ASCII classes, since \d is Unicode-aware and twice as slow to scan
 _NUMERIC_HINT = re.compile(r"[0-9(+][0-9 .()/+-]{6,}")
@@ -349,13 +352,14 @@ def _find_ipv6(text: str, out: list[Finding]) -> None:
 
 
 def _find_numeric(text: str, out: list[Finding], want: frozenset[str]) -> None:
-    """IPv4, IBAN, card, SSN and phone: all need a digit, so one digit search gates them all."""
+    """IPv4, IBAN, card, SSN and phone: all hold a run of digits, so one search gates them all."""
     # one search rules out years, prices, versions and counts before five finditer passes
     if _NUMERIC_HINT.search(text) is None:
         return
     if "IPV4" in want and "." in text:
         for m in _IPV4.finditer(text):
-            out.append(Finding("IPV4", m.start(), m.end()))
+            if all(len(o) == 1 or (o[0] != "0" and int(o) <= 255) for o in m.group().split(".")):
+                out.append(Finding("IPV4", m.start(), m.end()))
     if "IBAN" in want:
         for m in _IBAN.finditer(text):
             span = m.group()
