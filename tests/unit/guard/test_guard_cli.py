@@ -14,8 +14,8 @@ from pathlib import Path
 
 import openai
 import pytest
+from guard_helpers import KEYS, Stack, open_request, policy_doc
 
-from conftest import KEYS, Stack, open_request, policy_doc
 from maestro.workers.guard import contract
 
 pytestmark = pytest.mark.unit

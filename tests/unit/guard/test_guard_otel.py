@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from guard_helpers import Stack, open_request, policy_doc
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from conftest import Stack, open_request, policy_doc
 from maestro.workers.guard.telemetry import Telemetry
 
 pytestmark = pytest.mark.unit

@@ -12,8 +12,7 @@ from typing import Any
 import aiohttp
 import openai
 import pytest
-
-from conftest import KEYS, Stack, open_request, policy_doc
+from guard_helpers import KEYS, Stack, open_request, policy_doc
 
 pytestmark = pytest.mark.unit
 

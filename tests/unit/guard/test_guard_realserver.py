@@ -20,8 +20,7 @@ from pathlib import Path
 
 import openai
 import pytest
-
-from conftest import Stack, open_request, policy_doc
+from guard_helpers import Stack, open_request, policy_doc
 
 pytestmark = pytest.mark.unit
 

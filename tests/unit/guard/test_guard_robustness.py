@@ -13,8 +13,7 @@ from pathlib import Path
 import aiohttp
 import openai
 import pytest
-
-from conftest import KEYS, Stack, open_request, policy_doc
+from guard_helpers import KEYS, Stack, open_request, policy_doc
 
 pytestmark = pytest.mark.unit
 
