@@ -56,7 +56,9 @@ PROMPT = (
     "I would like to plan a trip to the mountains next spring with two children: what should we pack, "
     "how long should we stay, and which activities are good for kids under ten? (trip {i})"
 )
-VARIANTS = 1024  # distinct user texts, rotated: the guard cannot get away with one cached verdict
+#: Distinct user texts, sent in rotation. More than the guard's verdict cache holds (2,048, oldest
+#: evicted first), so every user text is scanned afresh; only the shared system prompt is a cache hit.
+VARIANTS = 8192
 
 
 def bodies(stream: bool) -> list[bytes]:
