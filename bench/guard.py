@@ -531,6 +531,9 @@ def _litellm_config(upstream: str) -> str:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    from maestro.workers.guard.rules import CACHE_ENTRIES
+
+    assert VARIANTS > CACHE_ENTRIES, "the bench must not be served from the guard's verdict cache"
     cores = sorted(os.sched_getaffinity(0))
     load_core, proxy_core = (cores[0], cores[1]) if len(cores) >= 2 else (None, None)
     if load_core is not None:
