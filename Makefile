@@ -30,8 +30,8 @@ lint: venv ## ruff, mypy (strict on the operator), import layering
 	@.venv/bin/mypy
 	@.venv/bin/lint-imports
 
-test: venv cluster-build ## everything: lint, unit, contract, cluster and e2e tests
-	@MAESTRO_KUBE_BIN=$$(./hack/kube/build.sh) ./hack/test.sh
+test: venv cluster-build vllm-venv ## everything: CRD drift, layering, unit, contract, cluster and e2e tests
+	@MAESTRO_KUBE_BIN=$$(./hack/kube/build.sh) MAESTRO_VLLM_VENV=$$(./hack/vllm-venv.sh) ./hack/test.sh
 
 test-unit: venv ## only the tests that need no cluster
 	@.venv/bin/pytest -m "unit" -q
