@@ -153,6 +153,8 @@ def executor(cluster: Any, kubectl: Any, tmp_path_factory: pytest.TempPathFactor
     finally:
         if ex.proc is not None:
             assert ex.stop() == 0, ex.tail()
+        # a stopped executor's node stays NotReady; later tests in the session expect Ready nodes only
+        kubectl("delete", "node", NODE, "--wait=false", check=False)
         assert ex.netns() == [], "the executor left network namespaces behind"
 
 
