@@ -11,6 +11,9 @@ from trainhelpers import write_jsonl
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# A 100k-parameter model gains nothing from intra-op threads, and on a busy CI host spinning OpenMP
+# threads make each tiny matmul many times slower. Subprocesses (CLI, torchrun) inherit this.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(scope="session")

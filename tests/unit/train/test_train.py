@@ -193,3 +193,26 @@ def test_exit_codes_and_summaries_on_failure(tiny_model: Path, arith_dataset: Pa
     r = _cli(qlora, arith_dataset, tmp_path / "out3", term)
     assert r.returncode == contract.EXIT_BAD_INPUT
     assert "qlora" in contract.parse_summary(term.read_text())["message"]
+
+
+def test_chat_records_with_packing_and_grad_accumulation(tiny_model: Path, tmp_path: Path) -> None:
+    from trainhelpers import write_jsonl
+
+    rows = [
+        {
+            "messages": [
+                {"role": "system", "content": "Answer briefly."},
+                {"role": "user", "content": f"What is {a} plus 2?"},
+                {"role": "assistant", "content": f"{a} plus 2 is {a + 2}."},
+            ]
+        }
+        for a in range(10)
+    ] * 12
+    data = tmp_path / "data"
+    data.mkdir()
+    write_jsonl(data / "train.jsonl", rows)
+    write_jsonl(data / "validation.jsonl", rows[:10])
+    hyper = {"packing": True, "maxSeqLength": 48, "gradientAccumulationSteps": 2, "batchSize": 2}
+    s = run_job(make_spec(tiny_model, "full", steps=40, hyperparameters=hyper), data, tmp_path / "out")
+    assert _falls(s["metrics"]["lossCurve"], by=2.0), s["metrics"]["lossCurve"]
+    assert "packedSequences" in (tmp_path / "out" / "model_card.md").read_text()
