@@ -285,28 +285,35 @@ class Agent:
         await self.api.patch(f"/api/v1/nodes/{self.opts.node}/status", body, STRATEGIC)
 
     async def _heartbeat(self) -> None:
-        node = await self.api.get(f"/api/v1/nodes/{self.opts.node}")
-        owner = (
-            [{"apiVersion": "v1", "kind": "Node", "name": self.opts.node, "uid": node["metadata"]["uid"]}]
-            if node
-            else []
-        )
+        """Renew the Lease and post node status every 10 s; re-register a node deleted meanwhile
+        (as a kubelet does), with a Lease owned by the current node object."""
         path = f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{self.opts.node}"
         while True:
             try:
-                now = rfc3339().replace("Z", ".000000Z")
+                node = await self.api.get(f"/api/v1/nodes/{self.opts.node}")
+                if node is None:
+                    log.warning("node %s was deleted; registering it again", self.opts.node)
+                    await self._register_node()
+                    node = await self.api.get(f"/api/v1/nodes/{self.opts.node}") or {"metadata": {"uid": ""}}
                 lease = {
                     "apiVersion": "coordination.k8s.io/v1",
                     "kind": "Lease",
                     "metadata": {
                         "name": self.opts.node,
                         "namespace": "kube-node-lease",
-                        "ownerReferences": owner,
+                        "ownerReferences": [
+                            {
+                                "apiVersion": "v1",
+                                "kind": "Node",
+                                "name": self.opts.node,
+                                "uid": node["metadata"]["uid"],
+                            }
+                        ],
                     },
                     "spec": {
                         "holderIdentity": self.opts.node,
                         "leaseDurationSeconds": LEASE_SECONDS,
-                        "renewTime": now,
+                        "renewTime": rfc3339().replace("Z", ".000000Z"),
                     },
                 }
                 if await self.api.get(path) is None:
