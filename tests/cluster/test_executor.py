@@ -759,3 +759,28 @@ def test_restarted_executor_cleans_up_pods_deleted_while_it_was_down(
     wait_for(lambda: not [n for n in executor.netns() if n.endswith(uid[:13])], 10, "its netns to be removed")
     wait_for(lambda: not (executor.state_dir / "pods" / uid).exists(), 10, "its state dir to be removed")
     wait_for(lambda: _node_ready(kubectl), 30, "the node to be Ready again")
+
+
+@needs_cluster
+def test_downward_api_volume_follows_label_changes(executor: Executor, kubectl: Any, namespace: str) -> None:
+    pod = sleeper("labelled")
+    pod["spec"]["volumes"] = [
+        {
+            "name": "info",
+            "downwardAPI": {
+                "items": [
+                    {"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}},
+                    {"path": "name", "fieldRef": {"fieldPath": "metadata.name"}},
+                ]
+            },
+        }
+    ]
+    pod["spec"]["containers"][0]["volumeMounts"] = [{"name": "info", "mountPath": "/etc/podinfo"}]
+    apply(kubectl, pod, namespace)
+    uid = wait_for(lambda: _running(kubectl, "labelled", namespace), 30, "the pod to run")["metadata"]["uid"]
+    files = executor.state_dir / "pods" / uid / "volumes" / "info"
+    assert (files / "name").read_text() == "labelled"
+    kubectl("label", "pod", "labelled", "tier=gold", namespace=namespace)
+    wait_for(
+        lambda: 'tier="gold"' in (files / "labels").read_text(), 10, "the labels file to follow the change"
+    )

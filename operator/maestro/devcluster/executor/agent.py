@@ -401,7 +401,10 @@ class Agent:
         uid = pod["metadata"]["uid"]
         runner = self.runners.get(uid)
         if runner is not None:
+            meta_before = {k: runner.pod["metadata"].get(k) for k in ("labels", "annotations")}
             runner.update(pod)
+            if meta_before != {k: pod["metadata"].get(k) for k in ("labels", "annotations")}:
+                self._spawn(self._refresh(runner))  # downwardAPI files show labels and annotations
             if pod["metadata"].get("deletionTimestamp") and not runner.terminating:
                 runner.terminating = True  # now, not when the task runs: later events must not start another
                 self._spawn(self._delete(runner))
