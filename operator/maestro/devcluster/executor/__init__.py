@@ -19,7 +19,8 @@ Needs root (network and mount namespaces). Interfaces the operator and tests rel
   volumes at their `mountPath`s, `/etc/hosts`, `/etc/hostname`, `/etc/resolv.conf` and the
   termination-message file mounted as in a container. Images map to local programs (`images.py`;
   `python` is the executor's own interpreter). Runs as root: `securityContext`, resource limits
-  and `readinessGates` are not enforced.
+  (no cgroups: this process's cgroup is not the executor's to split) and `readinessGates` are
+  not enforced.
 - Files in `D`: `pods/<uid>/` (state, emptyDirs, configMap/secret files), `volumes/<ns>/<claim>/`
   (PVCs, kept across pods), `logs/<ns>_<pod>_<container>.log` (+ `.previous.log`). `kubectl logs`
   works through the kubelet log endpoint (`logserver.py`); exec/attach/port-forward do not.
