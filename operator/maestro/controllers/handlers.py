@@ -122,6 +122,9 @@ async def startup(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any
     cfg = OperatorConfig.from_env()
     for noisy in ("httpx2", "httpcore2", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        # One "Handler succeeded" line per watch event is noise at scale; failures still log.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
@@ -201,8 +204,13 @@ def _maestro_event(kind: str) -> None:
             metrics.forget(obj)
             _enqueue(*store.dependents(kind, ns, name), *store.policies_for(kind, ns, name))
             return
+        cached = store.get(kind, ns, name)
+        echo = cached is not None and (cached.get("metadata") or {}).get("resourceVersion") == meta.get(
+            "resourceVersion"
+        )
         store.put(obj)  # ignored when a status write already stored a newer version
-        _enqueue(key)
+        if not echo:  # the echo of our own status write needs no reconcile
+            _enqueue(key)
         # Dependents are compared against what the watch showed last (the cache may already hold our
         # own status write, which dependents have not seen yet).
         previous = _seen.get(key)
@@ -247,7 +255,12 @@ async def on_child_event(event: kopf.RawEvent, **_: Any) -> None:
     rt = state.runtime()
     if rt is None:
         return
+    meta = obj.get("metadata") or {}
+    ckey = (str(obj.get("kind") or "Deployment"), meta.get("namespace", ""), meta.get("name", ""))
     if event.get("type") == "DELETED":
-        for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
+        rt.ctx.children.pop(ckey, None)
+        for ref in meta.get("ownerReferences") or []:
             rt.ctx.forget(ref.get("uid", ""))
+    elif ckey[0] == "Deployment":
+        rt.ctx.children[ckey] = obj
     rt.queue.add(key)

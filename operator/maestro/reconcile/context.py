@@ -38,6 +38,8 @@ class Context:
     caps: Capabilities = field(default_factory=Capabilities)
     #: owner uid -> digest of the children last applied (skip no-op applies on status-only events).
     applied: dict[str, str] = field(default_factory=dict)
+    #: (kind, namespace, name) -> the latest watched child (Deployments), so status reads need no GET.
+    children: dict[tuple[str, str, str], Obj] = field(default_factory=dict)
     #: Called for every condition transition (defaults to posting a Kubernetes Event).
     on_transition: Callable[[Obj, Cond], Awaitable[None]] | None = None
     #: Retry interval for waits that no watch event ends (a missing claim, a Secret).
@@ -60,6 +62,13 @@ class Context:
         )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def child(self, api_version: str, kind: str, name: str, namespace: str) -> Obj | None:
+        """A watched child from the cache, else from the API."""
+        cached = self.children.get((kind, namespace, name))
+        if cached is not None:
+            return cached
+        return await self.kube.get(api_version, kind, name, namespace)
 
     def forget(self, uid: str) -> None:
         self.applied.pop(uid, None)

@@ -259,9 +259,9 @@ async def reconcile(ctx: Context, obj: Obj) -> Result:
             ctx.applied[meta["uid"]] = fingerprint
             deployment: Obj | None = applied[1]
         else:
-            deployment = await ctx.kube.get("apps/v1", "Deployment", serving.deployment_name(obj), ns)
+            deployment = await ctx.child("apps/v1", "Deployment", serving.deployment_name(obj), ns)
     else:
-        deployment = await ctx.kube.get("apps/v1", "Deployment", serving.deployment_name(obj), ns)
+        deployment = await ctx.child("apps/v1", "Deployment", serving.deployment_name(obj), ns)
 
     pods: list[Obj] = []
     rollout = deployments.view(deployment)

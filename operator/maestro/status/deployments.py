@@ -61,7 +61,7 @@ def view(deployment: Obj | None, pods: list[Obj] | None = None) -> RolloutView |
     )
 
 
-_PULL = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName"}
+_PULL = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
 
 
 def stuck(pods: list[Obj]) -> tuple[str, str]:

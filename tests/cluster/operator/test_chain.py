@@ -151,3 +151,23 @@ def test_dataset_to_training_to_ready_deployment(operator: Operator, kubectl: Ku
     assert new_template["spec"]["containers"][0] == old_template["spec"]["containers"][0]
     cfg = json.loads(get(kubectl, "configmap", "support-bot-guard", ns)["data"]["policy.json"])  # type: ignore[index]
     assert cfg["request"]["blockedTerms"] == ["internal-only", "project-x"]
+
+    # Deletion: owner references let the garbage collector remove children; no finalizer can wedge
+    # (deleting a dependency first never blocks anything).
+    kubectl("delete", "llmds", "support-chats", "--timeout=30s", namespace=ns)
+    kubectl("delete", "llmdep", "support-bot", "--timeout=30s", namespace=ns)
+    for kind, name in (
+        ("deployment", "support-bot"),
+        ("service", "support-bot"),
+        ("configmap", "support-bot-guard"),
+    ):
+        wait_for(
+            lambda k=kind, n=name: get(kubectl, k, n, ns) is None, what=f"{kind}/{name} garbage-collected"
+        )
+    wait_for(
+        lambda: not items(kubectl, "jobs", ns, "app.kubernetes.io/component=dataset-validation"),
+        what="validation Jobs garbage-collected",
+    )
+    tj = get(kubectl, "llmtj", "support-lora", ns)
+    assert tj is not None and tj["status"]["phase"] == "Succeeded"  # a finished run keeps its results
+    assert not tj["metadata"].get("finalizers")
