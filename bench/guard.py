@@ -3,11 +3,12 @@
 One process tree, one fast local upstream (`bench/_upstream.py`), the same load for every target.
 The proxy under test gets one pinned core; the load generator and the upstream share the other.
 Measured per target:
-- unloaded latency: one connection, requests back to back (p50/p99);
+- unloaded latency: one connection per target, requests back to back, alternating between the
+  targets request by request (p50/p99);
 - throughput at saturation: 32 connections, closed loop (rps, median over rounds);
 - open loop: a fixed `--rate` of new requests per second, latency measured from each request's
   scheduled send time (so queueing counts: no coordinated omission) (p99);
-- streaming time to first byte: one connection, streamed chat, time to the first body byte (p50).
+- streaming time to first byte: the same alternation, streamed chat, time to the first body byte (p50).
 The guard runs a realistic policy: API-key auth, per-key rate limit and token budget, PII redaction
 on input, audit log to a file. LiteLLM (1.108.7, installed into its own venv under the user cache
 because its pins fight ours) runs the equivalent: a master key, per-deployment rpm/tpm limits, and
@@ -327,24 +328,10 @@ class Target:
         await closed_loop(self.port, self.stream, 4, count=max(20, n // 10))
 
     async def round(self, args: argparse.Namespace) -> None:
-        """One slice of every phase; rounds interleave targets so load drifts hit all of them alike."""
-        r = await closed_loop(
-            self.port, self.chat, 1, count=args.requests // args.rounds, duration=args.duration
-        )
-        self.unloaded += r["lat"]
-        self.errors += r["errors"]
+        """One slice of the loaded phases; rounds interleave targets so load drifts hit all alike."""
         r = await closed_loop(self.port, self.chat, args.concurrency, duration=args.duration)
         self.saturation_rps.append(r["n"] / r["elapsed"])
         self.saturation_lat += r["lat"]
-        self.errors += r["errors"]
-        r = await closed_loop(
-            self.port,
-            self.stream,
-            1,
-            count=max(50, args.requests // args.rounds // 4),
-            duration=args.duration,
-        )
-        self.ttfb += r["ttfb"]
         self.errors += r["errors"]
         if self.open_loop:
             r = await open_loop(self.port, self.chat, args.rate, args.duration)
@@ -377,6 +364,37 @@ class Target:
                 }
             )
         return out
+
+
+async def paired(targets: list[Target], count: int, deadline_s: float, *, stream: bool) -> None:
+    """Unloaded phase, request by request in turn over all targets (A, B, C, A, B, C, …).
+
+    Latency at concurrency 1 is the sum of a few wake-ups, so on a shared machine it moves with
+    whatever else runs; sampling the targets alternately gives each the same conditions. A target
+    that is much slower (LiteLLM) drops out of the rotation at the deadline; the others go on.
+    """
+    conns = [await _connect(t.port) for t in targets]
+    stop = time.perf_counter() + deadline_s
+    active = list(range(len(targets)))
+    for i in range(count):
+        for j in list(active):
+            t, c = targets[j], conns[j]
+            reqs = t.stream if stream else t.chat
+            started = time.perf_counter()
+            try:
+                status, first = await asyncio.wait_for(c.send(reqs[i % len(reqs)]), 30)
+            except (ConnectionError, TimeoutError):
+                t.errors += 1
+                conns[j] = await _connect(t.port)
+                continue
+            if status != 200:
+                t.errors += 1
+            (t.ttfb if stream else t.unloaded).append((first if stream else time.perf_counter()) - started)
+            if time.perf_counter() > stop and len(active) > 1 and t.name == "litellm":
+                active.remove(j)
+    for c in conns:
+        if c.transport is not None:
+            c.transport.close()
 
 
 # -- process management -------------------------------------------------------------------------
@@ -638,7 +656,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         try:
             for t in targets:
                 loop.run_until_complete(t.warmup(args.warmup))
+            per_round = max(1, args.requests // args.rounds)
             for _ in range(args.rounds):
+                loop.run_until_complete(paired(targets, per_round, args.duration * 2, stream=False))
+                loop.run_until_complete(paired(targets, max(25, per_round // 4), args.duration, stream=True))
                 for t in targets:
                     loop.run_until_complete(t.round(args))
         finally:
