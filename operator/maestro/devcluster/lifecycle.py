@@ -131,8 +131,11 @@ class DevEnv:
                                  "--state-dir", str(self.state_dir / "executor"),
                                  # overcommit: requests are sized for real nodes, processes share this machine
                                  "--cpu", "16", "--memory", "64Gi"], env)
+        # Pods have no cluster DNS: training progress goes to the operator at the pods' gateway.
+        gateway = self._executor_gateway(deadline=time.monotonic() + 60)
         self._start("operator", [sys.executable, "-m", "maestro", "run"],
-                    {**env, "MAESTRO_LOCAL_EXECUTOR": "true"})
+                    {**env, "MAESTRO_LOCAL_EXECUTOR": "true", "MAESTRO_PROGRESS_URL": f"http://{gateway}:8090",
+                     "MAESTRO_WEBHOOK_HOST": "127.0.0.1", "MAESTRO_WEBHOOK_ADDR": "127.0.0.1"})
         self.kubectl("create", "namespace", NAMESPACE, check=False)
         self.kubectl("apply", "-n", NAMESPACE, "-f", str(QUICKSTART))
         say(f"applied examples/quickstart/ to namespace {NAMESPACE}; waiting (this trains and serves a model)")
@@ -140,6 +143,18 @@ class DevEnv:
         summary = self.summary()
         summary["seconds"] = round(time.monotonic() - t0, 1)
         return summary
+
+    def _executor_gateway(self, deadline: float) -> str:
+        """The host side of the executor's pod network (written to executor.json once it is set up)."""
+        cfg = self.state_dir / "executor" / "executor.json"
+        while time.monotonic() < deadline:
+            if cfg.exists():
+                try:
+                    return str(json.loads(cfg.read_text())["hostIP"])
+                except (ValueError, KeyError):
+                    pass
+            time.sleep(0.2)
+        raise ClusterError(f"the executor wrote no {cfg}; see {self.logs / 'executor.log'}")
 
     def wait_ready(self, deadline: float) -> None:
         targets = [("llmds", "support-chats", {"Ready"}), ("llmtj", "support-lora", {"Succeeded"}),
