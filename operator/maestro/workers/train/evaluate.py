@@ -14,6 +14,7 @@ from typing import Any
 
 from maestro.workers.train.config import PromptCase
 from maestro.workers.train.data import IGNORE_INDEX, Encoder, Example, collate
+from maestro.workers.train.loop import token_ce_sum
 
 
 @dataclass
@@ -27,7 +28,6 @@ def eval_loss(
     model: Any, examples: Sequence[Example], pad_id: int, device: Any, batch_size: int = 8
 ) -> LossResult:
     import torch
-    import torch.nn.functional as F
 
     if not examples:
         return LossResult(None, None, 0)
@@ -42,16 +42,9 @@ def eval_loss(
                 attention_mask=t["attention_mask"].to(device),
                 use_cache=False,
             ).logits
-            labels = t["labels"].to(device)[:, 1:]
-            total += float(
-                F.cross_entropy(
-                    logits[:, :-1].flatten(0, 1).float(),
-                    labels.flatten(),
-                    ignore_index=IGNORE_INDEX,
-                    reduction="sum",
-                )
-            )
-            count += int((labels != IGNORE_INDEX).sum())
+            labels = t["labels"].to(device)
+            total += float(token_ce_sum(logits, labels))
+            count += int((labels[:, 1:] != IGNORE_INDEX).sum())
     if count == 0:
         return LossResult(None, None, 0)
     loss = total / count

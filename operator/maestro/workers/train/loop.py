@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from maestro.workers.train.checkpoint import CheckpointManager
-from maestro.workers.train.config import TrainConfig
+from maestro.workers.train.config import ConfigError, TrainConfig
 from maestro.workers.train.data import IGNORE_INDEX, Example, collate
 from maestro.workers.train.dist import Topology
 from maestro.workers.train.models import Precision
@@ -168,7 +168,7 @@ def wrap(model: Any, cfg: TrainConfig, topo: Topology, precision: Precision) -> 
     use_fsdp = cfg.fsdp if cfg.fsdp is not None else (cfg.method == "full" and topo.device.type == "cuda")
     if use_fsdp:
         if cfg.method != "full":
-            raise ValueError("FSDP is for full fine-tunes; adapters train with DDP")
+            raise ConfigError("spec.distributed.fsdp is for method full; adapters train with DDP")
         import torch
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
@@ -203,7 +203,6 @@ def train(
     reporter: ProgressReporter | None,
 ) -> LoopResult:
     import torch
-    import torch.nn.functional as F
 
     plan = Plan.make(len(examples), cfg, topo.world)
     optimizer, scheduler = make_optimizer(engine.inner, cfg, plan, topo.device)
@@ -239,17 +238,12 @@ def train(
             labels = t["labels"].to(topo.device, non_blocking=True)
             with engine.sync(last), _autocast(topo.device, precision):
                 logits = engine.module(input_ids=ids, attention_mask=mask, use_cache=False).logits
-                ce = F.cross_entropy(
-                    logits[:, :-1].flatten(0, 1).float(),
-                    labels[:, 1:].flatten(),
-                    ignore_index=IGNORE_INDEX,
-                    reduction="sum",
-                )
+                ce = token_ce_sum(logits, labels)
                 loss = ce * (topo.world / max(n_label, 1.0))
                 if scaler is not None:
-                    scaler.scale(loss).backward()  # type: ignore[no-untyped-call]
+                    scaler.scale(loss).backward()
                 else:
-                    loss.backward()  # type: ignore[no-untyped-call]
+                    loss.backward()
             loss_sum += ce.detach()
             tokens_local += int(t["attention_mask"].sum())
         if scaler is not None:
@@ -293,6 +287,20 @@ def train(
     result.tokens = tokens_local * topo.world
     result.epochs = result.steps / plan.steps_per_epoch
     return result
+
+
+def token_ce_sum(logits: Any, labels: Any) -> Any:
+    """Summed next-token cross entropy over labelled positions.
+
+    Shifts the labels (padded with IGNORE_INDEX) rather than slicing the logits, so the [B, T, V]
+    logits are never copied: with a 128k vocabulary that copy would cost as much as the logits.
+    """
+    import torch.nn.functional as F
+
+    shifted = F.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX)
+    return F.cross_entropy(
+        logits.flatten(0, 1).float(), shifted.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
+    )
 
 
 def iter_steps(losses: Sequence[float], points: int = 12) -> Iterator[list[float]]:
