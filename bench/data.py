@@ -2,7 +2,8 @@
 
     python bench/data.py --records 200000 --json
 
-Generates chat records (5% exact duplicates, 5% with planted PII) into a temp file, then times, each
+Generates chat records (5% exact duplicates, 2% near duplicates, 5% with planted PII, 30% with
+numbers) into a temp file, then times, each
 in a fresh child process so peak RSS is per run: the baseline loop, the pipeline with exact dedup +
 PII + stats (near dedup off), and the pipeline with MinHash near dedup on. `records_per_s` is wall
 time; `*_cpu` variants divide by the child's CPU time, which is the fairer per-core figure on a busy
@@ -94,7 +95,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="maestro-bench-") as tmp:
         path = os.path.join(tmp, "chat.jsonl")
         t0 = time.perf_counter()
-        synth.write_jsonl(path, synth.chat_records(args.records, seed=1, dup_rate=0.05, pii_rate=0.05))
+        records = synth.chat_records(args.records, seed=1, dup_rate=0.05, pii_rate=0.05, near_rate=0.02)
+        synth.write_jsonl(path, records)
         gen_s = time.perf_counter() - t0
         base = _run_child("baseline", path, tmp)
         exact = _run_child("exact", path, os.path.join(tmp, "out-exact"))

@@ -283,16 +283,22 @@ _WORDS = _WORDS_TEXT.split()
 
 
 def chat_records(
-    n: int, seed: int = 1, dup_rate: float = 0.05, pii_rate: float = 0.05
+    n: int, seed: int = 1, dup_rate: float = 0.05, pii_rate: float = 0.05, near_rate: float = 0.0
 ) -> Iterator[dict[str, Any]]:
-    """Chat records of ~60–120 words (30% with numbers) with planted exact duplicates and PII at the
-    given rates."""
+    """Chat records of ~60–120 words (30% with numbers) with planted exact duplicates, near duplicates
+    (a recent record with one answer word changed) and PII at the given rates."""
     rng = random.Random(seed)
     recent: list[dict[str, Any]] = []
     entities = sorted(pii.REGEX_ENTITIES)
     for i in range(n):
         if recent and rng.random() < dup_rate:
             yield rng.choice(recent)
+            continue
+        if recent and near_rate and rng.random() < near_rate:
+            src = rng.choice(recent)["messages"]
+            words = src[1]["content"].split()
+            words[rng.randrange(len(words))] = "changed"
+            yield {"messages": [src[0], {"role": "assistant", "content": " ".join(words)}]}
             continue
         q = " ".join(rng.choice(_WORDS) for _ in range(rng.randint(8, 20))).capitalize() + "?"
         a = (
