@@ -10,6 +10,7 @@ the upstream's exact `usage`.
 from __future__ import annotations
 
 import logging
+from hashlib import blake2b
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -64,8 +65,9 @@ class Scanner:
 
     Chat clients resend the same texts over and over: the system prompt with every request, the
     whole conversation so far with every turn. `check` memoizes verdicts per exact text (bounded:
-    2,048 texts of at most 4 KiB, oldest evicted first), so only new text is scanned. The cache
-    belongs to this policy's scanner and dies with it on reload.
+    2,048 texts of at most 4 KiB, oldest evicted first), so only new text is scanned. It is keyed by
+    a 128-bit BLAKE2 digest, so no prompt text is retained; it belongs to this policy's scanner and
+    dies with it on reload.
     """
 
     __slots__ = ("_blocked", "_blocked_rules", "_cache", "_pii", "pii_action")
@@ -75,19 +77,20 @@ class Scanner:
         self._pii = _pii_scanner(policy.pii_entities).scan if pii_action != "allow" else None
         self._blocked = policy.blocked
         self._blocked_rules = policy.blocked_rules
-        self._cache: dict[str, tuple[Hit | None, tuple[Hit, ...]]] = {}
+        self._cache: dict[bytes, tuple[Hit | None, tuple[Hit, ...]]] = {}
 
     def check(self, text: str) -> tuple[Hit | None, tuple[Hit, ...]]:
         """(first blocked match, PII hits) for one input text, memoized for short texts."""
         if len(text) > CACHE_MAX_CHARS:
             return self.blocked(text), tuple(self.pii(text))
-        verdict = self._cache.get(text)
+        key = blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+        verdict = self._cache.get(key)
         if verdict is None:
             verdict = (self.blocked(text), tuple(self.pii(text)))
             cache = self._cache
             if len(cache) >= CACHE_ENTRIES:
                 del cache[next(iter(cache))]
-            cache[text] = verdict
+            cache[key] = verdict
         return verdict
 
     @property
