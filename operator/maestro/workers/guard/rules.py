@@ -10,9 +10,9 @@ the upstream's exact `usage`.
 from __future__ import annotations
 
 import logging
-from hashlib import blake2b
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from hashlib import blake2b
 from typing import Any
 
 from maestro.workers.guard.config import Policy
