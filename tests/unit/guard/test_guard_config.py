@@ -152,3 +152,18 @@ def test_authenticate_statuses(tmp_path: Path) -> None:
     assert authenticate(open_, keys, None) == "anonymous"
     assert authenticate(open_, keys, "Bearer sk-alice") == "alice"  # a valid key is still attributed
     assert bearer_token("bearer  tok ") == "tok"
+
+
+def test_operator_rendered_documents_parse() -> None:
+    """The builders' policy.json (with and without an LLMPolicy) is exactly what the guard reads."""
+    from maestro.api.policy import LLMPolicySpec
+    from maestro.builders import guard_config
+
+    spec = LLMPolicySpec.model_validate({"request": FULL["request"], "audit": FULL["audit"]})
+    doc = json.loads(guard_config.dumps(guard_config.render("prod", spec, "tiny")))
+    p = parse_policy(doc)
+    assert p.name == "prod" and p.digest.startswith("sha256:") and p.served_model_name == "tiny"
+    assert p.auth_required and p.keys["alice"].tokens_per_minute == 900 and p.output_mode == "buffer"
+    assert (p.pii_input, p.pii_output, p.max_output_tokens) == ("block", "redact", 50)
+    open_ = parse_policy(json.loads(guard_config.dumps(guard_config.render(None, None, "tiny"))))
+    assert not open_.auth_required and not open_.output_checks and open_.pii_input == "allow"
