@@ -118,6 +118,8 @@ def test_near_duplicates_are_counted_exactly(tmp_path: Path, run_validate: RunFn
     run = run_validate(write_jsonl(tmp_path / "n.jsonl", base + near), spec)
     r = run.summary["records"]
     assert (r["nearDuplicates"], r["duplicates"], r["kept"]) == (80, 0, 400)
+    near_stats = run.report()["processing"]["nearDedup"]
+    assert near_stats["candidatesVerified"] >= 80 and near_stats["indexBytes"] > 0
     off = run_validate(write_jsonl(tmp_path / "n2.jsonl", base + near))
     assert off.summary["records"]["nearDuplicates"] == 0 and off.summary["records"]["kept"] == 480
 

@@ -77,6 +77,7 @@ class Result:
     output_path: str = ""
     seconds: float = 0.0
     near_index_bytes: int = 0
+    near_candidates: int = 0  # candidate pairs verified on signatures
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -368,6 +369,7 @@ class Pipeline:
             self._flush(pending, res, keep)
         if self.near is not None:
             res.near_index_bytes = self.near.index_bytes
+            res.near_candidates = self.near.candidates
         if self.representation is not None:
             res.representation = {
                 "counts": self.representation.counts["representation"],

@@ -107,6 +107,8 @@ def build_report(
                 "enabled": cfg.near_dedup,
                 "threshold": cfg.near_threshold,
                 "numPerm": cfg.num_perm,
+                "candidatesVerified": res.near_candidates,
+                "indexBytes": res.near_index_bytes,
             },
             "pii": {
                 "action": cfg.pii_action,
