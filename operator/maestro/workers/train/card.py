@@ -76,7 +76,7 @@ def render_card(
         "",
         f"- Base model: `{lineage.get('baseModel')}`",
         f"- Dataset version: `{lineage.get('datasetVersion')}` (schema {dataset_schema or 'inferred'})",
-        f"- Trainer image: `{lineage.get('image')}`",
+        f"- Trainer image: `{lineage.get('image') or 'unknown'}`",
         f"- Model digest: `{model.get('digest')}` ({model.get('format')})",
         "",
         "## Training data",

@@ -258,6 +258,7 @@ def run(inputs: Inputs, topo: Topology) -> dict[str, Any]:
         tokenizer.save_pretrained(tmp)
         if cfg.method != "full":
             _fix_adapter_config(tmp, _adapter_base_name(cfg, base_dir))
+        (tmp / "README.md").unlink(missing_ok=True)  # peft's empty template; the real card is model_card.md
         _publish(tmp, model_dir)
     if topo.distributed:
         topo.barrier()
@@ -332,7 +333,7 @@ def run(inputs: Inputs, topo: Topology) -> dict[str, Any]:
             result.steps,
             result.total_steps,
             summary["metrics"]["trainLoss"],
-            0.0,
+            round(result.tokens_per_s, 2),
             0.0,
             result.epochs,
             force=True,

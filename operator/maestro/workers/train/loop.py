@@ -311,4 +311,4 @@ def iter_steps(losses: Sequence[float], points: int = 12) -> Iterator[list[float
     k = min(points, n)
     idx = sorted({round(i * (n - 1) / max(1, k - 1)) for i in range(k)})
     for i in idx:
-        yield [float(i + 1), round(losses[i], 5)]
+        yield [i + 1, round(losses[i], 5)]
