@@ -117,6 +117,11 @@ def test_http_source_with_token_and_errors(server: tuple[str, type[_Handler]]) -
     with sources.open_source(sources.resolve(f"{base}/d.jsonl"), env) as reader:
         assert list(sources.iter_lines(reader)) == [b'{"text": "hello"}']
     assert handler.seen[-1]["authorization"] == "Bearer tok-123"
+    with sources.open_source(
+        sources.resolve(f"{base}/d.jsonl"), {**env, "MAESTRO_SOURCE_AUTHORIZATION": "Basic eDp5"}
+    ):
+        pass
+    assert handler.seen[-1]["authorization"] == "Basic eDp5"
     with pytest.raises(InputError, match="404"), sources.open_source(sources.resolve(f"{base}/missing"), env):
         pass
     with pytest.raises(SourceIOError, match="500"), sources.open_source(sources.resolve(f"{base}/boom"), env):

@@ -13,7 +13,7 @@ from typing import Any, NotRequired, TypedDict
 
 #: The LLMDataset `.spec`, camelCase JSON (the worker also accepts `--spec FILE`).
 ENV_SPEC = "MAESTRO_SPEC"
-#: Where versioned outputs go: `<dir>/<version>/{train,validation}.jsonl, report.json, report.html}`.
+#: Where versioned outputs go: `<dir>/<version>/` with train.jsonl, validation.jsonl, report.json/.html.
 ENV_OUTPUT_DIR = "MAESTRO_OUTPUT_DIR"
 DEFAULT_OUTPUT_DIR = "/mnt/maestro/output"
 #: Prefix the worker puts in front of `<version>/` for `artifact.uri` (e.g. `pvc://claim/datasets/`).
@@ -27,15 +27,18 @@ ENV_PVC_ROOT = "MAESTRO_PVC_ROOT"
 DEFAULT_PVC_ROOT = "/mnt/maestro/source"
 #: Keys the worker reads from `source.credentialsSecretRef` (mount the Secret with `envFrom`).
 #: s3:// uses the AWS names (AWS_ENDPOINT_URL points at MinIO & co.); https:// sends
-#: `Authorization: Bearer $MAESTRO_SOURCE_TOKEN` (or `HF_TOKEN`) when set.
+#: `Authorization: $MAESTRO_SOURCE_AUTHORIZATION` verbatim, else `Bearer $MAESTRO_SOURCE_TOKEN` (or
+#: `HF_TOKEN`); gs:// goes through fsspec/gcsfs, which reads GOOGLE_APPLICATION_CREDENTIALS.
 SOURCE_CREDENTIAL_KEYS = (
     "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY",
     "AWS_SESSION_TOKEN",
     "AWS_REGION",
     "AWS_ENDPOINT_URL",
+    "MAESTRO_SOURCE_AUTHORIZATION",
     "MAESTRO_SOURCE_TOKEN",
     "HF_TOKEN",
+    "GOOGLE_APPLICATION_CREDENTIALS",
 )
 
 #: The container command the builder renders; the worker reads everything else from env.

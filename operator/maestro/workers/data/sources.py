@@ -221,7 +221,9 @@ def local_copy(loc: Location, reader: HashingReader, compression: str | None) ->
 def _open_http(url: str, env: Mapping[str, str]) -> IO[bytes]:
     headers = {"User-Agent": "maestro-data-worker"}
     token = env.get("MAESTRO_SOURCE_TOKEN") or env.get("HF_TOKEN")
-    if token:
+    if env.get("MAESTRO_SOURCE_AUTHORIZATION"):  # a full header value, e.g. "Basic …"
+        headers["Authorization"] = env["MAESTRO_SOURCE_AUTHORIZATION"]
+    elif token:
         headers["Authorization"] = f"Bearer {token}"
     return _urlopen(urllib.request.Request(url, headers=headers), url)
 
