@@ -235,6 +235,23 @@ for _kind in KINDS:
     _maestro_event(_kind)
 
 
+def slim_deployment(obj: dict[str, Any]) -> dict[str, Any]:
+    """What a reconcile reads of a Deployment (status, replicas, template annotations), nothing else."""
+    meta = obj.get("metadata") or {}
+    spec = obj.get("spec") or {}
+    template_meta = (spec.get("template") or {}).get("metadata") or {}
+    return {
+        "apiVersion": obj.get("apiVersion"),
+        "kind": obj.get("kind"),
+        "metadata": {k: meta.get(k) for k in ("name", "namespace", "uid", "generation", "resourceVersion")},
+        "spec": {
+            "replicas": spec.get("replicas"),
+            "template": {"metadata": {"annotations": template_meta.get("annotations") or {}}},
+        },
+        "status": obj.get("status") or {},
+    }
+
+
 def _owner_key(obj: dict[str, Any]) -> tuple[str, str, str] | None:
     meta = obj.get("metadata") or {}
     labels = meta.get("labels") or {}
@@ -262,5 +279,5 @@ async def on_child_event(event: kopf.RawEvent, **_: Any) -> None:
         for ref in meta.get("ownerReferences") or []:
             rt.ctx.forget(ref.get("uid", ""))
     elif ckey[0] == "Deployment":
-        rt.ctx.children[ckey] = obj
+        rt.ctx.children[ckey] = slim_deployment(obj)
     rt.queue.add(key)

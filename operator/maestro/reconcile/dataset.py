@@ -6,6 +6,7 @@ crash finds the same Job; a terminal status for the current generation is final 
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from maestro.api.conditions import ConditionType, Reason
@@ -21,6 +22,10 @@ from maestro.status.conditions import Cond, cond
 from maestro.workers.data import contract
 
 Obj = dict[str, Any]
+
+#: Failures that go away by themselves: the validation is re-run after RETRY_POLLS poll intervals.
+RETRY_REASONS = {Reason.SOURCE_UNAVAILABLE}
+RETRY_POLLS = 2
 
 _EXIT_REASON = {
     contract.EXIT_BAD_INPUT: Reason.VALIDATION_FAILED,
@@ -147,6 +152,32 @@ async def reconcile(ctx: Context, obj: Obj) -> Result:
         DatasetPhase.READY,
         DatasetPhase.FAILED,
     ):
+        ready: Obj = next(
+            (c for c in status.get("conditions") or [] if c.get("type") == ConditionType.READY), {}
+        )
+        if status.get("phase") == DatasetPhase.FAILED and ready.get("reason") in RETRY_REASONS:
+            # The source could not be read (network, credentials, storage): that fixes itself, so the
+            # validation runs again after a pause instead of staying Failed until someone edits the spec.
+            wait = _seconds_since(status.get("completionTime"))
+            if wait is not None and wait < ctx.poll_seconds * RETRY_POLLS:
+                return Result(requeue_after=ctx.poll_seconds * RETRY_POLLS - wait, phase=DatasetPhase.FAILED)
+            await ctx.kube.delete("batch/v1", "Job", build.job_name(obj, spec), meta["namespace"])
+            await commit(
+                ctx,
+                obj,
+                {**_keep_results(status), "phase": DatasetPhase.VALIDATING},
+                [
+                    *standard(
+                        False,
+                        Reason.VALIDATION_PENDING,
+                        "retrying validation after a source error: " + str(ready.get("message", "")),
+                        progressing=True,
+                    ),
+                    cond(ConditionType.VALIDATED, False, Reason.VALIDATION_PENDING, "retrying"),
+                    admitted,
+                ],
+            )
+            return Result(requeue_after=1.0, phase=DatasetPhase.VALIDATING)
         # Terminal for this generation: results are final until the spec changes.
         await commit(
             ctx, obj, _keep(status), [*_conditions_of(status), admitted], message=status.get("message")
@@ -161,6 +192,8 @@ async def reconcile(ctx: Context, obj: Obj) -> Result:
         await ctx.kube.apply(pvc)
         ctx.applied[meta["uid"]] = digest(pvc)
     job = await ctx.kube.get("batch/v1", "Job", job_name, ns)
+    if job is not None and (job.get("metadata") or {}).get("deletionTimestamp"):
+        return Result(requeue_after=1.0, phase=DatasetPhase.VALIDATING)  # a retry waits for the old Job to go
     if job is None:
         job = await ctx.kube.apply(job_manifest)
         await _delete_superseded(ctx, obj, keep=job_name)
@@ -188,7 +221,9 @@ async def reconcile(ctx: Context, obj: Obj) -> Result:
         )
         return Result(phase=DatasetPhase.VALIDATING)
 
-    pods = await ctx.kube.list("v1", "Pod", ns, labels={"batch.kubernetes.io/job-name": job_name})
+    pods = await ctx.kube.list(
+        "v1", "Pod", ns, labels={"batch.kubernetes.io/controller-uid": job["metadata"]["uid"]}
+    )
     term = jobs.termination(pods, build.CONTAINER)
     summary: contract.Summary | None = None
     parse_error = ""
@@ -226,6 +261,16 @@ async def reconcile(ctx: Context, obj: Obj) -> Result:
     fields["phase"] = phase
     await commit(ctx, obj, fields, [*conds, admitted])
     return Result(phase=phase)
+
+
+def _seconds_since(timestamp: str | None) -> float | None:
+    if not timestamp:
+        return None
+    try:
+        then = dt.datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
+    except ValueError:
+        return None
+    return (dt.datetime.now(dt.UTC) - then).total_seconds()
 
 
 def _failure(

@@ -265,7 +265,9 @@ async def reconcile(ctx: Context, obj: Obj) -> Result:
 
     pods: list[Obj] = []
     rollout = deployments.view(deployment)
-    if rollout is not None and not rollout.complete:
+    if rollout is not None and not rollout.complete and rollout.desired > 0 and rollout.observed:
+        # Only pods say why a rollout is stuck (crash loop, image pull); not worth a list before the
+        # Deployment controller has even looked at the new template.
         pods = await ctx.kube.list("v1", "Pod", ns, labels=serving.selector(obj))
         rollout = deployments.view(deployment, pods)
 

@@ -32,6 +32,9 @@ class Store:
         """Remember `obj` unless a newer version is already known; True when stored."""
         kind = obj.get("kind", "")
         meta = obj.get("metadata") or {}
+        if "managedFields" in meta:  # the bulk of a served object, and nothing a reconcile reads
+            meta = {k: v for k, v in meta.items() if k != "managedFields"}
+            obj = {**obj, "metadata": meta}
         bucket = self._objs.setdefault(kind, {}).setdefault(meta.get("namespace", ""), {})
         current = bucket.get(meta.get("name", ""))
         if current is not None and _rv(current) > _rv(obj) > 0:

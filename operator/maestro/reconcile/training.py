@@ -198,7 +198,9 @@ async def reconcile(ctx: Context, obj: Obj) -> Result:
         )
         return Result(phase=phase)
 
-    pods = await ctx.kube.list("v1", "Pod", ns, labels={"batch.kubernetes.io/job-name": name})
+    pods = await ctx.kube.list(
+        "v1", "Pod", ns, labels={"batch.kubernetes.io/controller-uid": job["metadata"]["uid"]}
+    )
     term = jobs.termination(pods, build.CONTAINER, index="0" if spec.resources.nodes > 1 else None)
     summary: contract.Summary | None = None
     parse_error = ""

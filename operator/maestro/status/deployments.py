@@ -22,6 +22,8 @@ class RolloutView:
     available: int
     updated: int
     rolled_out: bool
+    #: The Deployment controller has seen the current template (observedGeneration caught up).
+    observed: bool
     #: A reason (CrashLoopBackOff, ImagePullFailed, ...) when a pod is stuck, with its message.
     stuck_reason: str = ""
     stuck_message: str = ""
@@ -55,6 +57,7 @@ def view(deployment: Obj | None, pods: list[Obj] | None = None) -> RolloutView |
         available=int(st.get("availableReplicas", 0)),
         updated=int(st.get("updatedReplicas", 0)),
         rolled_out=rolled_out,
+        observed=observed >= generation,
         stuck_reason=reason,
         stuck_message=message,
         template_annotations=dict(annotations),

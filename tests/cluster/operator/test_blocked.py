@@ -4,6 +4,7 @@ once the cause is fixed (no operator restart, no manual kick)."""
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 import pytest
@@ -238,3 +239,39 @@ def test_bad_model_uri_and_crash_loop_recover(operator: Operator, kubectl: Kubec
     assert "config.json" in condition(d, "Ready")["message"] and condition(d, "Degraded")["status"] == "True"
     run_pods(kubectl, ns, "llmops.dev/llmdeployment=bot")
     wait_condition(kubectl, "llmdep", "bot", ns, "Ready", "True", "Available")
+
+
+def test_unreadable_source_is_retried_by_itself(operator: Operator, kubectl: Kubectl, ns: str) -> None:
+    apply(kubectl, ns, example("dataset.yaml"))
+    io_error = json.dumps(
+        {
+            "version": None,
+            "passed": False,
+            "exitCode": 4,
+            "records": {},
+            "stats": {},
+            "gates": [],
+            "artifact": None,
+            "reason": "s3://bucket/data.jsonl: connection reset by peer",
+        }
+    )
+    # The Job retries exit 4 itself (backoffLimit 2): three failed pods, then the Job fails.
+    for _ in range(3):
+        terminate_pods(kubectl, ns, DS_PODS, "validate", exit_code=4, message=io_error)
+    ds = wait_condition(kubectl, "llmds", "support-chats", ns, "Ready", "False", "SourceUnavailable")
+    assert "connection reset" in condition(ds, "Ready")["message"]
+    # The source comes back: the operator re-runs the validation by itself.
+    wait_for(
+        lambda: [
+            p
+            for p in items(kubectl, "pods", ns, DS_PODS)
+            if p["status"].get("phase") not in ("Succeeded", "Failed")
+            and not p["metadata"].get("deletionTimestamp")
+        ],
+        timeout=60,
+        what="a retried validation pod",
+    )
+    terminate_pods(
+        kubectl, ns, DS_PODS, "validate", exit_code=0, message=dataset_summary("support-chats-data")
+    )
+    wait_condition(kubectl, "llmds", "support-chats", ns, "Ready", "True", "Succeeded")
