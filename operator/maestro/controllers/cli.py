@@ -25,7 +25,12 @@ def main(argv: list[str]) -> int:
         help="coordinate with other instances through KopfPeering (default: standalone)",
     )
     args = parser.parse_args(argv)
+    import os
+
     import kopf.cli
+
+    if args.namespace:  # the startup cache-priming list must stay inside the same namespaces
+        os.environ["MAESTRO_NAMESPACES"] = ",".join(args.namespace)
 
     kopf_args = ["run", "-m", "maestro.controllers"]
     kopf_args += [f"--namespace={ns}" for ns in args.namespace] or ["--all-namespaces"]

@@ -12,6 +12,7 @@
 | MAESTRO_NAMESPACE | maestro-system | the operator's namespace |
 | MAESTRO_WORKERS | 16 | concurrent reconciles |
 | MAESTRO_RESYNC_SECONDS | 600 | full re-apply of every object (repairs children deleted by hand) |
+| MAESTRO_NAMESPACES | - | comma-separated namespaces to manage (set by `maestro run -n`); default all |
 | MAESTRO_POLL_SECONDS | 30 | re-check interval for waits no watch event ends (missing claim, crash loop) |
 | MAESTRO_LOCAL_EXECUTOR, MAESTRO_*_IMAGE, ... | | see `maestro.builders.settings.Settings` |
 """
@@ -49,6 +50,8 @@ class OperatorConfig:
     namespace: str = "maestro-system"
     workers: int = 16
     resync_seconds: float = 600.0
+    #: Namespaces the operator manages (empty: all); `maestro run -n` sets MAESTRO_NAMESPACES.
+    namespaces: tuple[str, ...] = ()
     poll_seconds: float = 30.0
 
     @classmethod
@@ -68,4 +71,5 @@ class OperatorConfig:
             workers=max(1, _int(env, "MAESTRO_WORKERS", 16)),
             resync_seconds=float(_int(env, "MAESTRO_RESYNC_SECONDS", 600)),
             poll_seconds=float(_int(env, "MAESTRO_POLL_SECONDS", 30)),
+            namespaces=tuple(n for n in (env.get("MAESTRO_NAMESPACES") or "").split(",") if n),
         )

@@ -24,7 +24,7 @@ from maestro.controllers import metrics, state
 from maestro.controllers.config import OperatorConfig
 from maestro.controllers.progress import progress_app
 from maestro.controllers.queue import WorkQueue, quiet
-from maestro.k8s import ApiError, Kube
+from maestro.k8s import ApiError, Kube, NotFound
 from maestro.reconcile import dataset, deployment, policy, training
 from maestro.reconcile.context import Context, InvalidObject, Result
 from maestro.reconcile.store import DATASET, DEPLOYMENT, KINDS, POLICY, TRAINING, Store
@@ -138,9 +138,15 @@ async def startup(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any
     store = Store()
     # Prime the cache before the first reconcile, so no object is judged against a half-known world
     # (e.g. a deployment reconciled before the policy that governs it was seen).
-    for kind in KINDS:
-        for obj in await kube.list(API_VERSION, kind):
-            store.put(obj)
+    try:
+        for kind in KINDS:
+            for namespace in cfg.namespaces or (None,):
+                for obj in await kube.list(API_VERSION, kind, namespace):
+                    store.put(obj)
+    except NotFound as exc:
+        raise kopf.TemporaryError(
+            f"the Maestro CRDs are not installed ({exc}); apply them with `kubectl apply -f crds/`", delay=10
+        ) from exc
     ctx = Context(
         kube=kube,
         settings=cfg.settings,

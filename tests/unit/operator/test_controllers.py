@@ -1,0 +1,104 @@
+"""Controller-layer pieces that need no cluster: webhook verdicts, settings, the slim child cache."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from maestro.controllers import state, webhook
+from maestro.controllers.config import OperatorConfig
+from maestro.controllers.handlers import slim_deployment
+from maestro.controllers.queue import WorkQueue
+from maestro.k8s import rbac
+from maestro.reconcile.context import Context
+from maestro.reconcile.store import Store
+
+pytestmark = pytest.mark.unit
+
+
+def test_webhook_names_the_field_and_the_rule(training_obj: dict[str, Any]) -> None:
+    bad = {**training_obj, "spec": {**training_obj["spec"], "method": "qlora"}}
+    problem = webhook.validate(bad)
+    assert problem is not None and "qlora" in problem and "resources.gpus" in problem
+
+    store = Store()
+    store.put(
+        {
+            "kind": "LLMPolicy",
+            "metadata": {"name": "cap", "namespace": "team-a"},
+            "spec": {"admission": {"maxGPUsPerJob": 0}},
+        }
+    )
+    state.set_runtime(
+        state.Runtime(
+            config=OperatorConfig(),
+            ctx=Context(kube=None, settings=None, store=store),  # type: ignore[arg-type]
+            queue=WorkQueue(lambda k: None),
+        )
+    )  # type: ignore[arg-type,return-value]
+    try:
+        big = {**training_obj, "spec": {**training_obj["spec"], "resources": {"gpus": 1}}}
+        problem = webhook.validate(big)
+        assert problem is not None and 'LLMPolicy "cap" rule admission.maxGPUsPerJob' in problem
+        assert (
+            webhook.validate({**training_obj, "spec": {**training_obj["spec"], "resources": {"gpus": 0}}})
+            is None
+        )
+    finally:
+        state.set_runtime(None)
+
+
+def test_config_from_env() -> None:
+    cfg = OperatorConfig.from_env(
+        {
+            "MAESTRO_WEBHOOK": "off",
+            "MAESTRO_WORKERS": "4",
+            "MAESTRO_NAMESPACES": "a,b",
+            "MAESTRO_LOCAL_EXECUTOR": "true",
+            "MAESTRO_VLLM_IMAGE": "vllm/vllm-openai:v9",
+        }
+    )
+    assert not cfg.webhook and cfg.workers == 4 and cfg.namespaces == ("a", "b")
+    assert cfg.settings.local_executor and cfg.settings.vllm_image == "vllm/vllm-openai:v9"
+    with pytest.raises(SystemExit, match="MAESTRO_WORKERS"):
+        OperatorConfig.from_env({"MAESTRO_WORKERS": "many"})
+
+
+def test_slim_deployment_keeps_what_status_reads() -> None:
+    dep = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "d", "namespace": "n", "generation": 3, "managedFields": [{"x": 1}]},
+        "spec": {
+            "replicas": 2,
+            "template": {"metadata": {"annotations": {"a": "b"}}, "spec": {"containers": []}},
+        },
+        "status": {"readyReplicas": 2},
+    }
+    slim = slim_deployment(dep)
+    assert slim["spec"] == {"replicas": 2, "template": {"metadata": {"annotations": {"a": "b"}}}}
+    assert slim["status"] == {"readyReplicas": 2} and "managedFields" not in slim["metadata"]
+
+
+def test_rbac_covers_every_kind_the_client_writes() -> None:
+    from maestro.k8s.resources import TYPES
+
+    granted = {(g, r) for rule in rbac.RULES for g in rule["apiGroups"] for r in rule["resources"]}
+    written = {
+        "ConfigMap",
+        "Service",
+        "PersistentVolumeClaim",
+        "Deployment",
+        "Job",
+        "NetworkPolicy",
+        "PodDisruptionBudget",
+        "HorizontalPodAutoscaler",
+        "ScaledObject",
+        "ServiceMonitor",
+        "Event",
+    }
+    for (_, kind), rt in TYPES.items():
+        if kind in written:
+            assert (rt.group, rt.plural) in granted, f"{kind} is written but not granted"
+    assert not any("secrets" in rule["resources"] for rule in rbac.RULES)
