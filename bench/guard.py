@@ -15,9 +15,10 @@ because its pins fight ours) runs the equivalent: a master key, per-deployment r
 its built-in offline regex content filter masking PII on input (email, SSN, phone, card, IPv4, API
 keys) as a pre-call guardrail.
 
-All targets run at once and are measured in `--rounds` interleaved rounds (direct, bare, guard,
-litellm, direct, …), each round a short slice of every phase, samples pooled over the rounds; so a
-change in the machine's load during the run hits every target alike.
+Direct, bare and guard run at once and are measured in `--rounds` interleaved rounds, each round a
+short slice of every phase, samples pooled over the rounds (the unloaded phases alternate request by
+request), so a change in the machine's load during the run hits them alike. LiteLLM is measured
+after them, alone on the proxy core (the others SIGSTOPped), so its background tasks steal nothing.
 
     .venv/bin/python bench/guard.py --json [--rounds 4] [--duration 1.5] [--rate 1000] [--no-litellm]
 
@@ -34,6 +35,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -370,8 +372,8 @@ async def paired(targets: list[Target], count: int, deadline_s: float, *, stream
     """Unloaded phase, request by request in turn over all targets (A, B, C, A, B, C, …).
 
     Latency at concurrency 1 is the sum of a few wake-ups, so on a shared machine it moves with
-    whatever else runs; sampling the targets alternately gives each the same conditions. A target
-    that is much slower (LiteLLM) drops out of the rotation at the deadline; the others go on.
+    whatever else runs; sampling the targets alternately gives each the same conditions. LiteLLM,
+    a hundred times slower, stops at the deadline instead of the count.
     """
     conns = [await _connect(t.port) for t in targets]
     stop = time.perf_counter() + deadline_s
@@ -390,11 +392,28 @@ async def paired(targets: list[Target], count: int, deadline_s: float, *, stream
             if status != 200:
                 t.errors += 1
             (t.ttfb if stream else t.unloaded).append((first if stream else time.perf_counter()) - started)
-            if time.perf_counter() > stop and len(active) > 1 and t.name == "litellm":
+            if time.perf_counter() > stop and t.name == "litellm":
                 active.remove(j)
+        if not active:
+            break
     for c in conns:
         if c.transport is not None:
             c.transport.close()
+
+
+def measure_rounds(targets: list[Target], args: argparse.Namespace) -> None:
+    loop = _loop()
+    try:
+        for t in targets:
+            loop.run_until_complete(t.warmup(args.warmup))
+        per_round = max(1, args.requests // args.rounds)
+        for _ in range(args.rounds):
+            loop.run_until_complete(paired(targets, per_round, args.duration * 2, stream=False))
+            loop.run_until_complete(paired(targets, max(25, per_round // 4), args.duration, stream=True))
+            for t in targets:
+                loop.run_until_complete(t.round(args))
+    finally:
+        loop.close()
 
 
 # -- process management -------------------------------------------------------------------------
@@ -444,6 +463,16 @@ def _process(
             proc.wait()
         if log:
             out.close()  # type: ignore[union-attr]
+
+
+@contextlib.contextmanager
+def _stopped(proc: subprocess.Popen[bytes]) -> Iterator[None]:
+    """SIGSTOP a measured proxy while another one is measured alone; SIGCONT before it is terminated."""
+    proc.send_signal(signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        proc.send_signal(signal.SIGCONT)
 
 
 def _wait_http(port: int, path: str, timeout: float, proc: subprocess.Popen[bytes]) -> None:
@@ -575,8 +604,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             )
         )
         targets = [Target("direct", up_port, API_KEY)]
+        procs: dict[str, subprocess.Popen[bytes]] = {}
         port = _free_port()
-        stack.enter_context(
+        procs["bare"] = stack.enter_context(
             _process(
                 [py, __file__, "--serve-bare", str(port), "--upstream", upstream],
                 port,
@@ -596,7 +626,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "MAESTRO_EVENTS_SOCKET": str(work / "ev.sock"),
             "MAESTRO_LOG_LEVEL": "WARNING",
         }
-        stack.enter_context(
+        procs["guard"] = stack.enter_context(
             _process(
                 [py, "-m", "maestro", "guard"],
                 port,
@@ -607,6 +637,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             )
         )
         targets.append(Target("guard", port, API_KEY))
+        measure_rounds(targets, args)  # the three fast targets, interleaved
+        # Then LiteLLM, on the same core, the same upstream and load, but alone: its background tasks
+        # must not steal the proxy core while the others are measured, and at ~100 req/s it needs no
+        # pairing to be told apart.
+        for name in ("bare", "guard"):
+            stack.enter_context(_stopped(procs[name]))
         if args.no_litellm:
             result["litellm_reason"] = "skipped (--no-litellm)"
         else:
@@ -646,24 +682,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                             log=work / "litellm.log",
                         )
                     )
-                    # it saturates near 130 req/s: a 1,000 req/s open loop would only measure its queue
-                    targets.append(Target("litellm", port, LITELLM_KEY, open_loop=False))
                 except (RuntimeError, TimeoutError) as exc:
                     log_tail = (work / "litellm.log").read_text(errors="replace")[-600:]
                     result["litellm_reason"] = f"{exc}; log: {log_tail}"
-
-        loop = _loop()
-        try:
-            for t in targets:
-                loop.run_until_complete(t.warmup(args.warmup))
-            per_round = max(1, args.requests // args.rounds)
-            for _ in range(args.rounds):
-                loop.run_until_complete(paired(targets, per_round, args.duration * 2, stream=False))
-                loop.run_until_complete(paired(targets, max(25, per_round // 4), args.duration, stream=True))
-                for t in targets:
-                    loop.run_until_complete(t.round(args))
-        finally:
-            loop.close()
+                else:
+                    # it saturates near 130 req/s: a 1,000 req/s open loop would only measure its queue
+                    lite = Target("litellm", port, LITELLM_KEY, open_loop=False)
+                    measure_rounds([lite], args)
+                    targets.append(lite)
         for t in targets:
             result[t.name] = t.summary(args.rate)
         audit = work / "audit.jsonl"
