@@ -540,11 +540,12 @@ def _litellm_version(venv: Path) -> str | None:
     return r.stdout.strip() or None
 
 
-def _load() -> str:
+def _load() -> list[float] | None:
+    """1/5/15-minute load averages: the bench's numbers mean little on a busy machine."""
     try:
-        return Path("/proc/loadavg").read_text().split(" ", 3)[:3].__str__()
-    except OSError:
-        return "unknown"
+        return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+    except (OSError, ValueError):
+        return None
 
 
 def _litellm_config(upstream: str) -> str:
