@@ -45,14 +45,19 @@ def free_port() -> int:
 
 
 def port_in_use(port: int) -> bool:
-    """True when something listens on the port (bind, not connect: a connect can self-connect)."""
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    """True when a socket LISTENs on the port. Read from /proc/net/tcp*, because a bind or connect
+    probe also trips over client sockets that got the same number as their ephemeral port."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
-            s.bind(("127.0.0.1", port))
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    fields = line.split()
+                    if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                        return True
         except OSError:
-            return True
-        return False
+            continue
+    return False
 
 
 def resolve_bin_dir(explicit: str | Path | None = None) -> Path:
@@ -150,21 +155,23 @@ class DevCluster:
 
     def down(self, quiet: bool = False) -> None:
         pids: dict[str, int] = self.state.get("pids", {})
-        for name in reversed(COMPONENTS):
+        for name in reversed(COMPONENTS):  # clients first, etcd last
             pid = pids.get(name)
             if pid and _alive(pid):
                 _signal_group(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 15
-        for name in reversed(COMPONENTS):
-            pid = pids.get(name)
-            while pid and _alive(pid) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            if pid and _alive(pid):
+        _wait_dead(list(pids.values()), timeout=20)
+        for pid in pids.values():
+            if _alive(pid):
                 _signal_group(pid, signal.SIGKILL)
+        _wait_dead(list(pids.values()), timeout=10)
         for pid in pids.values():
             _reap(pid)
-        ports = self.state.get("ports", {})
-        busy = [f"{k}:{p}" for k, p in ports.items() if k != "etcd_peer" and port_in_use(p)]
+        ports = {k: p for k, p in self.state.get("ports", {}).items() if k != "etcd_peer"}
+        deadline = time.monotonic() + 10  # the kernel may take a moment to tear sockets down
+        busy = [f"{k}:{p}" for k, p in ports.items() if port_in_use(p)]
+        while busy and time.monotonic() < deadline:
+            time.sleep(0.2)
+            busy = [f"{k}:{p}" for k, p in ports.items() if port_in_use(p)]
         if busy and not quiet:
             raise ClusterError(f"ports still bound after stop: {', '.join(busy)}")
         if self.state:
@@ -359,6 +366,14 @@ def _alive(pid: int) -> bool:
             return f.read().split(") ")[-1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def _wait_dead(pids: list[int], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        for p in pids:
+            _reap(p)
+        time.sleep(0.05)
 
 
 def _signal_group(pid: int, sig: int) -> None:
