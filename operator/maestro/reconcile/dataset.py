@@ -236,6 +236,7 @@ async def reconcile(ctx: Context, obj: Obj) -> Result:
     if summary is not None:
         fields.update(summary_status(summary))
     conds: list[Cond]
+    reason = ""
     if view.state == jobs.JobState.SUCCEEDED and summary is not None and summary.get("passed"):
         msg = f"validated version {fields.get('version')}: {len(fields.get('gates') or [])} gates passed"
         phase = DatasetPhase.READY
@@ -260,6 +261,8 @@ async def reconcile(ctx: Context, obj: Obj) -> Result:
         ]
     fields["phase"] = phase
     await commit(ctx, obj, fields, [*conds, admitted])
+    if phase == DatasetPhase.FAILED and reason in RETRY_REASONS:
+        return Result(requeue_after=ctx.poll_seconds * RETRY_POLLS, phase=phase)
     return Result(phase=phase)
 
 

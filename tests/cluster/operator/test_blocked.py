@@ -8,8 +8,7 @@ import json
 from typing import Any
 
 import pytest
-
-from conftest import (
+from opkit import (
     Kubectl,
     Operator,
     apply,

@@ -11,8 +11,7 @@ from typing import Any
 
 import pytest
 import yaml
-
-from conftest import (
+from opkit import (
     Kubectl,
     Operator,
     apply,
@@ -28,6 +27,7 @@ from conftest import (
     wait_condition,
     wait_for,
 )
+
 from maestro.k8s import rbac
 
 pytestmark = pytest.mark.cluster

@@ -13,8 +13,7 @@ import time
 from typing import Any
 
 import pytest
-
-from conftest import (
+from opkit import (
     Kubectl,
     Operator,
     apply,
