@@ -1,7 +1,8 @@
 """Shared fixtures. Cluster fixtures start the real local control plane once per session.
 
 Fixture contract (other test modules rely on these names):
-- `cluster`   (session): a running `maestro.devcluster.DevCluster` (.kubeconfig, .state_dir, .bin_dir, .server)
+- `cluster`   (session): a running `maestro.devcluster.DevCluster`
+  (.kubeconfig, .state_dir, .bin_dir, .server)
 - `kubectl`   (session): `kubectl(*args, input=None, check=True, namespace=None)` -> CompletedProcess (text)
 - `namespace` (function): a fresh namespace (default ServiceAccount present), deleted after the test
 """
@@ -30,7 +31,10 @@ def _toolchain_problem() -> str | None:
     if os.environ.get("MAESTRO_KUBE_BIN"):
         return None
     if shutil.which("go") is None:
-        return "no Go toolchain and no MAESTRO_KUBE_BIN: cannot build the local control plane (run `make cluster-build`)"
+        return (
+            "no Go toolchain and no MAESTRO_KUBE_BIN: cannot build the local control plane "
+            "(run `make cluster-build`)"
+        )
     return None
 
 
@@ -57,11 +61,18 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
 def kubectl(cluster: object) -> Kubectl:
     binary = shutil.which("kubectl")
     if binary is None:
-        pytest.fail("kubectl not found: install Debian's kubectl (apt-get install kubectl) or put one on PATH")
+        pytest.fail(
+            "kubectl not found: install Debian's kubectl (apt-get install kubectl) or put one on PATH"
+        )
     kubeconfig = str(cluster.kubeconfig)  # type: ignore[attr-defined]
 
-    def run(*args: str, input: str | None = None, check: bool = True,
-            namespace: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    def run(
+        *args: str,
+        input: str | None = None,
+        check: bool = True,
+        namespace: str | None = None,
+        timeout: float = 60,
+    ) -> subprocess.CompletedProcess[str]:
         cmd = [binary, f"--kubeconfig={kubeconfig}"]
         if namespace:
             cmd.append(f"--namespace={namespace}")

@@ -17,17 +17,26 @@ helm = pytest.importorskip("helm_python")
 NS = "maestro-chart-rbac"
 
 ALLOWED = [
-    ("create", "jobs.batch", "team-a"), ("patch", "deployments.apps", "team-a"),
-    ("patch", "llmdatasets.llmops.dev", "team-a", "status"), ("list", "llmpolicies.llmops.dev", "team-b"),
-    ("create", "tokenreviews.authentication.k8s.io", None), ("create", "events", "team-a"),
+    ("create", "jobs.batch", "team-a"),
+    ("patch", "deployments.apps", "team-a"),
+    ("patch", "llmdatasets.llmops.dev", "team-a", "status"),
+    ("list", "llmpolicies.llmops.dev", "team-b"),
+    ("create", "tokenreviews.authentication.k8s.io", None),
+    ("create", "events", "team-a"),
     ("patch", "validatingwebhookconfigurations.admissionregistration.k8s.io", None),
-    ("get", "pods", "team-a"), ("create", "horizontalpodautoscalers.autoscaling", "team-a"),
+    ("get", "pods", "team-a"),
+    ("create", "horizontalpodautoscalers.autoscaling", "team-a"),
 ]
 DENIED = [
-    ("get", "secrets", "team-a"), ("list", "secrets", None), ("create", "pods", "team-a"),
-    ("delete", "nodes", None), ("create", "clusterrolebindings.rbac.authorization.k8s.io", None),
-    ("patch", "pods", "team-a", "status"), ("create", "serviceaccounts/token", "team-a"),
-    ("delete", "llmdatasets.llmops.dev", "team-a"), ("impersonate", "users", None),
+    ("get", "secrets", "team-a"),
+    ("list", "secrets", None),
+    ("create", "pods", "team-a"),
+    ("delete", "nodes", None),
+    ("create", "clusterrolebindings.rbac.authorization.k8s.io", None),
+    ("patch", "pods", "team-a", "status"),
+    ("create", "serviceaccounts/token", "team-a"),
+    ("delete", "llmdatasets.llmops.dev", "team-a"),
+    ("impersonate", "users", None),
 ]
 
 
@@ -37,9 +46,13 @@ def chart_sa(kubectl: Any) -> str:
     kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
     chart = helm.Chart.load(str(CHART))
     rendered = chart.render({}, name="maestro", namespace=NS, is_install=True)
-    docs = [d for path, text in rendered.items() if not path.endswith("NOTES.txt")
-            for d in yaml.safe_load_all(text) if d and d["kind"] in
-            ("ServiceAccount", "ClusterRole", "ClusterRoleBinding")]
+    docs = [
+        d
+        for path, text in rendered.items()
+        if not path.endswith("NOTES.txt")
+        for d in yaml.safe_load_all(text)
+        if d and d["kind"] in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding")
+    ]
     kubectl("create", "namespace", NS, check=False)
     kubectl("apply", "--server-side", "-n", NS, "-f", "-", input=yaml.safe_dump_all(docs))
     sa = next(d for d in docs if d["kind"] == "ServiceAccount")["metadata"]["name"]
@@ -56,12 +69,14 @@ def _can(kubectl: Any, user: str, verb: str, resource: str, ns: str | None, sub:
 
 
 @pytest.mark.parametrize("case", ALLOWED, ids=lambda c: " ".join(x for x in c if x))
-def test_chart_service_account_can_do_what_the_operator_needs(kubectl: Any, chart_sa: str,
-                                                              case: tuple[str, ...]) -> None:
+def test_chart_service_account_can_do_what_the_operator_needs(
+    kubectl: Any, chart_sa: str, case: tuple[str, ...]
+) -> None:
     assert _can(kubectl, chart_sa, *case)
 
 
 @pytest.mark.parametrize("case", DENIED, ids=lambda c: " ".join(x for x in c if x))
-def test_chart_service_account_cannot_do_what_it_does_not_need(kubectl: Any, chart_sa: str,
-                                                               case: tuple[str, ...]) -> None:
+def test_chart_service_account_cannot_do_what_it_does_not_need(
+    kubectl: Any, chart_sa: str, case: tuple[str, ...]
+) -> None:
     assert not _can(kubectl, chart_sa, *case)

@@ -17,18 +17,32 @@ helm = pytest.importorskip("helm_python")
 
 VALUE_SETS: dict[str, dict[str, Any]] = {
     "defaults": {},
-    "ha-observability": {"operator": {"replicas": 2, "logLevel": "debug"},
-                         "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "kps"}},
-                                     "prometheusRule": {"enabled": True}}},
-    "minimal": {"webhook": {"enabled": False}, "dashboards": {"enabled": False},
-                "networkPolicy": {"enabled": False}, "operator": {"watchNamespaces": ["team-a", "team-b"]},
-                "serviceAccount": {"create": False, "name": "existing-sa"}},
-    "mirrored-images": {"images": {"worker": "registry.local/maestro-worker:0.1.0-cuda",
-                                   "sidecar": "registry.local/maestro-sidecar:0.1.0",
-                                   "vllm": "registry.local/vllm-openai:v0.33.0"},
-                        "operator": {"image": {"repository": "registry.local/maestro-operator"},
-                                     "tolerations": [{"key": "infra", "operator": "Exists"}]},
-                        "storageClassName": "fast-ssd"},
+    "ha-observability": {
+        "operator": {"replicas": 2, "logLevel": "debug"},
+        "metrics": {
+            "serviceMonitor": {"enabled": True, "labels": {"release": "kps"}},
+            "prometheusRule": {"enabled": True},
+        },
+    },
+    "minimal": {
+        "webhook": {"enabled": False},
+        "dashboards": {"enabled": False},
+        "networkPolicy": {"enabled": False},
+        "operator": {"watchNamespaces": ["team-a", "team-b"]},
+        "serviceAccount": {"create": False, "name": "existing-sa"},
+    },
+    "mirrored-images": {
+        "images": {
+            "worker": "registry.local/maestro-worker:0.1.0-cuda",
+            "sidecar": "registry.local/maestro-sidecar:0.1.0",
+            "vllm": "registry.local/vllm-openai:v0.33.0",
+        },
+        "operator": {
+            "image": {"repository": "registry.local/maestro-operator"},
+            "tolerations": [{"key": "infra", "operator": "Exists"}],
+        },
+        "storageClassName": "fast-ssd",
+    },
 }
 
 
@@ -72,8 +86,11 @@ def test_operator_pod_is_restricted() -> None:
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     c = pod["containers"][0]
-    assert c["securityContext"] == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
-                                    "capabilities": {"drop": ["ALL"]}}
+    assert c["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
     assert {"startupProbe", "livenessProbe", "readinessProbe", "resources"} <= set(c)
     env = {e["name"]: e.get("value") for e in c["env"]}
     assert env["MAESTRO_VLLM_IMAGE"] == "vllm/vllm-openai:v0.33.0"
@@ -93,9 +110,11 @@ def test_cluster_role_is_exactly_what_the_operator_declares() -> None:
     from maestro.k8s.rbac import RULES
 
     on_disk = yaml.safe_load((CHART / "files/rbac/rules.yaml").read_text())
-    assert on_disk == RULES, ("charts/maestro/files/rbac/rules.yaml drifted from maestro.k8s.rbac.RULES; regenerate: "
-                              ".venv/bin/python -c 'import yaml; from maestro.k8s.rbac import RULES; "
-                              "print(yaml.safe_dump(RULES, sort_keys=False))' > charts/maestro/files/rbac/rules.yaml")
+    assert on_disk == RULES, (
+        "charts/maestro/files/rbac/rules.yaml drifted from maestro.k8s.rbac.RULES; regenerate: "
+        ".venv/bin/python -c 'import yaml; from maestro.k8s.rbac import RULES; "
+        "print(yaml.safe_dump(RULES, sort_keys=False))' > charts/maestro/files/rbac/rules.yaml"
+    )
     role = by_kind(render({}), "ClusterRole")[0]
     assert role["rules"] == RULES
     assert not any("secrets" in r["resources"] for r in role["rules"])
@@ -133,7 +152,7 @@ def test_dashboards_ship_with_the_grafana_sidecar_label() -> None:
     [
         ({"operator": {"replicaz": 2}}, "replicaz"),
         ({"operator": {"replicas": "two"}}, "replicas"),
-        ({"webhook": {"failurePolicy": "Sometimes"}}, "failurePolicy"),
+        ({"webhook": {"enabled": "yes"}}, "enabled"),
         ({"images": {"worker": ""}}, "worker"),
         ({"metrics": {"port": 70000}}, "port"),
         ({"unknownTopLevel": True}, "unknownTopLevel"),

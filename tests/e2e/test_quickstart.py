@@ -48,10 +48,18 @@ def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, dict[st
 
 
 def _chat(base: str, content: str, key: str = "mk-quickstart-dev-key-change-me", max_tokens: int = 8) -> int:
-    req = urllib.request.Request(base + "/v1/chat/completions", method="POST", data=json.dumps({
-        "model": "support-bot", "max_tokens": max_tokens,
-        "messages": [{"role": "user", "content": content}]}).encode(),
-        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+    req = urllib.request.Request(
+        base + "/v1/chat/completions",
+        method="POST",
+        data=json.dumps(
+            {
+                "model": "support-bot",
+                "max_tokens": max_tokens,
+                "messages": [{"role": "user", "content": content}],
+            }
+        ).encode(),
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+    )
     try:
         with urllib.request.urlopen(req, timeout=60) as resp:
             return int(resp.status)
@@ -151,19 +159,29 @@ def test_official_openai_client_through_the_guard_to_real_vllm(dev: tuple[Any, d
     msgs = [{"role": "user", "content": "my router shows a red light"}]
     done = client.chat.completions.create(model="support-bot", messages=msgs, max_tokens=8)  # type: ignore[arg-type]
     assert done.choices[0].message.content and done.usage and done.usage.completion_tokens > 0
-    chunks = list(client.chat.completions.create(model="support-bot", messages=msgs, max_tokens=8,  # type: ignore[arg-type]
-                                                 stream=True))
+    chunks = list(
+        client.chat.completions.create(
+            model="support-bot",
+            messages=msgs,
+            max_tokens=8,  # type: ignore[arg-type]
+            stream=True,
+        )
+    )
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     with pytest.raises(openai.BadRequestError):
-        client.chat.completions.create(model="support-bot", max_tokens=4,  # type: ignore[arg-type]
-                                       messages=[{"role": "user", "content": "the internal-only runbook"}])
+        client.chat.completions.create(
+            model="support-bot",
+            max_tokens=4,  # type: ignore[arg-type]
+            messages=[{"role": "user", "content": "the internal-only runbook"}],
+        )
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(base_url=base, api_key="wrong", max_retries=0).models.list()
 
     async def run_async() -> str:
         aclient = openai.AsyncOpenAI(base_url=base, api_key=key, max_retries=0)
-        stream = await aclient.completions.create(model="support-bot", prompt="Hello", max_tokens=8,
-                                                  stream=True)
+        stream = await aclient.completions.create(
+            model="support-bot", prompt="Hello", max_tokens=8, stream=True
+        )
         text = "".join([c.choices[0].text async for c in stream if c.choices])
         await aclient.close()
         return text

@@ -30,10 +30,19 @@ def health(obj: dict[str, Any]) -> tuple[str, str]:
     return hs["status"], hs["message"]
 
 
-def obj(kind: str, phase: str | None = None, conditions: list[dict[str, str]] | None = None,
-        generation: int = 1, observed: int | None = 1, status: bool = True) -> dict[str, Any]:
-    o: dict[str, Any] = {"apiVersion": "llmops.dev/v1alpha1", "kind": kind,
-                         "metadata": {"name": "x", "generation": generation}}
+def obj(
+    kind: str,
+    phase: str | None = None,
+    conditions: list[dict[str, str]] | None = None,
+    generation: int = 1,
+    observed: int | None = 1,
+    status: bool = True,
+) -> dict[str, Any]:
+    o: dict[str, Any] = {
+        "apiVersion": "llmops.dev/v1alpha1",
+        "kind": kind,
+        "metadata": {"name": "x", "generation": generation},
+    }
     if status:
         st: dict[str, Any] = {"conditions": conditions or []}
         if phase:
@@ -67,7 +76,11 @@ def test_stale_generation_is_progressing_even_if_ready(kind: str) -> None:
         ("Pending", [cond("Ready", "False", "DatasetNotReady")], "Progressing"),
         ("Pending", [], "Progressing"),
         ("Failed", [cond("Ready", "False", "GateFailed", "maxPIIRatio 0.2 > 0.1")], "Degraded"),
-        ("Progressing", [cond("Ready", "False"), cond("Degraded", "True", "PolicyViolation", "rule x")], "Degraded"),
+        (
+            "Progressing",
+            [cond("Ready", "False"), cond("Degraded", "True", "PolicyViolation", "rule x")],
+            "Degraded",
+        ),
         ("Ready", [cond("Ready", "True"), cond("Degraded", "False")], "Healthy"),
         ("Progressing", [cond("Ready", "False"), cond("Progressing", "True", "Rolling")], "Progressing"),
     ],
@@ -77,14 +90,19 @@ def test_condition_matrix(kind: str, phase: str, conditions: list[dict[str, str]
 
 
 def test_degraded_message_names_reason() -> None:
-    s, m = health(obj("LLMDeployment", "Degraded", [cond("Degraded", "True", "PolicyViolation", "model source denied")]))
+    s, m = health(
+        obj("LLMDeployment", "Degraded", [cond("Degraded", "True", "PolicyViolation", "model source denied")])
+    )
     assert s == "Degraded" and m == "PolicyViolation: model source denied"
 
 
 def test_training_phases() -> None:
     assert health(obj("LLMTrainingJob", "Succeeded", [cond("Ready", "True")]))[0] == "Healthy"
     assert health(obj("LLMTrainingJob", "Succeeded", []))[0] == "Healthy"
-    assert health(obj("LLMTrainingJob", "Queued", [cond("Queued", "True", "Suspended", "waiting")]))[0] == "Suspended"
+    assert (
+        health(obj("LLMTrainingJob", "Queued", [cond("Queued", "True", "Suspended", "waiting")]))[0]
+        == "Suspended"
+    )
     assert health(obj("LLMTrainingJob", "Running", [cond("Ready", "False", "Training")]))[0] == "Progressing"
     assert health(obj("LLMPolicy", "Invalid", [cond("Ready", "False", "InvalidPattern")]))[0] == "Degraded"
 

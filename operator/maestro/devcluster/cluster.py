@@ -8,6 +8,7 @@ several clusters can coexist in different state dirs.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -185,7 +186,9 @@ class DevCluster:
             "stateDir": str(self.state_dir),
             "kubeconfig": str(self.kubeconfig) if self.kubeconfig.exists() else None,
             "server": self.server if self.state.get("ports") else None,
-            "components": {n: ("running" if pids.get(n) and _alive(pids[n]) else "stopped") for n in COMPONENTS},
+            "components": {
+                n: ("running" if pids.get(n) and _alive(pids[n]) else "stopped") for n in COMPONENTS
+            },
             "ready": bool(pids) and self._ready("apiserver"),
         }
 
@@ -195,11 +198,20 @@ class DevCluster:
         ctx.load_cert_chain(str(self.pki.admin_crt), str(self.pki.admin_key))
         return ctx
 
-    def request(self, method: str, path: str, body: dict[str, Any] | None = None,
-                content_type: str = "application/json") -> dict[str, Any]:
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        content_type: str = "application/json",
+    ) -> dict[str, Any]:
         data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.server + path, data=data, method=method,
-                                     headers={"Content-Type": content_type, "Accept": "application/json"})
+        req = urllib.request.Request(
+            self.server + path,
+            data=data,
+            method=method,
+            headers={"Content-Type": content_type, "Accept": "application/json"},
+        )
         with urllib.request.urlopen(req, context=self._ssl(), timeout=10) as resp:
             out: dict[str, Any] = json.loads(resp.read() or b"{}")
             return out
@@ -211,8 +223,14 @@ class DevCluster:
     def _start(self, name: str, args: list[str]) -> None:
         assert self.bin_dir is not None
         log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
-        proc = subprocess.Popen([str(self.bin_dir / name), *args], stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True, cwd=self.state_dir)
+        proc = subprocess.Popen(
+            [str(self.bin_dir / name), *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=self.state_dir,
+        )
         log.close()
         self.state["pids"][name] = proc.pid
         self._save()
@@ -220,8 +238,10 @@ class DevCluster:
     def _check_alive(self, component: str) -> None:
         for name, pid in self.state["pids"].items():
             if not _alive(pid):
-                raise ClusterError(f"{name} exited during start (waiting for {component}); last log lines "
-                                   f"of {self.log_dir / (name + '.log')}:\n{tail(self.log_dir / (name + '.log'))}")
+                raise ClusterError(
+                    f"{name} exited during start (waiting for {component}); last log lines "
+                    f"of {self.log_dir / (name + '.log')}:\n{tail(self.log_dir / (name + '.log'))}"
+                )
 
     def _ready(self, what: str) -> bool:
         ports = self.state.get("ports", {})
@@ -244,10 +264,15 @@ class DevCluster:
                 return
             self._check_alive(what)
             time.sleep(0.1)
-        logname = {"apiserver": "kube-apiserver", "kcm": "kube-controller-manager",
-                   "scheduler": "kube-scheduler"}.get(what, what)
-        raise ClusterError(f"{what} not ready in time; last log lines of {logname}.log:\n"
-                           f"{tail(self.log_dir / (logname + '.log'))}")
+        logname = {
+            "apiserver": "kube-apiserver",
+            "kcm": "kube-controller-manager",
+            "scheduler": "kube-scheduler",
+        }.get(what, what)
+        raise ClusterError(
+            f"{what} not ready in time; last log lines of {logname}.log:\n"
+            f"{tail(self.log_dir / (logname + '.log'))}"
+        )
 
     def _bootstrap(self, deadline: float) -> None:
         """Default StorageClass, the simulated nodes, then wait until every node is Ready."""
@@ -259,14 +284,19 @@ class DevCluster:
             self._check_alive("nodes")
             items = self.request("GET", "/api/v1/nodes").get("items", [])
             ready = {
-                n["metadata"]["name"] for n in items
-                if any(c["type"] == "Ready" and c["status"] == "True" for c in n.get("status", {}).get("conditions", []))
+                n["metadata"]["name"]
+                for n in items
+                if any(
+                    c["type"] == "Ready" and c["status"] == "True"
+                    for c in n.get("status", {}).get("conditions", [])
+                )
             }
             if want <= ready and self._default_sa_exists():
                 return
             time.sleep(0.2)
-        raise ClusterError(f"nodes not Ready in time (want {sorted(want)}); kwok log:\n"
-                           f"{tail(self.log_dir / 'kwok.log')}")
+        raise ClusterError(
+            f"nodes not Ready in time (want {sorted(want)}); kwok log:\n{tail(self.log_dir / 'kwok.log')}"
+        )
 
     def _default_sa_exists(self) -> bool:
         try:
@@ -280,7 +310,9 @@ class DevCluster:
             self.request("POST", path, body)
         except urllib.error.HTTPError as e:
             if e.code != 409:
-                raise ClusterError(f"creating {body['kind']} {body['metadata']['name']}: {e.read().decode()}") from e
+                raise ClusterError(
+                    f"creating {body['kind']} {body['metadata']['name']}: {e.read().decode()}"
+                ) from e
 
     def _write_kubeconfig(self, pki: PKI, port: int) -> None:
         import base64
@@ -291,11 +323,27 @@ class DevCluster:
         cfg = {
             "apiVersion": "v1",
             "kind": "Config",
-            "clusters": [{"name": "maestro-dev", "cluster": {
-                "server": f"https://127.0.0.1:{port}", "certificate-authority-data": b64(pki.ca_crt)}}],
-            "users": [{"name": "maestro-admin", "user": {
-                "client-certificate-data": b64(pki.admin_crt), "client-key-data": b64(pki.admin_key)}}],
-            "contexts": [{"name": "maestro-dev", "context": {"cluster": "maestro-dev", "user": "maestro-admin"}}],
+            "clusters": [
+                {
+                    "name": "maestro-dev",
+                    "cluster": {
+                        "server": f"https://127.0.0.1:{port}",
+                        "certificate-authority-data": b64(pki.ca_crt),
+                    },
+                }
+            ],
+            "users": [
+                {
+                    "name": "maestro-admin",
+                    "user": {
+                        "client-certificate-data": b64(pki.admin_crt),
+                        "client-key-data": b64(pki.admin_key),
+                    },
+                }
+            ],
+            "contexts": [
+                {"name": "maestro-dev", "context": {"cluster": "maestro-dev", "user": "maestro-admin"}}
+            ],
             "current-context": "maestro-dev",
         }
         self.kubeconfig.write_text(yaml.safe_dump(cfg))
@@ -304,41 +352,64 @@ class DevCluster:
     def _etcd_args(self, p: dict[str, int]) -> list[str]:
         client, peer = f"http://127.0.0.1:{p['etcd']}", f"http://127.0.0.1:{p['etcd_peer']}"
         return [
-            "--name=maestro", f"--data-dir={self.state_dir / 'etcd'}",
-            f"--listen-client-urls={client}", f"--advertise-client-urls={client}",
-            f"--listen-peer-urls={peer}", f"--initial-advertise-peer-urls={peer}",
-            f"--initial-cluster=maestro={peer}", "--unsafe-no-fsync=true", "--log-level=warn",
-            "--auto-compaction-retention=1", "--quota-backend-bytes=4294967296",
+            "--name=maestro",
+            f"--data-dir={self.state_dir / 'etcd'}",
+            f"--listen-client-urls={client}",
+            f"--advertise-client-urls={client}",
+            f"--listen-peer-urls={peer}",
+            f"--initial-advertise-peer-urls={peer}",
+            f"--initial-cluster=maestro={peer}",
+            "--unsafe-no-fsync=true",
+            "--log-level=warn",
+            "--auto-compaction-retention=1",
+            "--quota-backend-bytes=4294967296",
         ]
 
     def _apiserver_args(self, pki: PKI, p: dict[str, int]) -> list[str]:
         return [
-            f"--etcd-servers=http://127.0.0.1:{p['etcd']}", "--advertise-address=127.0.0.1",
-            "--bind-address=127.0.0.1", f"--secure-port={p['apiserver']}",
-            f"--tls-cert-file={pki.apiserver_crt}", f"--tls-private-key-file={pki.apiserver_key}",
+            f"--etcd-servers=http://127.0.0.1:{p['etcd']}",
+            "--advertise-address=127.0.0.1",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={p['apiserver']}",
+            f"--tls-cert-file={pki.apiserver_crt}",
+            f"--tls-private-key-file={pki.apiserver_key}",
             f"--client-ca-file={pki.ca_crt}",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-            f"--service-account-key-file={pki.sa_pub}", f"--service-account-signing-key-file={pki.sa_key}",
-            f"--service-cluster-ip-range={SERVICE_CIDR}", "--authorization-mode=Node,RBAC",
-            "--allow-privileged=true", "--endpoint-reconciler-type=none", "--profiling=false",
-            f"--cert-dir={self.state_dir / 'apiserver-certs'}", "--v=1",
+            f"--service-account-key-file={pki.sa_pub}",
+            f"--service-account-signing-key-file={pki.sa_key}",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            "--authorization-mode=Node,RBAC",
+            "--allow-privileged=true",
+            "--endpoint-reconciler-type=none",
+            "--profiling=false",
+            f"--cert-dir={self.state_dir / 'apiserver-certs'}",
+            "--v=1",
         ]
 
     def _component_common(self, port: int) -> list[str]:
         kc = str(self.kubeconfig)
         return [
-            f"--kubeconfig={kc}", f"--authentication-kubeconfig={kc}", f"--authorization-kubeconfig={kc}",
-            "--leader-elect=false", "--bind-address=127.0.0.1", f"--secure-port={port}",
-            "--authorization-always-allow-paths=/healthz,/readyz,/livez,/metrics", "--profiling=false", "--v=1",
+            f"--kubeconfig={kc}",
+            f"--authentication-kubeconfig={kc}",
+            f"--authorization-kubeconfig={kc}",
+            "--leader-elect=false",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={port}",
+            "--authorization-always-allow-paths=/healthz,/readyz,/livez,/metrics",
+            "--profiling=false",
+            "--v=1",
         ]
 
     def _kcm_args(self, pki: PKI, p: dict[str, int]) -> list[str]:
         return [
             *self._component_common(p["kcm"]),
             f"--cert-dir={self.state_dir / 'kcm-certs'}",
-            f"--root-ca-file={pki.ca_crt}", f"--service-account-private-key-file={pki.sa_key}",
-            "--use-service-account-credentials=true", f"--service-cluster-ip-range={SERVICE_CIDR}",
-            "--controllers=*,-nodeipam", "--node-monitor-grace-period=60s",
+            f"--root-ca-file={pki.ca_crt}",
+            f"--service-account-private-key-file={pki.sa_key}",
+            "--use-service-account-credentials=true",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            "--controllers=*,-nodeipam",
+            "--node-monitor-grace-period=60s",
         ]
 
     def _scheduler_args(self, p: dict[str, int]) -> list[str]:
@@ -346,9 +417,13 @@ class DevCluster:
 
     def _kwok_args(self, p: dict[str, int]) -> list[str]:
         return [
-            f"--kubeconfig={self.kubeconfig}", f"--config={self.state_dir / 'kwok-stages.yaml'}",
-            "--manage-all-nodes=false", "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
-            "--cidr=10.244.0.0/16", "--node-ip=10.0.0.1", "--node-lease-duration-seconds=40",
+            f"--kubeconfig={self.kubeconfig}",
+            f"--config={self.state_dir / 'kwok-stages.yaml'}",
+            "--manage-all-nodes=false",
+            "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+            "--cidr=10.244.0.0/16",
+            "--node-ip=10.0.0.1",
+            "--node-lease-duration-seconds=40",
             f"--server-address=127.0.0.1:{p['kwok']}",
         ]
 
@@ -380,14 +455,10 @@ def _signal_group(pid: int, sig: int) -> None:
     try:
         os.killpg(pid, sig)
     except (ProcessLookupError, PermissionError):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
 
 
 def _reap(pid: int) -> None:
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass

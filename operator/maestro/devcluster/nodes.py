@@ -32,8 +32,12 @@ class NodeSpec:
             "node.kubernetes.io/instance-type": "kwok-gpu" if self.gpus else "kwok-cpu",
             **self.labels,
         }
-        resources: dict[str, str] = {"cpu": self.cpu, "memory": self.memory, "pods": "110",
-                                     "ephemeral-storage": "1Ti"}
+        resources: dict[str, str] = {
+            "cpu": self.cpu,
+            "memory": self.memory,
+            "pods": "110",
+            "ephemeral-storage": "1Ti",
+        }
         spec: dict[str, Any] = {}
         if self.gpus:
             labels |= {
