@@ -1,13 +1,15 @@
 """The contract between the LLMDataset builder/reconciler and the data worker (`maestro data validate`).
 
 Both sides import this module, so the env names, exit codes and the termination-message shape are
-defined exactly once. Stdlib only: the operator imports it without pulling numpy or pyarrow.
+defined exactly once. Stdlib and maestro.api only: the operator imports it without numpy or pyarrow.
 """
 
 from __future__ import annotations
 
 import json
 from typing import Any, NotRequired, TypedDict
+
+from maestro.api.common import PIIEntity
 
 # --- environment -----------------------------------------------------------------------------------
 
@@ -65,21 +67,8 @@ EXIT_REASONS = {
 }
 RETRIABLE_EXIT_CODES = frozenset({EXIT_IO_ERROR})
 
-#: PII entity names shared with the guard and the API enum.
-PII_ENTITIES = (
-    "EMAIL",
-    "PHONE",
-    "CREDIT_CARD",
-    "IBAN",
-    "US_SSN",
-    "IPV4",
-    "IPV6",
-    "API_KEY",
-    "PRIVATE_KEY",
-    "URL_CREDENTIALS",
-    "PERSON",
-    "LOCATION",
-)
+#: PII entity names shared with the guard: the API enum is the one list.
+PII_ENTITIES: tuple[str, ...] = tuple(e.value for e in PIIEntity)
 
 MAX_SUMMARY_BYTES = 4096
 

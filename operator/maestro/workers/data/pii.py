@@ -1,4 +1,4 @@
-"""PII and secret detection with validators, and typed redaction. Stdlib only.
+"""PII and secret detection with validators, and typed redaction. Stdlib only (plus the shared entity list from the API).
 
 Shared by the dataset worker (every record) and the guard sidecar (every request), so it is built
 for the common case of text that holds no PII at all: each recognizer sits behind a prefilter that
@@ -18,20 +18,9 @@ import re
 from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
-ENTITIES: tuple[str, ...] = (
-    "EMAIL",
-    "PHONE",
-    "CREDIT_CARD",
-    "IBAN",
-    "US_SSN",
-    "IPV4",
-    "IPV6",
-    "API_KEY",
-    "PRIVATE_KEY",
-    "URL_CREDENTIALS",
-    "PERSON",
-    "LOCATION",
-)
+from maestro.workers.data.contract import PII_ENTITIES
+
+ENTITIES: tuple[str, ...] = PII_ENTITIES  # the API enum, in its order
 REGEX_ENTITIES: frozenset[str] = frozenset(ENTITIES) - {"PERSON", "LOCATION"}
 NER_ENTITIES: frozenset[str] = frozenset({"PERSON", "LOCATION"})
 
