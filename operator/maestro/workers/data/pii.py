@@ -1,4 +1,6 @@
-"""PII and secret detection with validators, and typed redaction. Stdlib only (plus the shared entity list from the API).
+"""PII and secret detection with validators, and typed redaction.
+
+Stdlib only, plus the shared entity list from the API.
 
 Shared by the dataset worker (every record) and the guard sidecar (every request), so it is built
 for the common case of text that holds no PII at all: each recognizer sits behind a prefilter that
