@@ -47,8 +47,9 @@ def _crd(group: str, kind: str, plural: str) -> dict[str, Any]:
             "metrics": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}},
         },
         {"webhook": {"enabled": False}, "networkPolicy": {"enabled": False}},
+        {"webhook": {"certManager": {"enabled": True}}},
     ],
-    ids=["defaults", "ha-observability", "minimal"],
+    ids=["defaults", "ha-observability", "minimal", "cert-manager"],
 )
 def test_server_side_dry_run_accepts_every_object(kubectl: Any, values: dict[str, Any]) -> None:
     kubectl("apply", "--server-side", "-f", str(CHART / "crds"))
@@ -56,6 +57,8 @@ def test_server_side_dry_run_accepts_every_object(kubectl: Any, values: dict[str
     extra = [
         _crd("monitoring.coreos.com", "ServiceMonitor", "servicemonitors"),
         _crd("monitoring.coreos.com", "PrometheusRule", "prometheusrules"),
+        _crd("cert-manager.io", "Certificate", "certificates"),
+        _crd("cert-manager.io", "Issuer", "issuers"),
     ]
     kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump_all(extra))
     kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")

@@ -43,6 +43,11 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         },
         "storageClassName": "fast-ssd",
     },
+    "cert-manager": {
+        "webhook": {
+            "certManager": {"enabled": True, "issuerRef": {"kind": "ClusterIssuer", "name": "corp-ca"}}
+        }
+    },
 }
 
 
@@ -75,7 +80,7 @@ def test_every_object_validates_against_kubernetes_schemas(name: str) -> None:
     docs = render(VALUE_SETS[name])
     assert by_kind(docs, "Deployment") and by_kind(docs, "ClusterRole")
     for doc in docs:
-        if doc["apiVersion"].startswith(("monitoring.coreos.com/", "kopf.dev/")):
+        if doc["apiVersion"].startswith(("monitoring.coreos.com/", "kopf.dev/", "cert-manager.io/")):
             continue  # CRD kinds: checked by the server-side dry run in tests/cluster/test_chart_install.py
         kv.validate(doc, "1.35.0", strict=True)
 
@@ -164,3 +169,24 @@ def test_schema_rejects_bad_values(values: dict[str, Any], needle: str) -> None:
     with pytest.raises(Exception) as err:
         chart.validate_schema(values)
     assert needle in str(err.value)
+
+
+def test_cert_manager_certificate_is_mounted_where_the_operator_reads_it() -> None:
+    assert not by_kind(render({}), "Certificate")
+    docs = render({"webhook": {"certManager": {"enabled": True}}})
+    cert = by_kind(docs, "Certificate")[0]
+    issuer = by_kind(docs, "Issuer")[0]
+    assert cert["spec"]["issuerRef"] == {"name": issuer["metadata"]["name"], "kind": "Issuer"}
+    assert "maestro-operator.maestro-system.svc" in cert["spec"]["dnsNames"]
+    pod = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]
+    vol = next(v for v in pod["volumes"] if v["name"] == "webhook-certs")
+    assert vol["secret"]["secretName"] == cert["spec"]["secretName"]
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "webhook-certs")
+    assert env["MAESTRO_WEBHOOK_CERT_DIR"] == mount["mountPath"]
+    corp = render(VALUE_SETS["cert-manager"])
+    assert not by_kind(corp, "Issuer")
+    assert by_kind(corp, "Certificate")[0]["spec"]["issuerRef"] == {
+        "kind": "ClusterIssuer",
+        "name": "corp-ca",
+    }

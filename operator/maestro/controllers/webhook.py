@@ -110,29 +110,31 @@ class ServiceWebhookServer(kopf.WebhookServer):
             yield out
 
 
+def serving_cert(cert_dir: Path, hosts: list[str]) -> tuple[Path, Path, Path | None]:
+    """(cert, key, ca) for the webhook: a provided one (e.g. a cert-manager Certificate's Secret
+    mounted at the cert dir: tls.crt, tls.key, ca.crt) wins; otherwise a fresh self-signed one."""
+    crt, key, ca = cert_dir / "tls.crt", cert_dir / "tls.key", cert_dir / "ca.crt"
+    if crt.exists() and key.exists():
+        return crt, key, ca if ca.exists() else None
+    cert, pkey = write_self_signed(cert_dir, hosts)
+    return cert, pkey, None
+
+
 def configure(settings: kopf.OperatorSettings, cfg: OperatorConfig) -> None:
-    """Serve the webhook with a fresh self-signed cert and let Kopf manage its configuration object."""
+    """Serve the webhook and let Kopf manage its configuration object (caBundle included)."""
     cert_dir = Path(cfg.webhook_cert_dir or tempfile.mkdtemp(prefix="maestro-webhook-"))
     hosts = [h for h in [cfg.webhook_host, "localhost", "127.0.0.1"] if h]
+    ns, _, name = (cfg.webhook_service or "").partition("/")
     if cfg.webhook_service:
-        ns, _, name = cfg.webhook_service.partition("/")
         hosts = [f"{name}.{ns}.svc", f"{name}.{ns}.svc.cluster.local", *hosts]
-        cert, key = write_self_signed(cert_dir, hosts)
+    cert, key, ca = serving_cert(cert_dir, hosts)
+    tls: dict[str, Any] = {"certfile": str(cert), "pkeyfile": str(key), **({"cafile": str(ca)} if ca else {})}
+    if cfg.webhook_service:
         settings.admission.server = ServiceWebhookServer(
-            service_namespace=ns,
-            service_name=name,
-            addr=cfg.webhook_addr,
-            port=cfg.webhook_port,
-            certfile=str(cert),
-            pkeyfile=str(key),
+            service_namespace=ns, service_name=name, addr=cfg.webhook_addr, port=cfg.webhook_port, **tls
         )
     else:
-        cert, key = write_self_signed(cert_dir, hosts)
         settings.admission.server = kopf.WebhookServer(
-            addr=cfg.webhook_addr,
-            port=cfg.webhook_port,
-            host=cfg.webhook_host or "127.0.0.1",
-            certfile=str(cert),
-            pkeyfile=str(key),
+            addr=cfg.webhook_addr, port=cfg.webhook_port, host=cfg.webhook_host or "127.0.0.1", **tls
         )
     settings.admission.managed = MANAGED_NAME
