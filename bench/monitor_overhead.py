@@ -1,6 +1,6 @@
 """Guard latency with and without the monitor attached; prints JSON. Not a test (no timing asserts).
 
-    .venv/bin/python tests/unit/monitor/bench_monitor_overhead.py [--requests 1000] [--rounds 3]
+      .venv/bin/python bench/monitor_overhead.py [--requests 1000] [--rounds 3]
 
 Three processes as in a pod: the fake upstream (vLLM stand-in from the guard tests), the guard,
 and — in the "on" rounds — the monitor on the guard's event socket, with `logPrompts` on so the
@@ -25,7 +25,7 @@ import time
 
 import aiohttp
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PY = sys.executable
 
 
