@@ -6,7 +6,6 @@ while earlier versions' artifacts stay on the claim.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from maestro.api.common import ComputeResources
@@ -52,12 +51,7 @@ def build_job(owner: Obj, spec: LLMDatasetSpec, settings: Settings) -> Obj:
     h = spec_hash(spec)
     meta = object_meta(owner, job_name(owner, spec), COMPONENT, extra_labels={LABEL_SPEC_HASH: h})
     env: list[Obj] = [
-        {
-            "name": contract.ENV_SPEC,
-            "value": json.dumps(
-                spec.model_dump(by_alias=True, exclude_none=True, mode="json"), separators=(",", ":")
-            ),
-        },
+        pods.spec_env(contract.ENV_SPEC, spec),
         {"name": contract.ENV_OUTPUT_DIR, "value": contract.DEFAULT_OUTPUT_DIR},
         {"name": contract.ENV_ARTIFACT_PREFIX, "value": f"pvc://{claim}/"},
         {"name": contract.ENV_TERMINATION_PATH, "value": contract.DEFAULT_TERMINATION_PATH},

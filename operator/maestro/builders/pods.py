@@ -8,7 +8,10 @@ RuntimeDefault seccomp, and only claim/emptyDir/configMap/secret/projected volum
 
 from __future__ import annotations
 
+import json
 from typing import Any
+
+from pydantic import BaseModel
 
 from maestro.api.common import ComputeResources
 from maestro.builders.meta import LABEL_LOCAL_EXECUTOR
@@ -99,6 +102,12 @@ def pvc_manifest(meta: Obj, size: str, storage_class: str | None) -> Obj:
     if storage_class:
         spec["storageClassName"] = storage_class
     return {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": meta, "spec": spec}
+
+
+def spec_env(env_name: str, spec: BaseModel) -> Obj:
+    """The CR's spec as camelCase JSON in the worker contract's env var (workers need no API access)."""
+    body = spec.model_dump(by_alias=True, exclude_none=True, mode="json")
+    return {"name": env_name, "value": json.dumps(body, separators=(",", ":"))}
 
 
 def split_pvc_uri(uri: str) -> tuple[str, str]:

@@ -7,7 +7,6 @@ the container's termination message.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -117,12 +116,7 @@ def build_job(owner: Obj, spec: LLMTrainingJobSpec, dataset: DatasetInput, setti
     if spec.queue_name:
         meta["labels"]["kueue.x-k8s.io/queue-name"] = spec.queue_name
     env: list[Obj] = [
-        {
-            "name": contract.ENV_SPEC,
-            "value": json.dumps(
-                spec.model_dump(by_alias=True, exclude_none=True, mode="json"), separators=(",", ":")
-            ),
-        },
+        pods.spec_env(contract.ENV_SPEC, spec),
         {"name": contract.ENV_DATASET_DIR, "value": DATASET_DIR},
         {"name": contract.ENV_DATASET_SCHEMA, "value": dataset.schema_type},
         {"name": contract.ENV_DATASET_VERSION, "value": dataset.version},
