@@ -190,3 +190,16 @@ def test_cert_manager_certificate_is_mounted_where_the_operator_reads_it() -> No
         "kind": "ClusterIssuer",
         "name": "corp-ca",
     }
+
+
+def test_peering_objects_follow_the_watch_scope() -> None:
+    cluster_wide = render({"operator": {"replicas": 2}})
+    assert [d["kind"] for d in cluster_wide if d["apiVersion"] == "kopf.dev/v1"] == ["ClusterKopfPeering"]
+    scoped = render({"operator": {"replicas": 3, "watchNamespaces": ["team-a", "team-b"]}})
+    peerings = [d for d in scoped if d["apiVersion"] == "kopf.dev/v1"]
+    assert {(d["kind"], d["metadata"]["namespace"]) for d in peerings} == {
+        ("KopfPeering", "team-a"),
+        ("KopfPeering", "team-b"),
+    }
+    args = by_kind(scoped, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--peering" in args

@@ -3,11 +3,36 @@
 from __future__ import annotations
 
 import argparse
+import random
 import sys
 
 
-def main(argv: list[str]) -> int:
+def kopf_args(args: argparse.Namespace) -> list[str]:
+    """`kopf run` arguments. With peering, each instance draws a random priority unless given one:
+    Kopf keeps the highest-priority instance active and pauses the others, and equal priorities
+    would leave the choice undefined (the chart cannot hand each replica its own number)."""
+    out = ["run", "-m", "maestro.controllers"]
+    out += [f"--namespace={ns}" for ns in args.namespace] or ["--all-namespaces"]
+    if args.peering:
+        priority = args.priority if args.priority is not None else random.randint(1, 2**31 - 1)
+        out += ["--peering=default", f"--priority={priority}"]
+    else:
+        out.append("--standalone")
+    if args.verbose:
+        out.append("--verbose")
+    if args.liveness:
+        out.append(f"--liveness={args.liveness}")
+    return out
+
+
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="maestro run", description="Run the Maestro operator.")
+    parser.add_argument(
+        "--priority",
+        type=int,
+        default=None,
+        help="peering priority (default: random, so exactly one replica is active)",
+    )
     parser.add_argument(
         "--namespace",
         "-n",
@@ -22,9 +47,13 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--peering",
         action="store_true",
-        help="coordinate with other instances through KopfPeering (default: standalone)",
+        help="coordinate with other instances through the ClusterKopfPeering 'default' (default: standalone)",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    args = parser().parse_args(argv)
     import os
 
     import kopf.cli
@@ -32,16 +61,8 @@ def main(argv: list[str]) -> int:
     if args.namespace:  # the startup cache-priming list must stay inside the same namespaces
         os.environ["MAESTRO_NAMESPACES"] = ",".join(args.namespace)
 
-    kopf_args = ["run", "-m", "maestro.controllers"]
-    kopf_args += [f"--namespace={ns}" for ns in args.namespace] or ["--all-namespaces"]
-    if not args.peering:
-        kopf_args.append("--standalone")
-    if args.verbose:
-        kopf_args.append("--verbose")
-    if args.liveness:
-        kopf_args.append(f"--liveness={args.liveness}")
     try:
-        kopf.cli.main(args=kopf_args, prog_name="maestro run", standalone_mode=False)
+        kopf.cli.main(args=kopf_args(args), prog_name="maestro run", standalone_mode=False)
     except SystemExit as exc:
         return int(exc.code or 0)
     except KeyboardInterrupt:
