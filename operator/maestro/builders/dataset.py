@@ -36,14 +36,7 @@ def job_name(owner: Obj, spec: LLMDatasetSpec) -> str:
 
 def build_pvc(owner: Obj, spec: LLMDatasetSpec, settings: Settings) -> Obj | None:
     """The claim for versioned copies, or None when the spec names an existing one (never ours to own)."""
-    if spec.storage.pvc.claim_name:
-        return None
-    pvc = spec.storage.pvc
-    return pods.pvc_manifest(
-        object_meta(owner, claim_name(owner, spec), COMPONENT),
-        str(pvc.size),
-        pvc.storage_class_name or settings.storage_class,
-    )
+    return pods.owned_pvc(owner, claim_name(owner, spec), COMPONENT, spec.storage.pvc, settings)
 
 
 def build_job(owner: Obj, spec: LLMDatasetSpec, settings: Settings) -> Obj:

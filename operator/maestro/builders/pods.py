@@ -13,8 +13,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from maestro.api.common import ComputeResources
-from maestro.builders.meta import LABEL_LOCAL_EXECUTOR
+from maestro.api.common import ComputeResources, PVCStorage
+from maestro.builders.meta import LABEL_LOCAL_EXECUTOR, object_meta
 from maestro.builders.settings import Settings
 
 Obj = dict[str, Any]
@@ -102,6 +102,15 @@ def pvc_manifest(meta: Obj, size: str, storage_class: str | None) -> Obj:
     if storage_class:
         spec["storageClassName"] = storage_class
     return {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": meta, "spec": spec}
+
+
+def owned_pvc(owner: Obj, name: str, component: str, pvc: PVCStorage, settings: Settings) -> Obj | None:
+    """A claim the operator creates and owns, or None when the spec names an existing one (never ours)."""
+    if pvc.claim_name:
+        return None
+    return pvc_manifest(
+        object_meta(owner, name, component), str(pvc.size), pvc.storage_class_name or settings.storage_class
+    )
 
 
 def spec_env(env_name: str, spec: BaseModel) -> Obj:

@@ -62,14 +62,7 @@ def service_name(owner: Obj) -> str:
 
 
 def build_pvc(owner: Obj, spec: LLMTrainingJobSpec, settings: Settings) -> Obj | None:
-    if spec.output.pvc.claim_name:
-        return None
-    pvc = spec.output.pvc
-    return pods.pvc_manifest(
-        object_meta(owner, output_claim(owner, spec), COMPONENT),
-        str(pvc.size),
-        pvc.storage_class_name or settings.storage_class,
-    )
+    return pods.owned_pvc(owner, output_claim(owner, spec), COMPONENT, spec.output.pvc, settings)
 
 
 def build_service(owner: Obj, spec: LLMTrainingJobSpec) -> Obj | None:
