@@ -35,9 +35,9 @@ kv() { local p=$1; echo "-X $p.gitVersion=$KUBE_VERSION -X $p.gitMajor=$major -X
 ldflags="-s -w $(kv k8s.io/component-base/version) $(kv k8s.io/client-go/pkg/version)"
 
 t0=$(date +%s)
-log "building kube (apiserver, controller-manager, scheduler) $KUBE_VERSION — cold builds take 15-30 min on 2 cores"
+log "building kube (apiserver, controller-manager, scheduler, kubelet, kube-proxy) $KUBE_VERSION — cold builds take 15-30 min on 2 cores"
 (cd "$here" && go build -trimpath -ldflags "$ldflags" -o "$bin/kube" ./cmd/kube)
-for c in kube-apiserver kube-controller-manager kube-scheduler; do ln -sf kube "$bin/$c"; done
+for c in kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy; do ln -sf kube "$bin/$c"; done
 log "building etcd $ETCD_VERSION"
 (cd "$here/etcd" && go build -trimpath -ldflags "-s -w" -o "$bin/etcd" .)
 log "building kwok $KWOK_VERSION"

@@ -1,5 +1,6 @@
 """The local control plane behaves like a real cluster: scheduling with GPUs and taints, Jobs,
-garbage collection, Pod Security admission, CEL validation, volumes — all by the real components."""
+garbage collection, Pod Security admission, CEL validation — all by the real components; kwok's
+simulated nodes next to the real one (tests/cluster/test_realnode.py) take only what asks for them."""
 
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ def apply(kubectl: Any, obj: dict[str, Any], namespace: str | None = None, check
 def test_nodes_ready_with_gpu_capacity(kubectl: Any) -> None:
     nodes = get_json(kubectl, "nodes")["items"]
     by_name = {n["metadata"]["name"]: n for n in nodes}
-    assert {"kwok-gpu-0", "kwok-gpu-1", "kwok-cpu-0"} <= set(by_name)
+    assert {"kwok-gpu-0", "kwok-gpu-1", "kwok-cpu-0", "maestro-node"} <= set(by_name)
     for n in by_name.values():
         ready = [c for c in n["status"]["conditions"] if c["type"] == "Ready"]
         assert ready and ready[0]["status"] == "True", n["metadata"]["name"]
@@ -46,6 +47,12 @@ def test_nodes_ready_with_gpu_capacity(kubectl: Any) -> None:
     assert gpu["metadata"]["labels"]["nvidia.com/gpu.product"].startswith("NVIDIA-")
     assert {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"} in gpu["spec"]["taints"]
     assert "nvidia.com/gpu" not in by_name["kwok-cpu-0"]["status"]["allocatable"]
+    # next to the real node, the simulated CPU node takes only pods that tolerate it
+    assert SIMULATED_TOLERATION["key"] in {t["key"] for t in by_name["kwok-cpu-0"]["spec"]["taints"]}
+    real = by_name["maestro-node"]
+    assert real["status"]["nodeInfo"]["containerRuntimeVersion"].startswith("containerd://2.")
+    assert real["status"]["nodeInfo"]["kubeletVersion"] == "v1.36.3"
+    assert not real["spec"].get("taints")
     table = kubectl("get", "nodes").stdout
     assert "kwok-gpu-0" in table and "Ready" in table
 
@@ -93,9 +100,13 @@ def test_gpu_scheduling_and_unschedulable(kubectl: Any, namespace: str) -> None:
     assert big["status"]["phase"] == "Pending" and not big["spec"].get("nodeName")
 
 
+SIMULATED_TOLERATION = {"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}
+
+
 def _job(
     name: str, annotations: dict[str, str] | None = None, labels: dict[str, str] | None = None
 ) -> dict[str, Any]:
+    """A Job for kwok's simulated CPU node (its pods complete or fail as the annotations say)."""
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -106,6 +117,8 @@ def _job(
                 "metadata": {"annotations": annotations or {}, "labels": labels or {}},
                 "spec": {
                     "restartPolicy": "Never",
+                    "nodeSelector": {"type": "kwok"},
+                    "tolerations": [SIMULATED_TOLERATION],
                     "containers": [{"name": "main", "image": "busybox", "command": ["true"]}],
                 },
             },
@@ -146,27 +159,6 @@ def test_failure_injection_fails_the_job(kubectl: Any, namespace: str) -> None:
     pod = get_json(kubectl, "pods", "-l", "job-name=boom", namespace=namespace)["items"][0]
     term = pod["status"]["containerStatuses"][0]["state"]["terminated"]
     assert term["exitCode"] == 3 and json.loads(term["message"]) == {"reason": "bad input"}
-
-
-def test_local_executor_pods_are_left_alone(kubectl: Any, namespace: str) -> None:
-    apply(kubectl, _job("local", labels={"executor.llmops.dev/local": "true"}), namespace)
-    pod = wait_for(
-        lambda: (get_json(kubectl, "pods", "-l", "job-name=local", namespace=namespace)["items"] or [None])[
-            0
-        ],
-        30,
-        "the Job's pod",
-    )
-    wait_for(
-        lambda: get_json(kubectl, "pod", pod["metadata"]["name"], namespace=namespace)["spec"].get(
-            "nodeName"
-        ),
-        30,
-        "the pod to be scheduled",
-    )
-    time.sleep(2)  # kwok would have made it Running within ~1s
-    again = get_json(kubectl, "pod", pod["metadata"]["name"], namespace=namespace)
-    assert again["status"]["phase"] == "Pending"
 
 
 def test_restricted_namespace_rejects_privileged_pod(kubectl: Any, namespace: str) -> None:
@@ -236,12 +228,16 @@ def test_crd_with_cel_rule_rejects_invalid_object(kubectl: Any, namespace: str) 
     assert proc.returncode != 0 and "spec.min must be <= spec.max" in proc.stderr
 
 
-def test_pvc_is_bound_by_the_default_storage_class(kubectl: Any, namespace: str) -> None:
+def test_kwok_storage_class_binds_at_once(kubectl: Any, namespace: str) -> None:
     pvc = {
         "apiVersion": "v1",
         "kind": "PersistentVolumeClaim",
         "metadata": {"name": "data"},
-        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "storageClassName": "kwok-simulated",
+            "resources": {"requests": {"storage": "1Gi"}},
+        },
     }
     apply(kubectl, pvc, namespace)
     wait_for(
@@ -255,9 +251,12 @@ def test_up_and_down_leave_nothing_behind(
     cluster: Any, tmp_path: Path, record_property: Callable[[str, object], None]
 ) -> None:
     from maestro.devcluster import DevCluster
-    from maestro.devcluster.cluster import port_in_use
+    from maestro.devcluster.cluster import ClusterError, port_in_use
 
-    c = DevCluster(tmp_path / "second", bin_dir=cluster.bin_dir)
+    # the machine's one real node is the session cluster's: a second cluster asking for it is told who has it
+    with pytest.raises(ClusterError, match=f"in use by the cluster in {cluster.state_dir}"):
+        DevCluster(tmp_path / "third", bin_dir=cluster.bin_dir).up(timeout=60)
+    c = DevCluster(tmp_path / "second", bin_dir=cluster.bin_dir, node=False)
     t0 = time.monotonic()
     c.up(timeout=60)
     elapsed = time.monotonic() - t0

@@ -132,6 +132,8 @@ class Reason(StrEnum):
     TRAINING_FAILED = "TrainingFailed"
     EVALUATION_FAILED = "EvaluationFailed"
     BIAS_GATE_FAILED = "BiasGateFailed"
+    #: a worker or serving container exceeded its memory limit and the kernel killed it
+    OOM_KILLED = "OOMKilled"
     # LLMDeployment
     TRAINING_JOB_NOT_FOUND = "TrainingJobNotFound"
     TRAINING_JOB_NOT_SUCCEEDED = "TrainingJobNotSucceeded"
@@ -192,6 +194,7 @@ PERMANENT: frozenset[Reason] = frozenset(
         Reason.TRAINING_FAILED,
         Reason.EVALUATION_FAILED,
         Reason.BIAS_GATE_FAILED,
+        Reason.OOM_KILLED,
         Reason.TRAINING_JOB_FAILED,
         Reason.IMAGE_PULL_FAILED,
         Reason.INVALID_PATTERN,

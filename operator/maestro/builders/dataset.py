@@ -83,8 +83,7 @@ def build_job(owner: Obj, spec: LLMDatasetSpec, settings: Settings) -> Obj:
         "containers": [container],
         "volumes": volumes,
     }
-    if settings.local_executor:
-        pods.apply_scheduling(pod_spec, ComputeResources(gpus=0), settings)
+    pods.apply_scheduling(pod_spec, ComputeResources(gpus=0), settings.jobs)
     permanent = sorted(set(contract.EXIT_REASONS) - {contract.EXIT_OK} - set(contract.RETRIABLE_EXIT_CODES))
     return {
         "apiVersion": "batch/v1",

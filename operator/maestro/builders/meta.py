@@ -25,8 +25,6 @@ LABEL_OWNER_NAME = "llmops.dev/owner-name"
 LABEL_DEPLOYMENT = "llmops.dev/llmdeployment"
 #: Spec hash of the validation Job (one Job per dataset spec).
 LABEL_SPEC_HASH = "llmops.dev/spec-hash"
-#: Pods the local executor runs (kwok leaves them alone).
-LABEL_LOCAL_EXECUTOR = "executor.llmops.dev/local"
 #: Pod-template annotation holding the guard configuration digest (a change rolls the pods).
 ANNOTATION_CONFIG_DIGEST = "llmops.dev/guard-config-digest"
 ANNOTATION_POLICY = "llmops.dev/policy"

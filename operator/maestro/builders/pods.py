@@ -1,5 +1,5 @@
 """Pod-level pieces every generated workload shares: the `restricted` Pod Security profile,
-scheduling for GPUs and the local executor, and common volumes.
+scheduling (GPUs, the operator's placement defaults), and common volumes.
 
 Every pod Maestro creates passes `pod-security.kubernetes.io/enforce: restricted`: non-root with an
 explicit uid (the vLLM image defaults to root), no privilege escalation, all capabilities dropped,
@@ -14,8 +14,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from maestro.api.common import ComputeResources, PVCStorage
-from maestro.builders.meta import LABEL_LOCAL_EXECUTOR, object_meta
-from maestro.builders.settings import Settings
+from maestro.builders.meta import object_meta
+from maestro.builders.settings import Placement, Settings
 
 Obj = dict[str, Any]
 
@@ -62,26 +62,20 @@ def tolerations(res: ComputeResources) -> list[Obj]:
     return out
 
 
-def apply_scheduling(pod_spec: Obj, res: ComputeResources, settings: Settings) -> None:
-    """nodeSelector/tolerations/priority from the spec, or the local executor's node."""
-    if settings.local_executor:
-        pod_spec["nodeSelector"] = {"kubernetes.io/hostname": settings.local_executor_node}
-        pod_spec["tolerations"] = [{"key": LABEL_LOCAL_EXECUTOR, "operator": "Exists"}, *tolerations(res)]
-    else:
-        if res.node_selector:
-            pod_spec["nodeSelector"] = dict(res.node_selector)
-        tol = tolerations(res)
-        if tol:
-            pod_spec["tolerations"] = tol
+def apply_scheduling(pod_spec: Obj, res: ComputeResources, placement: Placement) -> None:
+    """nodeSelector/tolerations/priority: the operator's placement defaults, then the spec's."""
+    selector = {**placement.node_selector, **res.node_selector}
+    if selector:
+        pod_spec["nodeSelector"] = selector
+    tol = [*placement.tolerations, *tolerations(res)]
+    if tol:
+        pod_spec["tolerations"] = tol
     if res.priority_class_name:
         pod_spec["priorityClassName"] = res.priority_class_name
 
 
 def pod_labels(base: dict[str, str], settings: Settings) -> dict[str, str]:
-    out = {**base, **settings.extra_pod_labels}
-    if settings.local_executor:
-        out[LABEL_LOCAL_EXECUTOR] = "true"
-    return out
+    return {**base, **settings.extra_pod_labels}
 
 
 def empty_dir(name: str, *, medium: str | None = None, size: str | None = None) -> Obj:

@@ -8,7 +8,7 @@ never fights an autoscaler over the child Deployment.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from maestro.api.deployment import DEFAULT_VLLM_IMAGE, LLMDeploymentSpec, ScalingMetric
@@ -306,10 +306,7 @@ def build_deployment(
         "containers": containers,
         "volumes": volumes,
     }
-    serving_settings = (
-        settings if settings.local_executor_serving else replace(settings, local_executor=False)
-    )
-    pods.apply_scheduling(pod_spec, res, serving_settings)
+    pods.apply_scheduling(pod_spec, res, settings.serving)
     template_annotations = {ANNOTATION_CONFIG_DIGEST: guard_config.config_digest(doc)}
     if doc.get("name"):
         template_annotations[ANNOTATION_POLICY] = str(doc["name"])
@@ -325,7 +322,7 @@ def build_deployment(
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}},
             "template": {
                 "metadata": {
-                    "labels": pods.pod_labels(meta["labels"], serving_settings),
+                    "labels": pods.pod_labels(meta["labels"], settings),
                     "annotations": template_annotations,
                 },
                 "spec": pod_spec,

@@ -210,7 +210,7 @@ def build_job(owner: Obj, spec: LLMTrainingJobSpec, dataset: DatasetInput, setti
     }
     if res.nodes > 1:
         pod_spec["subdomain"] = service_name(owner)
-    pods.apply_scheduling(pod_spec, res, settings)
+    pods.apply_scheduling(pod_spec, res, settings.jobs)
     job_spec: Obj = {
         "backoffLimit": spec.backoff_limit,
         "podFailurePolicy": {

@@ -14,7 +14,7 @@
 | MAESTRO_RESYNC_SECONDS | 600 | full re-apply of every object (repairs children deleted by hand) |
 | MAESTRO_NAMESPACES | - | comma-separated namespaces to manage (set by `maestro run -n`); default all |
 | MAESTRO_POLL_SECONDS | 30 | re-check interval for waits no watch event ends (missing claim, crash loop) |
-| MAESTRO_LOCAL_EXECUTOR, MAESTRO_*_IMAGE, ... | | see `maestro.builders.settings.Settings` |
+| MAESTRO_*_IMAGE, MAESTRO_JOB_NODE_SELECTOR, ... | | see `maestro.builders.settings.Settings` |
 """
 
 from __future__ import annotations
@@ -34,6 +34,13 @@ def _int(env: Mapping[str, str], key: str, default: int) -> int:
         return int(raw)
     except ValueError:
         raise SystemExit(f"{key}={raw!r} is not an integer") from None
+
+
+def _settings(env: Mapping[str, str]) -> Settings:
+    try:
+        return Settings.from_env(env)
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
 
 
 @dataclass(frozen=True)
@@ -58,7 +65,7 @@ class OperatorConfig:
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorConfig:
         env = os.environ if env is None else env
         return cls(
-            settings=Settings.from_env(env),
+            settings=_settings(env),
             metrics_port=_int(env, "MAESTRO_METRICS_PORT", 8080),
             progress_port=_int(env, "MAESTRO_PROGRESS_PORT", 8090),
             webhook=(env.get("MAESTRO_WEBHOOK", "on").lower() not in ("off", "false", "0", "no")),

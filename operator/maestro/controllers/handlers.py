@@ -168,10 +168,9 @@ async def startup(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any
     _background.append(asyncio.create_task(_resync(rt)))
     rt.ready = True
     logger.info(
-        "Maestro started: %d objects cached, %d workers, local executor %s",
+        "Maestro started: %d objects cached, %d workers",
         sum(store.count(k) for k in KINDS),
         cfg.workers,
-        "on" if cfg.settings.local_executor else "off",
     )
 
 

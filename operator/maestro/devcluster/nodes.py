@@ -1,4 +1,4 @@
-"""The simulated nodes of the dev cluster: GPU nodes shaped like real NVIDIA nodes, and a CPU node.
+"""The simulated (kwok) nodes of the dev cluster: GPU nodes shaped like real NVIDIA nodes, and a CPU node.
 
 GPU nodes carry the `nvidia.com/gpu` extended resource, the GPU-feature-discovery labels and the
 `nvidia.com/gpu:NoSchedule` taint that GPU clusters use, so scheduling tests exercise the same
@@ -12,6 +12,9 @@ from typing import Any
 
 KWOK_ANNOTATION = {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"}
 GPU_TAINT = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}
+#: Next to a real node, the simulated CPU node takes only pods that ask for it (toleration +
+#: `type: kwok` selector): CPU work runs for real, GPU work is simulated.
+SIMULATED_TAINT = {"key": "kwok.x-k8s.io/node", "value": "fake", "effect": "NoSchedule"}
 
 
 @dataclass(frozen=True)
@@ -23,7 +26,9 @@ class NodeSpec:
     gpu_product: str = "NVIDIA-H100-80GB-HBM3"
     labels: dict[str, str] = field(default_factory=dict)
 
-    def manifest(self) -> dict[str, Any]:
+    def manifest(self, simulated_only: bool = False) -> dict[str, Any]:
+        """The Node object; `simulated_only` taints a CPU node so that only pods tolerating
+        SIMULATED_TAINT land there (a real node is next to it)."""
         labels = {
             "type": "kwok",
             "kubernetes.io/hostname": self.name,
@@ -48,6 +53,8 @@ class NodeSpec:
             }
             resources["nvidia.com/gpu"] = str(self.gpus)
             spec["taints"] = [GPU_TAINT]
+        elif simulated_only:
+            spec["taints"] = [SIMULATED_TAINT]
         return {
             "apiVersion": "v1",
             "kind": "Node",

@@ -134,10 +134,28 @@ def _cert(
     return b.sign(issuer_key, hashes.SHA256())
 
 
-def ensure_pki(directory: Path, service_ip: str = "10.96.0.1") -> PKI:
-    """Create the PKI in `directory` unless a complete one is already there."""
+def _apiserver_ips(pki: PKI) -> set[str]:
+    cert = x509.load_pem_x509_certificate(pki.apiserver_crt.read_bytes())
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    return {str(ip) for ip in sans.get_values_for_type(x509.IPAddress)}
+
+
+def _load_ca(pki: PKI) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    ca_key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    return x509.load_pem_x509_certificate(pki.ca_crt.read_bytes()), ca_key
+
+
+def ensure_pki(directory: Path, service_ip: str = "10.96.0.1", extra_ips: tuple[str, ...] = ()) -> PKI:
+    """Create the PKI in `directory` unless a complete one is already there. `extra_ips` are more
+    addresses the API server is reached at (the node's, for pods); a serving cert that lacks one is
+    reissued, everything else is kept."""
     pki = PKI(directory)
     if pki.complete():
+        if set(extra_ips) <= _apiserver_ips(pki):
+            return pki
+        ca, ca_key = _load_ca(pki)
+        _write_apiserver_cert(pki, ca.subject, ca_key, service_ip, extra_ips)
         return pki
     directory.mkdir(parents=True, exist_ok=True)
     ca_key = _key()
@@ -145,22 +163,7 @@ def ensure_pki(directory: Path, service_ip: str = "10.96.0.1") -> PKI:
     ca = _cert(ca_name, ca_key, ca_name, ca_key, ca=True)
     pki.ca_crt.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     _write_key(pki.ca_key, ca_key)
-
-    srv_key = _key()
-    sans: list[x509.GeneralName] = [
-        x509.DNSName(n)
-        for n in (
-            "localhost",
-            "kubernetes",
-            "kubernetes.default",
-            "kubernetes.default.svc",
-            "kubernetes.default.svc.cluster.local",
-        )
-    ]
-    sans += [x509.IPAddress(ipaddress.ip_address(a)) for a in ("127.0.0.1", "::1", service_ip)]
-    srv = _cert(_name("kube-apiserver"), srv_key, ca_name, ca_key, sans=sans, server=True)
-    pki.apiserver_crt.write_bytes(srv.public_bytes(serialization.Encoding.PEM))
-    _write_key(pki.apiserver_key, srv_key)
+    _write_apiserver_cert(pki, ca_name, ca_key, service_ip, extra_ips)
 
     adm_key = _key()
     adm = _cert(_name("maestro-admin", "system:masters"), adm_key, ca_name, ca_key)
@@ -177,17 +180,60 @@ def ensure_pki(directory: Path, service_ip: str = "10.96.0.1") -> PKI:
     return pki
 
 
+def _write_apiserver_cert(
+    pki: PKI,
+    ca_name: x509.Name,
+    ca_key: ec.EllipticCurvePrivateKey,
+    service_ip: str,
+    extra_ips: tuple[str, ...],
+) -> None:
+    srv_key = _key()
+    sans: list[x509.GeneralName] = [
+        x509.DNSName(n)
+        for n in (
+            "localhost",
+            "kubernetes",
+            "kubernetes.default",
+            "kubernetes.default.svc",
+            "kubernetes.default.svc.cluster.local",
+        )
+    ]
+    ips = dict.fromkeys(("127.0.0.1", "::1", service_ip, *extra_ips))
+    sans += [x509.IPAddress(ipaddress.ip_address(a)) for a in ips]
+    srv = _cert(_name("kube-apiserver"), srv_key, ca_name, ca_key, sans=sans, server=True)
+    pki.apiserver_crt.write_bytes(srv.public_bytes(serialization.Encoding.PEM))
+    _write_key(pki.apiserver_key, srv_key)
+
+
 def issue_client_cert(pki: PKI, out_dir: Path, user: str, groups: tuple[str, ...] = ()) -> tuple[Path, Path]:
-    """A client cert for `user` (e.g. to test RBAC as a non-admin identity)."""
-    ca_key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), None)
-    ca = x509.load_pem_x509_certificate(pki.ca_crt.read_bytes())
-    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    """A client cert for `user` (a node component's identity, or a non-admin user to test RBAC)."""
+    ca, ca_key = _load_ca(pki)
     key = _key()
     attrs = [x509.NameAttribute(NameOID.COMMON_NAME, user)]
     attrs += [x509.NameAttribute(NameOID.ORGANIZATION_NAME, g) for g in groups]
     cert = _cert(x509.Name(attrs), key, ca.subject, ca_key)
     out_dir.mkdir(parents=True, exist_ok=True)
-    crt_p, key_p = out_dir / f"{user}.crt", out_dir / f"{user}.key"
+    crt_p, key_p = out_dir / f"{_file_name(user)}.crt", out_dir / f"{_file_name(user)}.key"
+    crt_p.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    _write_key(key_p, key)
+    return crt_p, key_p
+
+
+def _file_name(user: str) -> str:
+    return user.replace(":", "-")
+
+
+def issue_serving_cert(
+    pki: PKI, out_dir: Path, name: str, cn: str, *, ips: tuple[str, ...], dns: tuple[str, ...] = ()
+) -> tuple[Path, Path]:
+    """A serving cert signed by the cluster CA (the kubelet's, so the API server can verify it)."""
+    ca, ca_key = _load_ca(pki)
+    key = _key()
+    sans: list[x509.GeneralName] = [x509.DNSName(n) for n in dns]
+    sans += [x509.IPAddress(ipaddress.ip_address(a)) for a in ips]
+    cert = _cert(_name(cn), key, ca.subject, ca_key, sans=sans, server=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    crt_p, key_p = out_dir / f"{name}.crt", out_dir / f"{name}.key"
     crt_p.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     _write_key(key_p, key)
     return crt_p, key_p

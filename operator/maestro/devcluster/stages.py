@@ -1,8 +1,8 @@
 """kwok Stage configuration: how simulated nodes, pods and volumes move through their lifecycle.
 
-kwok ≥ 0.8 ships no default stages, so the launcher writes this file. Two rules matter to Maestro:
-- Pods labelled `executor.llmops.dev/local` belong to the local executor (they run for real, or a
-  test plays kubelet for them), so no pod stage touches them.
+kwok ≥ 0.8 ships no default stages, so the launcher writes this file. kwok only manages its own
+(annotated) nodes and the pods bound to them; the real node and its pods are the kubelet's. Two rules
+matter to Maestro:
 - Job pods complete after a delay (annotation `pod-complete.stage.kwok.x-k8s.io/delay`, in ms), and a
   pod annotated `fail.kwok.llmops.dev/exit-code` fails instead, with an optional message — enough to
   drive Jobs to Complete or Failed through the real Job controller.
@@ -10,19 +10,19 @@ kwok ≥ 0.8 ships no default stages, so the launcher writes this file. Two rule
 
 from __future__ import annotations
 
-#: Pods with this label are left alone by kwok.
-LOCAL_EXECUTOR_LABEL = "executor.llmops.dev/local"
 #: Annotations understood by the stages below.
 COMPLETE_DELAY_ANNOTATION = "pod-complete.stage.kwok.x-k8s.io/delay"
 FAIL_EXIT_CODE_ANNOTATION = "fail.kwok.llmops.dev/exit-code"
 FAIL_MESSAGE_ANNOTATION = "fail.kwok.llmops.dev/message"
-#: Default StorageClass whose claims kwok binds to a fake hostPath volume.
-STORAGE_CLASS = "standard"
+#: The StorageClass whose claims kwok binds to a fake hostPath volume at once: the default class
+#: `standard` of a control plane without a real node; with one, `standard` is the real provisioner's
+#: and kwok's class is `kwok-simulated` (for tests whose pods never run).
+STANDARD_STORAGE_CLASS = "standard"
+KWOK_STORAGE_CLASS = "kwok-simulated"
 PROVISIONER = "kwok.x-k8s.io/volume"
+_CLASS = "@STORAGE_CLASS@"
 
-_NOT_LOCAL = f"""    - key: '.metadata.labels["{LOCAL_EXECUTOR_LABEL}"]'
-      operator: 'DoesNotExist'
-    - key: '.metadata.deletionTimestamp'
+_NOT_DELETED = """    - key: '.metadata.deletionTimestamp'
       operator: 'DoesNotExist'"""
 
 _NODE_CONDITIONS = """      {{ $now := Now }}
@@ -37,7 +37,7 @@ _NODE_CONDITIONS = """      {{ $now := Now }}
         type: {{ .type | Quote }}
       {{ end }}"""
 
-STAGES = f"""apiVersion: kwok.x-k8s.io/v1alpha1
+_STAGES = f"""apiVersion: kwok.x-k8s.io/v1alpha1
 kind: Stage
 metadata:
   name: node-initialize
@@ -114,7 +114,7 @@ spec:
   resourceRef: {{apiGroup: v1, kind: Pod}}
   selector:
     matchExpressions:
-{_NOT_LOCAL}
+{_NOT_DELETED}
     - key: '.status.phase'
       operator: 'In'
       values: ['Pending']
@@ -166,7 +166,7 @@ spec:
   resourceRef: {{apiGroup: v1, kind: Pod}}
   selector:
     matchExpressions:
-{_NOT_LOCAL}
+{_NOT_DELETED}
     - key: '.metadata.annotations["{FAIL_EXIT_CODE_ANNOTATION}"]'
       operator: 'Exists'
     - key: '.status.phase'
@@ -209,7 +209,7 @@ spec:
   resourceRef: {{apiGroup: v1, kind: Pod}}
   selector:
     matchExpressions:
-{_NOT_LOCAL}
+{_NOT_DELETED}
     - key: '.metadata.annotations["{FAIL_EXIT_CODE_ANNOTATION}"]'
       operator: 'DoesNotExist'
     - key: '.status.phase'
@@ -252,8 +252,6 @@ spec:
   resourceRef: {{apiGroup: v1, kind: Pod}}
   selector:
     matchExpressions:
-    - key: '.metadata.labels["{LOCAL_EXECUTOR_LABEL}"]'
-      operator: 'DoesNotExist'
     - key: '.metadata.deletionTimestamp'
       operator: 'Exists'
   next:
@@ -267,7 +265,7 @@ spec:
   resourceRef: {{apiGroup: v1, kind: PersistentVolumeClaim}}
   selector:
     matchExpressions:
-    - cel: {{expression: "self.spec.storageClassName == '{STORAGE_CLASS}'"}}
+    - cel: {{expression: "self.spec.storageClassName == '{_CLASS}'"}}
     - cel: {{expression: "!has(self.metadata.deletionTimestamp)"}}
     - cel: {{expression: "!has(self.spec.volumeName)"}}
   steps:
@@ -318,7 +316,7 @@ spec:
   resourceRef: {{apiGroup: v1, kind: PersistentVolume}}
   selector:
     matchExpressions:
-    - cel: {{expression: "self.spec.storageClassName == '{STORAGE_CLASS}'"}}
+    - cel: {{expression: "self.spec.storageClassName == '{_CLASS}'"}}
     - cel: {{expression: "!has(self.metadata.deletionTimestamp)"}}
     - cel: {{expression: "has(self.spec.claimRef.name)"}}
     - cel: {{expression: "!(self.status.phase in ['Bound', 'Released', 'Failed'])"}}
@@ -337,20 +335,26 @@ spec:
   resourceRef: {{apiGroup: v1, kind: PersistentVolume}}
   selector:
     matchExpressions:
-    - cel: {{expression: "self.spec.storageClassName == '{STORAGE_CLASS}'"}}
+    - cel: {{expression: "self.spec.storageClassName == '{_CLASS}'"}}
     - cel: {{expression: "has(self.status.phase) && self.status.phase == 'Released'"}}
   next:
     delete: true
 """
 
-STORAGE_CLASS_MANIFEST = {
-    "apiVersion": "storage.k8s.io/v1",
-    "kind": "StorageClass",
-    "metadata": {
-        "name": STORAGE_CLASS,
-        "annotations": {"storageclass.kubernetes.io/is-default-class": "true"},
-    },
-    "provisioner": PROVISIONER,
-    "reclaimPolicy": "Delete",
-    "volumeBindingMode": "Immediate",
-}
+
+def stages(storage_class_name: str) -> str:
+    """kwok's Stage file, binding the claims of `storage_class_name`."""
+    return _STAGES.replace(_CLASS, storage_class_name)
+
+
+def storage_class(name: str, *, default: bool) -> dict[str, object]:
+    """kwok's StorageClass: claims bound at once to a fake hostPath volume."""
+    annotations = {"storageclass.kubernetes.io/is-default-class": "true"} if default else {}
+    return {
+        "apiVersion": "storage.k8s.io/v1",
+        "kind": "StorageClass",
+        "metadata": {"name": name, "annotations": annotations},
+        "provisioner": PROVISIONER,
+        "reclaimPolicy": "Delete",
+        "volumeBindingMode": "Immediate",
+    }

@@ -293,6 +293,11 @@ def _failure(
         reason_text = summary.get("reason") or "the worker reported failure"
         code = term.exit_code if term else contract.EXIT_INTERNAL
         return _EXIT_REASON.get(code, Reason.VALIDATION_FAILED), str(reason_text)
+    if term is not None and term.oom_killed:
+        return Reason.OOM_KILLED, term.oom_message(
+            "the data worker streams its source, so this is near-dedup state or one huge record: "
+            "disable processing.dedup.near or split the source"
+        )
     if term is not None:
         reason = _EXIT_REASON.get(term.exit_code, Reason.VALIDATION_FAILED)
         detail = term.message[:500] if term.message else term.reason

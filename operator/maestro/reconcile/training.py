@@ -346,6 +346,10 @@ def _failure(
         return Reason.DEADLINE_EXCEEDED, (
             f"Job {job} ran longer than activeDeadlineSeconds; raise it or reduce the work (maxSteps, epochs)"
         )
+    if term is not None and term.oom_killed:
+        return Reason.OOM_KILLED, term.oom_message(
+            "raise spec.resources.memory or lower hyperparameters.batchSize / maxSeqLength"
+        )
     code = term.exit_code if term else -1
     text = ""
     if summary is not None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from maestro.api.conditions import Reason
+from maestro.status.jobs import memory_limit
 
 Obj = dict[str, Any]
 
@@ -78,8 +79,16 @@ def stuck(pods: list[Obj]) -> tuple[str, str]:
                 return Reason.IMAGE_PULL_FAILED, f"pod {name} container {cs.get('name')}: {why}: " + str(
                     waiting.get("message", "")
                 )[:500]
+            last = (cs.get("lastState") or {}).get("terminated") or {}
+            if last.get("reason") == "OOMKilled" and (why == "CrashLoopBackOff" or not cs.get("ready")):
+                limit = memory_limit(pod, str(cs.get("name")))
+                return Reason.OOM_KILLED, (
+                    f"pod {name} container {cs.get('name')} exceeded its memory limit"
+                    f"{' of ' + limit if limit else ''} and was OOMKilled "
+                    f"(restarts {cs.get('restartCount', 0)}); raise spec.resources.memory"
+                    + (" or lower runtime.maxModelLen" if cs.get("name") == "vllm" else "")
+                )
             if why == "CrashLoopBackOff":
-                last = (cs.get("lastState") or {}).get("terminated") or {}
                 detail = last.get("message") or last.get("reason") or waiting.get("message", "")
                 return Reason.CRASH_LOOP, (
                     f"pod {name} container {cs.get('name')} keeps crashing "

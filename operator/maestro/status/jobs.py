@@ -68,6 +68,27 @@ class Termination:
     message: str
     reason: str
     pod: str
+    container: str = ""
+    #: The container's memory limit from the pod spec ("" when none): what an OOM kill exceeded.
+    memory_limit: str = ""
+
+    @property
+    def oom_killed(self) -> bool:
+        return self.reason == "OOMKilled"
+
+    def oom_message(self, fix: str) -> str:
+        limit = f" of {self.memory_limit}" if self.memory_limit else ""
+        return (
+            f"container {self.container} of pod {self.pod} exceeded its memory limit{limit} and was "
+            f"OOMKilled (exit {self.exit_code}); {fix}"
+        )
+
+
+def memory_limit(pod: Obj, container: str) -> str:
+    for c in (pod.get("spec") or {}).get("containers") or []:
+        if c.get("name") == container:
+            return str(((c.get("resources") or {}).get("limits") or {}).get("memory") or "")
+    return ""
 
 
 def termination(pods: list[Obj], container: str, *, index: str | None = None) -> Termination | None:
@@ -94,6 +115,8 @@ def termination(pods: list[Obj], container: str, *, index: str | None = None) ->
                 str(term.get("message") or ""),
                 str(term.get("reason") or ""),
                 str(meta.get("name", "")),
+                container,
+                memory_limit(pod, container),
             )
             rank = 1 if status.get("phase") == "Succeeded" else 0
             candidates.append((rank, str(term.get("finishedAt") or ""), t))

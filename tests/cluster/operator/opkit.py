@@ -109,12 +109,27 @@ class Operator:
             return "(no log)"
 
 
+#: A node selector no node matches (operator env value).
+PLAYED_BY_TEST = json.dumps({"maestro.llmops.dev/test": "kubelet-played"})
+#: Serving pods on kwok's simulated CPU node (running, never really started).
+ON_SIMULATED_NODE = {
+    "MAESTRO_SERVING_NODE_SELECTOR": json.dumps({"type": "kwok"}),
+    "MAESTRO_SERVING_TOLERATIONS": json.dumps(
+        [{"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}]
+    ),
+}
+
+
 def operator_env(cluster: Any, **extra: str) -> tuple[dict[str, str], dict[str, int]]:
     ports = {"metrics": free_port(), "progress": free_port(), "webhook": free_port()}
     env = {
         **os.environ,
         "KUBECONFIG": str(cluster.kubeconfig),
-        "MAESTRO_LOCAL_EXECUTOR": "true",
+        # no node matches: the pods stay unscheduled and the tests play kubelet for them
+        "MAESTRO_JOB_NODE_SELECTOR": PLAYED_BY_TEST,
+        "MAESTRO_SERVING_NODE_SELECTOR": PLAYED_BY_TEST,
+        # claims bound at once by kwok (the real provisioner waits for a pod to be scheduled)
+        "MAESTRO_STORAGE_CLASS": "kwok-simulated",
         "MAESTRO_METRICS_PORT": str(ports["metrics"]),
         "MAESTRO_PROGRESS_PORT": str(ports["progress"]),
         "MAESTRO_PROGRESS_URL": f"http://127.0.0.1:{ports['progress']}",

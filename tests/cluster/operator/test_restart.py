@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from opkit import (
+    ON_SIMULATED_NODE,
     Kubectl,
     Operator,
     apply,
@@ -74,7 +75,7 @@ def manifests() -> list[dict[str, Any]]:
 
 
 class Kubelet(threading.Thread):
-    """Plays kubelet for the local-executor worker pods: each ends with its worker's summary."""
+    """Plays kubelet for the (unscheduled) worker pods: each ends with its worker's summary."""
 
     def __init__(self, kubectl: Kubectl, ns: str) -> None:
         super().__init__(daemon=True)
@@ -92,7 +93,8 @@ class Kubelet(threading.Thread):
 
     def tick(self) -> None:
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        for pod in items(self.kubectl, "pods", self.ns, "executor.llmops.dev/local=true"):
+        workers = "app.kubernetes.io/component in (dataset-validation,training)"
+        for pod in items(self.kubectl, "pods", self.ns, workers):
             if pod["status"].get("phase") in ("Succeeded", "Failed"):
                 continue
             labels = pod["metadata"]["labels"]
@@ -227,7 +229,7 @@ def test_random_kills_reach_the_same_end_state(
     seed = int(os.environ.get("MAESTRO_TEST_SEED") or time.time())
     rng = random.Random(seed)
     print(f"restart-safety seed: {seed} (MAESTRO_TEST_SEED reproduces the kill schedule)")
-    env, ports = operator_env(cluster, MAESTRO_LOCAL_EXECUTOR="jobs", MAESTRO_WORKERS="16")
+    env, ports = operator_env(cluster, **ON_SIMULATED_NODE, MAESTRO_WORKERS="16")
     op = Operator(env=env, log_path=tmp_path / "operator.log", ports=ports)
     op.start()
     calm = f"{namespace}-calm"

@@ -8,7 +8,7 @@ import pytest
 
 from maestro.api import LLMDatasetSpec, LLMDeploymentSpec, LLMPolicySpec, LLMTrainingJobSpec
 from maestro.builders import dataset, guard_config, serving, training
-from maestro.builders.meta import ANNOTATION_CONFIG_DIGEST, LABEL_LOCAL_EXECUTOR, child_name
+from maestro.builders.meta import ANNOTATION_CONFIG_DIGEST, child_name
 from maestro.builders.settings import Settings
 from maestro.workers.data import contract as data_contract
 from maestro.workers.train import contract as train_contract
@@ -112,17 +112,34 @@ def test_multi_node_training_is_indexed_with_rendezvous(training_obj: dict[str, 
     assert svc["spec"]["selector"] == {"batch.kubernetes.io/job-name": job["metadata"]["name"]}
 
 
-def test_local_executor_marks_pods(training_obj: dict[str, Any], deployment_obj: dict[str, Any]) -> None:
-    settings = Settings(local_executor=True, local_executor_serving=True, local_executor_node="my-node")
-    spec = LLMTrainingJobSpec.model_validate(training_obj["spec"])
-    pod_t = training.build_job(training_obj, spec, DS_INPUT, settings)["spec"]["template"]
-    assert pod_t["metadata"]["labels"][LABEL_LOCAL_EXECUTOR] == "true"
-    assert pod_t["spec"]["nodeSelector"] == {"kubernetes.io/hostname": "my-node"}
+def test_placement_defaults_per_workload_kind(
+    training_obj: dict[str, Any], deployment_obj: dict[str, Any]
+) -> None:
+    settings = Settings.from_env(
+        {
+            "MAESTRO_JOB_NODE_SELECTOR": '{"pool": "train", "zone": "a"}',
+            "MAESTRO_JOB_TOLERATIONS": '[{"key": "dedicated", "operator": "Exists"}]',
+            "MAESTRO_SERVING_NODE_SELECTOR": '{"pool": "serve"}',
+        }
+    )
+    spec = LLMTrainingJobSpec.model_validate(
+        training_obj["spec"] | {"resources": {"gpus": 1, "nodeSelector": {"zone": "b"}}}
+    )
+    pod = training.build_job(training_obj, spec, DS_INPUT, settings)["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"pool": "train", "zone": "b"}  # the spec wins key by key
+    assert {"key": "dedicated", "operator": "Exists"} in pod["tolerations"]
+    assert any(t["key"] == "nvidia.com/gpu" for t in pod["tolerations"])
     dspec = LLMDeploymentSpec.model_validate(deployment_obj["spec"])
     dep = serving.build_deployment(
         deployment_obj, dspec, MODEL, guard_config.render(None, None, "x"), settings
     )
-    assert dep["spec"]["template"]["metadata"]["labels"][LABEL_LOCAL_EXECUTOR] == "true"
+    assert dep["spec"]["template"]["spec"]["nodeSelector"] == {"pool": "serve"}
+    for bad, message in (
+        ({"MAESTRO_JOB_NODE_SELECTOR": "pool=train"}, "MAESTRO_JOB_NODE_SELECTOR must be JSON"),
+        ({"MAESTRO_SERVING_TOLERATIONS": '{"key": "x"}'}, "MAESTRO_SERVING_TOLERATIONS must be a JSON array"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            Settings.from_env(bad)
 
 
 def test_serving_deployment(
@@ -206,14 +223,3 @@ def test_adapter_model_serves_base_plus_lora(deployment_obj: dict[str, Any]) -> 
     args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[0] == "org/base"
     assert args[args.index("--lora-modules") + 1] == "bot=/mnt/maestro/models/out/model"
-
-
-def test_local_executor_jobs_only_leaves_serving_pods_to_the_cluster(deployment_obj: dict[str, Any]) -> None:
-    settings = Settings.from_env({"MAESTRO_LOCAL_EXECUTOR": "jobs"})
-    assert settings.local_executor and not settings.local_executor_serving
-    dspec = LLMDeploymentSpec.model_validate(deployment_obj["spec"])
-    dep = serving.build_deployment(
-        deployment_obj, dspec, MODEL, guard_config.render(None, None, "x"), settings
-    )
-    assert LABEL_LOCAL_EXECUTOR not in dep["spec"]["template"]["metadata"]["labels"]
-    assert Settings.from_env({"MAESTRO_LOCAL_EXECUTOR": "true"}).local_executor_serving

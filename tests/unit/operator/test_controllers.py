@@ -55,14 +55,17 @@ def test_config_from_env() -> None:
             "MAESTRO_WEBHOOK": "off",
             "MAESTRO_WORKERS": "4",
             "MAESTRO_NAMESPACES": "a,b",
-            "MAESTRO_LOCAL_EXECUTOR": "true",
+            "MAESTRO_JOB_NODE_SELECTOR": '{"pool": "train"}',
             "MAESTRO_VLLM_IMAGE": "vllm/vllm-openai:v9",
         }
     )
     assert not cfg.webhook and cfg.workers == 4 and cfg.namespaces == ("a", "b")
-    assert cfg.settings.local_executor and cfg.settings.vllm_image == "vllm/vllm-openai:v9"
+    assert cfg.settings.jobs.node_selector == {"pool": "train"}
+    assert cfg.settings.vllm_image == "vllm/vllm-openai:v9"
     with pytest.raises(SystemExit, match="MAESTRO_WORKERS"):
         OperatorConfig.from_env({"MAESTRO_WORKERS": "many"})
+    with pytest.raises(SystemExit, match="MAESTRO_SERVING_NODE_SELECTOR must be JSON"):
+        OperatorConfig.from_env({"MAESTRO_SERVING_NODE_SELECTOR": "pool: serve"})
 
 
 def test_slim_deployment_keeps_what_status_reads() -> None:
