@@ -13,4 +13,5 @@ bias.py       counterfactual bias probe (VADER sentiment, refusal, length gaps)
 card.py       model card; digest.py content digest of the output
 job.py        orchestration, error → exit code mapping, termination message
 tinymodel.py  the tiny local Llama used by tests, examples and benchmarks
+ggufimport.py a real base model: GGUF in a pinned wheel → verified HF safetensors dir + manifest
 """
