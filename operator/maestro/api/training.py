@@ -259,7 +259,38 @@ class Evaluation(SpecModel):
         None, gt=0, description="Largest allowed loss on the validation split."
     )
     prompts: list[EvalPrompt] = Field(default_factory=list, max_length=256, description="Smoke-test prompts.")
+    max_new_tokens: int = Field(
+        64, ge=1, le=4096, description="Answer length generated per smoke-test prompt (greedy)."
+    )
+    compare_base: bool = Field(
+        True,
+        description="Also evaluate the base model on the same validation split and prompts (adapters: "
+        "the adapter disabled; full fine-tunes: the base weights reloaded), so status shows the effect "
+        "of training side by side. Only the fine-tuned model is gated.",
+    )
+    require_improvement: bool = Field(
+        False,
+        description="Gate: the fine-tuned model's validation loss must be lower than the base model's. "
+        "Needs compareBase.",
+    )
     bias: BiasEvaluation = Field(default_factory=BiasEvaluation, description="Counterfactual bias probes.")
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "!(has(self.requireImprovement) && self.requireImprovement) || "
+                "!has(self.compareBase) || self.compareBase",
+                "evaluation.requireImprovement needs compareBase (the base model's loss)",
+                field_path=".requireImprovement",
+            )
+        )
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> Evaluation:
+        if self.require_improvement and not self.compare_base:
+            raise ValueError("evaluation.requireImprovement needs compareBase (the base model's loss)")
+        return self
 
 
 class Distributed(SpecModel):
@@ -402,16 +433,54 @@ class BiasResult(StatusModel):
     passed: bool | None = Field(None, description="All bias gates passed.")
 
 
-class EvaluationResult(StatusModel):
-    """Evaluation results."""
+class PromptAnswer(StatusModel):
+    """One model's answer to a smoke-test prompt."""
 
-    eval_loss: float | None = Field(None, description="Loss on the validation split.")
-    perplexity: float | None = Field(None, description="exp(evalLoss).")
-    prompts_passed: int | None = Field(
-        None, description="Smoke-test prompts whose answer contained the expected text."
+    passed: bool | None = Field(
+        None, description="The answer contained the expected text; unset when the prompt has none."
     )
+    answer: str | None = Field(
+        None, description="The greedy answer, truncated (the full text is in the report)."
+    )
+
+
+class PromptEvaluation(StatusModel):
+    """A smoke-test prompt with the fine-tuned and the base model's answers side by side."""
+
+    prompt: str | None = Field(None, description="The prompt, truncated.")
+    expected: str | None = Field(None, description="Text the answer had to contain, when set.")
+    tuned: PromptAnswer | None = Field(None, description="The fine-tuned model's answer.")
+    base: PromptAnswer | None = Field(
+        None, description="The base model's answer (evaluation.compareBase); not gated."
+    )
+
+
+class EvaluationResult(StatusModel):
+    """Evaluation results: the fine-tuned model, and the base model on the same inputs for comparison."""
+
+    eval_loss: float | None = Field(None, description="Loss of the fine-tuned model on the validation split.")
+    perplexity: float | None = Field(None, description="exp(evalLoss).")
+    base_eval_loss: float | None = Field(
+        None, description="Loss of the base model on the same validation split (compareBase)."
+    )
+    base_perplexity: float | None = Field(None, description="exp(baseEvalLoss).")
+    prompts_passed: int | None = Field(
+        None, description="Smoke-test prompts whose fine-tuned answer contained the expected text."
+    )
+    prompts_checked: int | None = Field(None, description="Smoke-test prompts that have an expected text.")
     prompts_total: int | None = Field(None, description="Smoke-test prompts run.")
-    bias: BiasResult | None = Field(None, description="Bias probe results, when enabled.")
+    base_prompts_passed: int | None = Field(
+        None, description="Smoke-test prompts whose base-model answer contained the expected text."
+    )
+    prompts: list[PromptEvaluation] | None = Field(
+        None,
+        max_length=16,
+        description="The first smoke-test prompts with both answers (truncated); all of them are in the "
+        "evaluation report next to the model.",
+    )
+    bias: BiasResult | None = Field(
+        None, description="Bias probe results of the fine-tuned model, when enabled."
+    )
     passed: bool | None = Field(None, description="All evaluation gates passed.")
 
 
@@ -420,6 +489,11 @@ class TrainingLineage(StatusModel):
 
     dataset_version: str | None = Field(None, description="status.version of the dataset trained on.")
     base_model: str | None = Field(None, description="Base model URI, with @revision when pinned.")
+    base_model_digest: str | None = Field(
+        None,
+        description="Content digest of the base model directory, verified against its manifest "
+        "(maestro-model.json) when it has one.",
+    )
     image: str | None = Field(None, description="Trainer image, by digest when known.")
 
 
@@ -456,6 +530,13 @@ class LLMTrainingJob(KindModel):
             PrinterColumn("Loss", "number", ".status.progress.loss", "Latest training loss", priority=1),
             PrinterColumn(
                 "Eval-Loss", "number", ".status.evaluation.evalLoss", "Validation loss", priority=1
+            ),
+            PrinterColumn(
+                "Base-Loss",
+                "number",
+                ".status.evaluation.baseEvalLoss",
+                "Validation loss of the base model",
+                priority=1,
             ),
             PrinterColumn("Base", "string", ".spec.baseModel.uri", "Base model", priority=1),
             age_column(),

@@ -292,27 +292,7 @@ def _results(summary: contract.Summary, spec: LLMTrainingJobSpec, output_claim: 
         }
     ev = summary.get("evaluation")
     if ev is not None:
-        bias = ev.get("bias") or {}
-        out["evaluation"] = {
-            k: v
-            for k, v in {
-                "evalLoss": ev.get("evalLoss"),
-                "perplexity": ev.get("perplexity"),
-                "passed": ev.get("passed"),
-                "bias": {
-                    k: v
-                    for k, v in {
-                        "sentimentGap": bias.get("sentimentGap"),
-                        "refusalGap": bias.get("refusalGap"),
-                        "lengthGapRatio": bias.get("lengthGapRatio"),
-                        "passed": bias.get("passed"),
-                    }.items()
-                    if v is not None
-                }
-                or None,
-            }.items()
-            if v is not None
-        }
+        out["evaluation"] = _evaluation_status(ev)
     metrics = summary.get("metrics")
     if metrics:
         out["progress"] = {
@@ -330,6 +310,55 @@ def _results(summary: contract.Summary, spec: LLMTrainingJobSpec, output_claim: 
     if lin:
         out["lineage"] = {**lineage, **{k: v for k, v in lin.items() if v}}
     return out
+
+
+def _compact(d: Obj) -> Obj:
+    return {k: v for k, v in d.items() if v is not None}
+
+
+def _bias_status(bias: Any) -> Obj | None:
+    if not isinstance(bias, dict):
+        return None
+    keys = ("sentimentGap", "refusalGap", "lengthGapRatio", "worstGroup", "passed")
+    return _compact({k: bias.get(k) for k in keys}) or None
+
+
+def _answer_status(a: Any) -> Obj | None:
+    if not isinstance(a, dict):
+        return None
+    return _compact({"passed": a.get("passed"), "answer": a.get("answer")}) or None
+
+
+def _evaluation_status(ev: contract.Evaluation) -> Obj:
+    """The trainer's evaluation summary → status.evaluation (fine-tuned and base side by side)."""
+    raw: Any = ev
+    prompts = [
+        _compact(
+            {
+                "prompt": p.get("prompt"),
+                "expected": p.get("expected"),
+                "tuned": _answer_status(p.get("tuned")),
+                "base": _answer_status(p.get("base")),
+            }
+        )
+        for p in (raw.get("prompts") or [])[:16]
+        if isinstance(p, dict)
+    ]
+    return _compact(
+        {
+            "evalLoss": ev.get("evalLoss"),
+            "perplexity": ev.get("perplexity"),
+            "baseEvalLoss": ev.get("baseEvalLoss"),
+            "basePerplexity": ev.get("basePerplexity"),
+            "promptsPassed": ev.get("promptsPassed"),
+            "promptsChecked": ev.get("promptsChecked"),
+            "promptsTotal": ev.get("promptsTotal"),
+            "basePromptsPassed": ev.get("basePromptsPassed"),
+            "prompts": prompts or None,
+            "bias": _bias_status(ev.get("bias")),
+            "passed": ev.get("passed"),
+        }
+    )
 
 
 def _failure(

@@ -22,6 +22,19 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def _cell(v: Any) -> str:
+    """Text safe inside a Markdown table cell."""
+    return "" if v is None else str(v).replace("|", "\\|").replace("\n", "<br>")
+
+
+def _answer_cell(a: dict[str, Any] | None) -> str | None:
+    if not a:
+        return None
+    passed = a.get("passed")
+    mark = "✅ " if passed is True else "❌ " if passed is False else ""
+    return f"{mark}{a.get('answer', '')}"
+
+
 def render_card(
     *,
     name: str,
@@ -30,6 +43,7 @@ def render_card(
     dataset_schema: str | None,
     data_stats: dict[str, Any],
     bias_report: dict[str, Any] | None,
+    report: dict[str, Any] | None = None,
 ) -> str:
     model = summary.get("model", {})
     metrics = summary.get("metrics", {})
@@ -100,14 +114,42 @@ def render_card(
         "",
         f"- Validation loss: {_fmt(ev.get('evalLoss'))}, perplexity: {_fmt(ev.get('perplexity'))}",
     ]
+    if ev.get("baseEvalLoss") is not None:
+        lines.append(
+            f"- Base model on the same split: loss {_fmt(ev.get('baseEvalLoss'))}, "
+            f"perplexity {_fmt(ev.get('basePerplexity'))}"
+        )
     if "promptsTotal" in ev:
+        base_part = (
+            f"; base model {ev['basePromptsPassed']}/{ev.get('promptsChecked')}"
+            if "basePromptsPassed" in ev
+            else ""
+        )
         lines.append(
             f"- Smoke-test prompts: {ev.get('promptsPassed')}/{ev.get('promptsChecked')} contained the "
-            f"expected answer ({ev.get('promptsTotal')} run; exact match {_fmt(ev.get('exactMatch'))})"
+            f"expected answer ({ev.get('promptsTotal')} run; exact match {_fmt(ev.get('exactMatch'))}"
+            f"{base_part})"
         )
     lines.append(f"- Gates passed: **{ev.get('passed')}**")
     for f in ev.get("failures", []):
         lines.append(f"  - failed: {f}")
+    rows = (report or {}).get("prompts") or ev.get("prompts") or []
+    if rows:
+        lines += ["", "| prompt | expected | fine-tuned answer | base answer |", "|---|---|---|---|"]
+        for r in rows:
+            lines.append(
+                "| "
+                + " | ".join(
+                    _cell(x)
+                    for x in (
+                        r.get("prompt"),
+                        r.get("expected"),
+                        _answer_cell(r.get("tuned")),
+                        _answer_cell(r.get("base")),
+                    )
+                )
+                + " |"
+            )
     lines += ["", "## Bias evaluation (counterfactual probe)", ""]
     if bias_report is None:
         lines.append("Not run (spec.evaluation.bias.enabled is false). Run it before serving to people.")

@@ -72,6 +72,10 @@ class EvaluationSettings:
     bias: BiasSettings = field(default_factory=BiasSettings)
     max_eval_records: int = 2000
     max_new_tokens: int = 64
+    #: also score the base model (adapter disabled / base weights) on the same split and prompts
+    compare_base: bool = True
+    #: gate: the fine-tuned validation loss must be below the base model's
+    require_improvement: bool = False
 
 
 @dataclass(frozen=True)
@@ -218,10 +222,17 @@ def _evaluation(ev: dict[str, Any]) -> EvaluationSettings:
         max_length_gap_ratio=_num(b, "maxLengthGapRatio", where, 0.25, float, 0),
         max_new_tokens=_num(b, "maxNewTokens", where, 32, int, 1),
     )
+    compare_base = bool(ev.get("compareBase", True))
+    require_improvement = bool(ev.get("requireImprovement", False))
+    if require_improvement and not compare_base:
+        raise ConfigError("spec.evaluation.requireImprovement needs compareBase (the base model's loss)")
     return EvaluationSettings(
         max_eval_loss=_num(ev, "maxEvalLoss", "evaluation", None, float, 0),
         prompts=tuple(prompts),
         bias=bias,
+        max_new_tokens=_num(ev, "maxNewTokens", "evaluation", 64, int, 1),
+        compare_base=compare_base,
+        require_improvement=require_improvement,
     )
 
 

@@ -69,6 +69,10 @@ RETRIABLE_EXIT_CODES: Final = frozenset({EXIT_IO, EXIT_TRAINING})
 PERMANENT_EXIT_CODES: Final = frozenset({EXIT_BAD_INPUT, EXIT_EVAL_FAILED})
 
 MAX_SUMMARY_BYTES: Final = 4096
+#: How much of the smoke-test prompts the termination message carries (the report file has all).
+SUMMARY_PROMPTS: Final = 6
+SUMMARY_PROMPT_CHARS: Final = 100
+SUMMARY_ANSWER_CHARS: Final = 240  # a support answer plus its sign-off
 
 # --- summary `reason` values (the same strings as maestro.api.conditions.Reason where one exists) ---------
 REASON_INVALID_SPEC: Final = "InvalidSpec"  # EXIT_BAD_INPUT: spec, dataset records or base model unusable
@@ -103,13 +107,29 @@ class BiasResult(TypedDict, total=False):
     failures: list[str]
 
 
+class PromptAnswer(TypedDict):
+    passed: bool | None  # answer contains `expected` (case-insensitive); None: the prompt has none
+    answer: str  # truncated to SUMMARY_ANSWER_CHARS here; full text in EVALUATION_FILE
+
+
+class PromptRow(TypedDict):
+    prompt: str  # truncated to SUMMARY_PROMPT_CHARS
+    expected: NotRequired[str]
+    tuned: PromptAnswer
+    base: NotRequired[PromptAnswer]  # when evaluation.compareBase
+
+
 class Evaluation(TypedDict, total=False):
-    evalLoss: float | None
+    evalLoss: float | None  # the fine-tuned model on the validation split
     perplexity: float | None
+    baseEvalLoss: float | None  # the base model on the same split (compareBase)
+    basePerplexity: float | None
     exactMatch: float | None  # share of prompts with `expected` answered exactly
-    promptsPassed: int  # prompts whose answer contained `expected`
+    promptsPassed: int  # prompts whose fine-tuned answer contained `expected`
     promptsChecked: int  # prompts with `expected`
     promptsTotal: int
+    basePromptsPassed: int  # the same for the base model (compareBase)
+    prompts: list[PromptRow]  # the first SUMMARY_PROMPTS prompts, both answers side by side
     bias: BiasResult
     passed: bool
     failures: list[str]
@@ -119,6 +139,7 @@ class Lineage(TypedDict):
     datasetVersion: str | None
     baseModel: str
     image: str | None
+    baseModelDigest: NotRequired[str]  # from the base dir's manifest, verified (ggufimport.MANIFEST)
 
 
 class Summary(TypedDict):
@@ -135,25 +156,49 @@ def encode_summary(summary: Summary | dict[str, Any], limit: int = MAX_SUMMARY_B
     """Compact JSON that fits the termination message: drops detail (curve, bias groups) to fit."""
     data: dict[str, Any] = json.loads(json.dumps(summary))
     text = json.dumps(data, separators=(",", ":"))
-    trims = (
+    trims: tuple[tuple[str, ...] | tuple[int, int], ...] = (
         ("metrics", "lossCurve"),
         ("evaluation", "bias", "failures"),
+        (120, SUMMARY_PROMPTS),  # shorter answers first: the side-by-side comparison is the point
+        (60, 3),
         ("evaluation", "failures"),
         ("message",),
+        ("evaluation", "prompts"),
     )
-    for path in trims:
+    for step in trims:
         if len(text.encode()) <= limit:
             break
-        node: Any = data
-        for key in path[:-1]:
-            node = node.get(key) if isinstance(node, dict) else None
-        if isinstance(node, dict):
-            node.pop(path[-1], None)
+        if isinstance(step[0], int):
+            _shrink_prompts(data, int(step[0]), int(step[1]))
+        else:
+            node: Any = data
+            for key in step[:-1]:
+                node = node.get(key) if isinstance(node, dict) else None
+            if isinstance(node, dict):
+                node.pop(step[-1], None)
         text = json.dumps(data, separators=(",", ":"))
     if len(text.encode()) > limit:
         keep = {k: data[k] for k in ("passed", "reason", "model") if k in data}
         text = json.dumps(keep, separators=(",", ":"))
     return text
+
+
+def _shrink_prompts(data: dict[str, Any], answer_chars: int, rows: int) -> None:
+    ev = data.get("evaluation")
+    prompts = ev.get("prompts") if isinstance(ev, dict) else None
+    if not isinstance(prompts, list):
+        return
+    del prompts[rows:]
+    for row in prompts:
+        for side in ("tuned", "base"):
+            ans = row.get(side) if isinstance(row, dict) else None
+            if isinstance(ans, dict) and isinstance(ans.get("answer"), str):
+                ans["answer"] = truncate(ans["answer"], answer_chars)
+
+
+def truncate(text: str, limit: int) -> str:
+    """At most `limit` characters, with an ellipsis when cut."""
+    return text if len(text) <= limit else text[: max(0, limit - 1)].rstrip() + "…"
 
 
 def parse_summary(text: str) -> Summary:

@@ -58,9 +58,13 @@ def generate(
     *,
     max_new_tokens: int = 32,
     device: Any,
-    batch_size: int = 16,
+    batch_size: int = 64,
 ) -> list[str]:
-    """Greedy completions for user prompts, rendered with the chat template (deterministic)."""
+    """Greedy completions for user prompts, rendered with the chat template (deterministic).
+
+    Large batches: decoding is bound by per-step overhead, so on CPU 42 prompts in one batch finish
+    in half the time of three batches of 16; the KV cache stays small (64 × ~100 tokens).
+    """
     import torch
 
     enc = Encoder(tokenizer, max_len=10**9)

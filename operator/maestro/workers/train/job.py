@@ -9,6 +9,7 @@ path and as the last stdout line. Every failure maps to an exit code and a summa
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import logging
@@ -16,6 +17,7 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -204,6 +206,7 @@ def run(inputs: Inputs, topo: Topology) -> dict[str, Any]:
     topo.barrier()  # one download per node; the other local ranks then hit the cache
     if topo.local_rank != 0:
         base_dir = models.resolve_base_model(cfg.base_model_uri, cfg.base_model_revision, inputs.cache_dir)
+    base_digest = _verify_base(base_dir, cfg.base_model_uri) if topo.is_main else None
     precision = models.select_precision(cfg.hyper.precision, topo.device, cfg.method)
     tokenizer = models.load_tokenizer(base_dir)
     model = models.load_model(base_dir, cfg, precision, topo.device)
@@ -279,7 +282,8 @@ def run(inputs: Inputs, topo: Topology) -> dict[str, Any]:
             topo.device
         )
     t0 = time.perf_counter()
-    evaluation, bias_report = _evaluate(eval_model, tokenizer, val_ex, cfg, topo.device)
+    base_model = _base_model(eval_model, cfg, base_dir, precision, topo.device)
+    evaluation, report = _evaluate(eval_model, tokenizer, val_ex, cfg, topo.device, base_model)
     log.info("evaluation took %.1fs: %s", time.perf_counter() - t0, json.dumps(evaluation)[:500])
 
     model_ref: dict[str, Any] = {
@@ -315,6 +319,7 @@ def run(inputs: Inputs, topo: Topology) -> dict[str, Any]:
             "baseModel": cfg.base_model_uri
             + (f"@{cfg.base_model_revision}" if cfg.base_model_revision else ""),
             "image": inputs.image,
+            **({"baseModelDigest": base_digest} if base_digest else {}),
         },
         "precision": precision.name,
     }
@@ -322,11 +327,9 @@ def run(inputs: Inputs, topo: Topology) -> dict[str, Any]:
         summary["reason"] = contract.REASON_EVALUATION_FAILED
         summary["message"] = "; ".join(evaluation.get("failures", []))
     stats = {k: v for k, v in asdict(train_stats).items() if k != "extra"} | train_stats.extra
-    card = _card(cfg, inputs, summary, stats, bias_report)
+    card = _card(cfg, inputs, summary, stats, report)
     (out / contract.MODEL_CARD).write_text(card)
-    (model_dir.parent / contract.EVALUATION_FILE).write_text(
-        json.dumps({**evaluation, "bias": bias_report}, indent=1, default=str)
-    )
+    (model_dir.parent / contract.EVALUATION_FILE).write_text(json.dumps(report, indent=1, default=str))
     (out / contract.SUMMARY_FILE).write_text(json.dumps(summary, indent=1))
     if reporter is not None:
         reporter.update(
@@ -345,13 +348,37 @@ def run(inputs: Inputs, topo: Topology) -> dict[str, Any]:
     return summary
 
 
-def _card(cfg: TrainConfig, inputs: Inputs, summary: dict[str, Any], stats: dict[str, Any], bias: Any) -> str:
+def _card(
+    cfg: TrainConfig, inputs: Inputs, summary: dict[str, Any], stats: dict[str, Any], report: dict[str, Any]
+) -> str:
     from maestro.workers.train.card import render_card
 
     name = inputs.output_uri.rsplit("/", 1)[-1] or "model"
     return render_card(
-        name=name, cfg=cfg, summary=summary, dataset_schema=inputs.schema, data_stats=stats, bias_report=bias
+        name=name,
+        cfg=cfg,
+        summary=summary,
+        dataset_schema=inputs.schema,
+        data_stats=stats,
+        bias_report=report.get("bias"),
+        report=report,
     )
+
+
+def _verify_base(base_dir: Path, uri: str) -> str | None:
+    """The base model's content digest when its directory carries a manifest (hack/model.sh writes one).
+
+    Verified, not just read: a half-copied or altered base model would otherwise train silently and
+    the lineage would name a digest the weights do not have.
+    """
+    from maestro.workers.train import ggufimport
+
+    if ggufimport.read_manifest(base_dir) is None:
+        return None
+    try:
+        return ggufimport.verify(base_dir).digest
+    except ggufimport.ModelImportError as e:
+        raise ConfigError(f"base model {uri}: {e}") from None
 
 
 def _fix_adapter_config(adapter_dir: Path, base_name: str) -> None:
@@ -380,53 +407,195 @@ def _merge_adapter(
     _publish(tmp, merged_dir)
 
 
-def _evaluate(
-    model: Any, tokenizer: Any, val_ex: list[Any], cfg: TrainConfig, device: Any
-) -> tuple[dict[str, Any], Any]:
+BaseModel = Callable[[], contextlib.AbstractContextManager[Any]]
+
+
+def _base_model(
+    model: Any, cfg: TrainConfig, base_dir: Path, precision: Any, device: Any
+) -> BaseModel | None:
+    """How to get the untrained base for the before/after comparison, or None (compareBase off).
+
+    Adapters: the same model with the adapter switched off (peft's disable_adapter), so the base is
+    scored with no second copy in memory and exactly as training started. Full fine-tunes changed
+    the weights in place, so the base is reloaded from its directory and freed afterwards.
+    """
+    if not cfg.evaluation.compare_base:
+        return None
+    if cfg.method != "full" and hasattr(model, "disable_adapter"):
+
+        @contextlib.contextmanager
+        def adapter_off() -> Iterator[Any]:
+            with model.disable_adapter():  # yields nothing: the model itself is the base inside it
+                yield model
+
+        return adapter_off
+
+    @contextlib.contextmanager
+    def reload() -> Iterator[Any]:
+        import gc
+
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=precision.load_dtype).to(device)
+        try:
+            yield base
+        finally:
+            del base
+            gc.collect()
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+
+    return reload
+
+
+@dataclass
+class _Scores:
+    """One model's evaluation: loss on the split, prompt answers, bias probe."""
+
+    loss: Any  # evaluate.LossResult
+    prompts: Any  # evaluate.PromptResults | None
+    bias: Any  # bias.BiasReport | None
+
+
+@contextlib.contextmanager
+def _merged(model: Any, cfg: TrainConfig) -> Iterator[None]:
+    """LoRA weights folded into the base for the duration (peft merge_adapter), undone afterwards.
+
+    Unmerged, every linear layer runs its adapter as two extra matmuls; merged, generation is as
+    fast as the base model's (1.8x faster for SmolLM2-135M on CPU), which is most of the
+    evaluation's time. QLoRA is left unmerged: folding into 4-bit weights would round them.
+    """
+    if cfg.method != "lora" or not hasattr(model, "merge_adapter"):
+        yield
+        return
+    model.merge_adapter()
+    try:
+        yield
+    finally:
+        model.unmerge_adapter()
+
+
+def _score(
+    model: Any, tokenizer: Any, val_ex: list[Any], cfg: TrainConfig, device: Any, *, bias_probe: bool
+) -> _Scores:
     from maestro.workers.train import bias, evaluate
 
     ev = cfg.evaluation
-    failures: list[str] = []
     loss = evaluate.eval_loss(model, val_ex, tokenizer.pad_token_id, device, batch_size=cfg.hyper.batch_size)
-    result: dict[str, Any] = {
-        "evalLoss": None if loss.loss is None else round(loss.loss, 6),
-        "perplexity": None if loss.perplexity is None else round(loss.perplexity, 4),
-    }
-    if ev.max_eval_loss is not None:
-        if loss.loss is None:
-            failures.append("maxEvalLoss is set but the validation split is empty")
-        elif loss.loss > ev.max_eval_loss:
-            failures.append(f"eval loss {loss.loss:.4f} > maxEvalLoss {ev.max_eval_loss}")
 
     def gen(prompts: list[str], max_new: int) -> list[str]:
         return evaluate.generate(model, tokenizer, prompts, max_new_tokens=max_new, device=device)
 
+    prompts = None
     if ev.prompts:
-        outputs = gen([c.prompt for c in ev.prompts], ev.max_new_tokens)
-        pr = evaluate.check_prompts(ev.prompts, outputs)
+        prompts = evaluate.check_prompts(ev.prompts, gen([c.prompt for c in ev.prompts], ev.max_new_tokens))
+    report = None
+    if bias_probe:
+        b = ev.bias
+        report = bias.probe(
+            lambda ps: gen(ps, b.max_new_tokens),
+            groups=b.groups or None,
+            templates=b.templates or None,
+            thresholds=bias.BiasThresholds(b.max_sentiment_gap, b.max_refusal_gap, b.max_length_gap_ratio),
+        )
+    return _Scores(loss, prompts, report)
+
+
+def _r(v: float | None, digits: int) -> float | None:
+    return None if v is None else round(v, digits)
+
+
+def _answer(row: dict[str, Any], chars: int) -> dict[str, Any]:
+    return {"passed": row.get("contains"), "answer": contract.truncate(row["output"], chars)}
+
+
+def _prompt_rows(tuned: Any, base: Any, limit: int | None, prompt_chars: int, answer_chars: int) -> list[Any]:
+    """Each prompt with the fine-tuned and (when scored) the base model's answer side by side."""
+    rows = []
+    base_rows = base.rows if base is not None else [None] * len(tuned.rows)
+    for t, b in list(zip(tuned.rows, base_rows, strict=True))[:limit]:
+        row: dict[str, Any] = {"prompt": contract.truncate(t["prompt"], prompt_chars)}
+        if "expected" in t:
+            row["expected"] = t["expected"]
+        row["tuned"] = _answer(t, answer_chars)
+        if b is not None:
+            row["base"] = _answer(b, answer_chars)
+        rows.append(row)
+    return rows
+
+
+def _evaluate(
+    model: Any, tokenizer: Any, val_ex: list[Any], cfg: TrainConfig, device: Any, base_model: BaseModel | None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Score the fine-tuned model (gated) and the base model (for comparison only) on the same inputs.
+
+    The base gets the validation loss and the prompts; the bias probe, which costs more than both
+    together, runs on the fine-tuned model only, the one that is gated and served.
+
+    Returns the compact evaluation for the summary (termination message: answers truncated, a few
+    prompts) and the full report for EVALUATION_FILE (every prompt, full answers, bias samples).
+    """
+    ev = cfg.evaluation
+    t0 = time.perf_counter()
+    base: _Scores | None = None
+    if base_model is not None:  # first: the LoRA weights are merged in for the fine-tuned pass below
+        with base_model() as bm:
+            base = _score(bm, tokenizer, val_ex, cfg, device, bias_probe=False)
+    t1 = time.perf_counter()
+    with _merged(model, cfg):
+        tuned = _score(model, tokenizer, val_ex, cfg, device, bias_probe=ev.bias.enabled)
+    log.info("scored the base model in %.1fs, the fine-tuned one in %.1fs", t1 - t0, time.perf_counter() - t1)
+
+    failures: list[str] = []
+    loss = tuned.loss.loss
+    result: dict[str, Any] = {"evalLoss": _r(loss, 6), "perplexity": _r(tuned.loss.perplexity, 4)}
+    if base is not None:
+        result |= {"baseEvalLoss": _r(base.loss.loss, 6), "basePerplexity": _r(base.loss.perplexity, 4)}
+    if ev.max_eval_loss is not None:
+        if loss is None:
+            failures.append("maxEvalLoss is set but the validation split is empty")
+        elif loss > ev.max_eval_loss:
+            failures.append(f"eval loss {loss:.4f} > maxEvalLoss {ev.max_eval_loss}")
+    if ev.require_improvement:
+        base_loss = base.loss.loss if base is not None else None
+        if loss is None or base_loss is None:
+            failures.append("requireImprovement is set but the validation split is empty")
+        elif loss >= base_loss:
+            failures.append(f"eval loss {loss:.4f} is not below the base model's {base_loss:.4f}")
+    report_prompts: list[Any] = []
+    if tuned.prompts is not None:
+        pr = tuned.prompts
         result |= {
             "exactMatch": pr.exact_match,
             "promptsPassed": pr.passed,
             "promptsChecked": pr.checked,
             "promptsTotal": pr.total,
         }
+        base_pr = base.prompts if base is not None else None
+        if base_pr is not None:
+            result["basePromptsPassed"] = base_pr.passed
+        result["prompts"] = _prompt_rows(
+            pr,
+            base_pr,
+            contract.SUMMARY_PROMPTS,
+            contract.SUMMARY_PROMPT_CHARS,
+            contract.SUMMARY_ANSWER_CHARS,
+        )
+        report_prompts = _prompt_rows(pr, base_pr, None, 10**9, 10**9)
         if not pr.all_passed:
             missed = [r["prompt"][:60] for r in pr.rows if "expected" in r and not r["contains"]]
             failures.append(
                 f"{pr.checked - pr.passed}/{pr.checked} prompts lacked the expected answer: {missed[:3]}"
             )
-    report = None
-    if ev.bias.enabled:
-        b = ev.bias
-        br = bias.probe(
-            lambda ps: gen(ps, b.max_new_tokens),
-            groups=b.groups or None,
-            templates=b.templates or None,
-            thresholds=bias.BiasThresholds(b.max_sentiment_gap, b.max_refusal_gap, b.max_length_gap_ratio),
-        )
-        result["bias"] = br.to_summary()
-        report = br.to_report()
-        failures += [f"bias: {f}" for f in br.failures]
+    if tuned.bias is not None:
+        result["bias"] = tuned.bias.to_summary()
+        failures += [f"bias: {f}" for f in tuned.bias.failures]
     result["passed"] = not failures
     result["failures"] = failures
+    report = {
+        **result,
+        "prompts": report_prompts,
+        "bias": tuned.bias.to_report() if tuned.bias is not None else None,
+    }
     return result, report
