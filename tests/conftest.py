@@ -1,8 +1,9 @@
-"""Shared fixtures. Cluster fixtures start the real local control plane once per session.
+"""Shared fixtures. Cluster fixtures start the real local cluster once per session: the control plane,
+kwok's simulated GPU nodes and the machine's real node (kubelet + containerd).
 
 Fixture contract (other test modules rely on these names):
-- `cluster`   (session): a running `maestro.devcluster.DevCluster`
-  (.kubeconfig, .state_dir, .bin_dir, .server)
+- `cluster`   (session): a running `maestro.devcluster.DevCluster` with its real node
+  (.kubeconfig, .state_dir, .bin_dir, .server, .restart(component))
 - `kubectl`   (session): `kubectl(*args, input=None, check=True, namespace=None)` -> CompletedProcess (text)
 - `namespace` (function): a fresh namespace (default ServiceAccount present), deleted after the test
 """
@@ -27,7 +28,9 @@ Kubectl = Callable[..., subprocess.CompletedProcess[str]]
 
 
 def _toolchain_problem() -> str | None:
-    """Why the control plane cannot be had here, or None. Only used outside CI."""
+    """Why the cluster cannot be had here, or None. Only used outside CI."""
+    if os.geteuid() != 0:
+        return "the real node needs root (containerd, kubelet and kube-proxy manage cgroups and iptables)"
     if os.environ.get("MAESTRO_KUBE_BIN"):
         return None
     if shutil.which("go") is None:
@@ -49,7 +52,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
         pytest.skip(problem)
     state = Path(os.environ.get("MAESTRO_TEST_CLUSTER_DIR") or tmp_path_factory.mktemp("cluster"))
     c = DevCluster(state)
-    c.up(timeout=120)
+    c.up(timeout=240)
     os.environ["KUBECONFIG"] = str(c.kubeconfig)
     try:
         yield c

@@ -111,6 +111,27 @@ def test_images_are_configurable() -> None:
     assert env["MAESTRO_STORAGE_CLASS"] == "fast-ssd"
 
 
+def test_workload_placement_values_reach_the_operators_settings() -> None:
+    from maestro.builders.settings import Settings
+
+    gpu_pool = {"pool": "h100"}
+    tolerations = [{"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoSchedule"}]
+    docs = render(
+        {
+            "workloads": {
+                "jobs": {"nodeSelector": gpu_pool, "tolerations": tolerations},
+                "serving": {"nodeSelector": {"pool": "cpu"}},
+            }
+        }
+    )
+    c = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]
+    settings = Settings.from_env({e["name"]: e["value"] for e in c["env"] if "value" in e})
+    assert settings.jobs.node_selector == gpu_pool and list(settings.jobs.tolerations) == tolerations
+    assert settings.serving.node_selector == {"pool": "cpu"} and settings.serving.tolerations == ()
+    defaults = by_kind(render({}), "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]
+    assert not [e for e in defaults["env"] if "NODE_SELECTOR" in e["name"] or "TOLERATIONS" in e["name"]]
+
+
 def test_cluster_role_is_exactly_what_the_operator_declares() -> None:
     from maestro.k8s.rbac import RULES
 

