@@ -25,7 +25,7 @@ install_missing() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${want[@]}" >&2
 }
 
-alive() { "$DOCKER" version --format '{{.Server.Version}}' >/dev/null 2>&1; }
+alive() { docker version --format '{{.Server.Version}}' >/dev/null 2>&1; }
 
 start_dockerd() {
   [[ $(id -u) == 0 ]] || die "dockerd is not running at $DOCKER_HOST and starting it needs root: rerun as root or set MAESTRO_DOCKER_HOST"

@@ -14,11 +14,16 @@ docker_log=$cache/dockerd.log
 export DOCKER_HOST=${MAESTRO_DOCKER_HOST:-unix://$docker_sock}
 # A newer CLI elsewhere on PATH (e.g. /usr/local/bin/docker 28) needs the buildx plugin for BuildKit;
 # Debian's 20.10 client talks to the daemon's built-in BuildKit directly.
-if [[ -z ${DOCKER:-} ]]; then
-  if [[ -x /usr/bin/docker ]]; then DOCKER=/usr/bin/docker; else DOCKER=docker; fi
-fi
 export DOCKER_BUILDKIT=1
 
 log() { echo "[images] $*" >&2; }
 die() { echo "[images] error: $*" >&2; exit 1; }
-docker() { "$DOCKER" "$@"; }
+# Resolved at each call: engine.sh may install docker.io after this file was sourced. `type -P` finds
+# only files, never this function (a bare `docker` here would call itself until bash overflows).
+docker_client() {
+  if [[ -n ${DOCKER:-} ]]; then echo "$DOCKER"
+  elif [[ -x /usr/bin/docker ]]; then echo /usr/bin/docker
+  else type -P docker || echo /nonexistent/docker
+  fi
+}
+docker() { "$(docker_client)" "$@"; }

@@ -110,6 +110,7 @@ def test_a_workers_termination_message_reaches_the_dataset(maestro: Any) -> None
     ds["spec"]["source"]["sha256"] = wrong
     ns = "maestro-quickstart"  # the quickstart-inputs claim lives there
     maestro.kubectl("create", "namespace", ns, check=False)
+    maestro.kubectl("apply", "-n", ns, "-f", str(maestro_quickstart() / "inputs.yaml"))
     apply(maestro, ns, ds)
     try:
 
