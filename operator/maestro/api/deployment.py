@@ -125,9 +125,14 @@ class Adapter(SpecModel):
     )
     training_job_ref: LocalObjectReference | None = Field(
         None,
-        description="LLMTrainingJob (method lora/qlora) whose adapter to load. Mutually exclusive with uri.",
+        description="LLMTrainingJob (method lora/qlora) whose adapter to load; vLLM's --max-lora-rank is "
+        "set from its hyperparameters.lora.r. Mutually exclusive with uri.",
     )
-    uri: ModelURI | None = Field(None, description="Adapter location (hf://, pvc://, s3://, file://).")
+    uri: ModelURI | None = Field(
+        None,
+        description="Adapter location (hf://, pvc://, s3://, file://). Its rank is not known: above 16, pass "
+        "--max-lora-rank in runtime.extraArgs.",
+    )
 
     model_config = ConfigDict(
         json_schema_extra=validations(

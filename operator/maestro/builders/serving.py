@@ -8,6 +8,7 @@ never fights an autoscaler over the child Deployment.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,6 +62,9 @@ class ResolvedModel:
     #: LoRA adapters to load: served name -> uri.
     adapters: dict[str, str] = field(default_factory=dict)
     revision: str | None = None
+    #: LoRA rank (hyperparameters.lora.r) of the adapters whose rank is known: served name -> r.
+    #: Adapters given by uri have no known rank; vLLM's default limit (16) applies to them.
+    adapter_ranks: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -122,6 +126,22 @@ class _Mounts:
         return uri  # s3://: vLLM streams it (runai streamer)
 
 
+#: The values vLLM accepts for --max-lora-rank (vllm.config.lora.MaxLoRARanks, without 1).
+VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
+
+
+def max_lora_rank(ranks: Iterable[int]) -> int | None:
+    """--max-lora-rank for adapters of these ranks: the largest rounded up to a value vLLM accepts.
+
+    None when no rank is known (vLLM then allows 16). A rank above 512 is returned unrounded: no
+    accepted value fits it, and vLLM's own error at start names the limit.
+    """
+    top = max(ranks, default=None)
+    if top is None:
+        return None
+    return next((allowed for allowed in VLLM_LORA_RANKS if allowed >= top), top)
+
+
 def vllm_args(spec: LLMDeploymentSpec, model: ResolvedModel, mounts: _Mounts) -> list[str]:
     rt = spec.runtime
     args = [
@@ -154,7 +174,15 @@ def vllm_args(spec: LLMDeploymentSpec, model: ResolvedModel, mounts: _Mounts) ->
         args += [f"{name}={mounts.local_path(uri)}" for name, uri in sorted(model.adapters.items())]
         if rt.max_loras:
             args += ["--max-loras", str(rt.max_loras)]
+        rank = max_lora_rank(model.adapter_ranks.values())
+        if rank is not None and not _has_flag(rt.extra_args, "--max-lora-rank"):
+            args += ["--max-lora-rank", str(rank)]
     return [*args, *rt.extra_args]
+
+
+def _has_flag(args: Iterable[str], flag: str) -> bool:
+    """True when the user passed the flag in runtime.extraArgs (`--flag v` or `--flag=v`): theirs wins."""
+    return any(a == flag or a.startswith(f"{flag}=") for a in args)
 
 
 def build_config_map(owner: Obj, doc: Obj) -> Obj:

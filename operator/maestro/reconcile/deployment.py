@@ -12,7 +12,7 @@ from typing import Any
 from maestro.api.conditions import ConditionType, Reason
 from maestro.api.deployment import DeploymentPhase, LLMDeploymentSpec
 from maestro.api.policy import LLMPolicySpec
-from maestro.api.training import TrainingPhase
+from maestro.api.training import LoRA, TrainingPhase
 from maestro.builders import guard_config, serving
 from maestro.builders.meta import ANNOTATION_CONFIG_DIGEST, digest
 from maestro.builders.pods import split_pvc_uri
@@ -68,6 +68,14 @@ def _training_model(ctx: Context, ns: str, name: str, need_eval: bool) -> tuple[
     return tj, None
 
 
+def lora_rank(tj: Obj) -> int:
+    """The LoRA rank an adapter from this training job has: spec.hyperparameters.lora.r (its default
+    when unset), so vLLM can be told --max-lora-rank."""
+    hp = (tj.get("spec") or {}).get("hyperparameters") or {}
+    r = (hp.get("lora") or {}).get("r")
+    return r if isinstance(r, int) and r > 0 else LoRA().r
+
+
 def resolve_model(
     ctx: Context, obj: Obj, spec: LLMDeploymentSpec, need_eval: bool
 ) -> tuple[serving.ResolvedModel | None, Obj, Blocked | None]:
@@ -75,6 +83,7 @@ def resolve_model(
     ns = obj["metadata"]["namespace"]
     served = spec.model.served_model_name or obj["metadata"]["name"]
     adapters: dict[str, str] = {}
+    ranks: dict[str, int] = {}
     lineage: Obj = {}
     for adapter in spec.adapters:
         if adapter.training_job_ref is not None:
@@ -83,6 +92,7 @@ def resolve_model(
                 return None, lineage, Blocked(blocked.reason, f"adapter {adapter.name}: {blocked.message}")
             assert tj is not None
             adapters[adapter.name] = tj["status"]["model"]["uri"]
+            ranks[adapter.name] = lora_rank(tj)
         elif adapter.uri:
             adapters[adapter.name] = adapter.uri
     if spec.model.training_job_ref is not None:
@@ -102,6 +112,7 @@ def resolve_model(
         if model.get("format") == "adapter":
             base = (tj.get("spec") or {}).get("baseModel") or {}
             adapters[served] = model["uri"]
+            ranks[served] = lora_rank(tj)
             return (
                 serving.ResolvedModel(
                     uri=base.get("uri", ""),
@@ -109,13 +120,18 @@ def resolve_model(
                     digest=model.get("digest"),
                     adapters=adapters,
                     revision=base.get("revision"),
+                    adapter_ranks=ranks,
                 ),
                 lineage,
                 None,
             )
         return (
             serving.ResolvedModel(
-                uri=model["uri"], served_name=served, digest=model.get("digest"), adapters=adapters
+                uri=model["uri"],
+                served_name=served,
+                digest=model.get("digest"),
+                adapters=adapters,
+                adapter_ranks=ranks,
             ),
             lineage,
             None,
@@ -124,7 +140,11 @@ def resolve_model(
     lineage = {"baseModel": spec.model.uri}
     return (
         serving.ResolvedModel(
-            uri=spec.model.uri, served_name=served, adapters=adapters, revision=spec.model.revision
+            uri=spec.model.uri,
+            served_name=served,
+            adapters=adapters,
+            revision=spec.model.revision,
+            adapter_ranks=ranks,
         ),
         lineage,
         None,

@@ -223,3 +223,37 @@ def test_adapter_model_serves_base_plus_lora(deployment_obj: dict[str, Any]) -> 
     args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[0] == "org/base"
     assert args[args.index("--lora-modules") + 1] == "bot=/mnt/maestro/models/out/model"
+    assert "--max-lora-rank" not in args  # rank unknown (uri adapter): vLLM's default applies
+
+
+@pytest.mark.parametrize(
+    ("ranks", "flag"), [([4], "8"), ([16], "16"), ([20, 8], "32"), ([300], "320"), ([512], "512")]
+)
+def test_max_lora_rank_covers_the_largest_adapter(
+    deployment_obj: dict[str, Any], ranks: list[int], flag: str
+) -> None:
+    spec = LLMDeploymentSpec.model_validate(deployment_obj["spec"])
+    names = [f"a{i}" for i in range(len(ranks))]
+    model = serving.ResolvedModel(
+        uri="hf://org/base",
+        served_name="bot-base",
+        adapters={n: f"pvc://out/{n}" for n in names},
+        adapter_ranks=dict(zip(names, ranks, strict=True)),
+    )
+    dep = serving.build_deployment(
+        deployment_obj, spec, model, guard_config.render(None, None, "bot"), Settings()
+    )
+    args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--max-lora-rank") + 1] == flag
+    assert serving.max_lora_rank([]) is None
+    assert serving.max_lora_rank([1024]) == 1024  # nothing fits: vLLM's own error names the limit
+
+
+def test_max_lora_rank_in_extra_args_wins(deployment_obj: dict[str, Any]) -> None:
+    raw = {**deployment_obj["spec"], "runtime": {"extraArgs": ["--max-lora-rank=64"]}}
+    spec = LLMDeploymentSpec.model_validate(raw)
+    model = serving.ResolvedModel(
+        uri="hf://org/base", served_name="b", adapters={"x": "pvc://o/m"}, adapter_ranks={"x": 20}
+    )
+    args = serving.vllm_args(spec, model, serving._Mounts())
+    assert args.count("--max-lora-rank=64") == 1 and "--max-lora-rank" not in args
