@@ -146,9 +146,9 @@ class DatasetPII(SpecModel):
 
     action: PIIAction = Field(
         PIIAction.REDACT,
-        description="redact: replace each finding with [ENTITY]; drop: skip the record; reject: fail "
-        "validation "
-        "(reason PIIRejected); allow: keep as is (findings are still counted).",
+        description="redact: replace each finding with its entity kind in angle brackets (`<EMAIL>`, "
+        "`<PHONE>`); drop: skip the record; reject: fail validation (reason PIIRejected); allow: keep "
+        "as is (findings are still counted).",
     )
     entities: Annotated[list[PIIEntity], AfterValidator(unique_list("processing.pii.entities"))] = Field(
         default_factory=default_pii_entities,

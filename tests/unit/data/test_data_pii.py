@@ -7,11 +7,19 @@ import random
 
 import pytest
 
+from maestro.api.dataset import DatasetPII
 from maestro.workers.data import pii, synth
 
 pytestmark = pytest.mark.unit
 
 SCANNER = pii.PIIScanner(pii.REGEX_ENTITIES)
+
+
+def test_the_api_description_shows_what_redaction_writes() -> None:
+    described = DatasetPII.model_fields["action"].description or ""
+    redacted, _ = SCANNER.redact("write to jo@example.com")
+    assert redacted == f"write to {pii.placeholder('EMAIL')}"
+    assert pii.placeholder("EMAIL") in described and "[ENTITY]" not in described
 
 
 @pytest.mark.parametrize("entity", sorted(pii.REGEX_ENTITIES))
