@@ -334,7 +334,9 @@ class RecordCounts(StatusModel):
     duplicates: int | None = Field(None, description="Records dropped as exact or near duplicates.")
     pii_redacted: int | None = Field(None, description="Records in which PII was redacted.")
     pii_dropped: int | None = Field(
-        None, alias="piiDropped", description="Records dropped because they held PII."
+        None,
+        alias="piiDropped",
+        description="Records dropped because they held PII (pii.action drop); also counted in filtered.",
     )
     filtered: int | None = Field(None, description="Records dropped by filters.")
     invalid: int | None = Field(None, description="Records that did not match the schema.")
@@ -360,7 +362,11 @@ class DatasetStats(StatusModel):
     pii_by_entity: dict[str, int] = Field(
         default_factory=dict, alias="piiByEntity", description="PII findings per entity kind."
     )
-    estimated_tokens: int | None = Field(None, description="Approximate token count of the kept records.")
+    estimated_tokens: int | None = Field(
+        None,
+        description="Approximate token count of the kept records: their characters divided by 4 (no "
+        "tokenizer is run; real counts vary by model and language).",
+    )
 
 
 class GateResult(StatusModel):

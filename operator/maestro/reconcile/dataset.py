@@ -68,6 +68,7 @@ def summary_status(summary: contract.Summary) -> Obj:
                 "kept": rec.get("kept"),
                 "duplicates": int(rec.get("duplicates") or 0) + int(rec.get("nearDuplicates") or 0),
                 "piiRedacted": rec.get("piiRedacted"),
+                "piiDropped": rec.get("piiDropped"),
                 "filtered": rec.get("filtered"),
                 "invalid": rec.get("invalid"),
                 "train": rec.get("train"),
@@ -82,6 +83,7 @@ def summary_status(summary: contract.Summary) -> Obj:
                 "lengthChars": {k: v for k, v in length.items() if k in ("min", "max", "mean", "p50", "p95")}
                 or None,
                 "piiByEntity": rec.get("piiByType") or {},
+                "estimatedTokens": stats.get("estimatedTokens"),
             }.items()
             if v is not None
         },

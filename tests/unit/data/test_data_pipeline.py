@@ -16,6 +16,8 @@ import data_helpers
 import pytest
 from data_helpers import Run, chat, write_jsonl
 
+from maestro.api.dataset import LLMDatasetStatus
+from maestro.reconcile.dataset import summary_status
 from maestro.workers.data import contract, synth
 
 pytestmark = pytest.mark.unit
@@ -184,6 +186,12 @@ def test_pii_actions(tmp_path: Path, run_validate: RunFn, action: str) -> None:
         assert run.code == 0 and r["piiRedacted"] == 1 and r["kept"] == 30 and "<US_SSN>" in out
     elif action == "drop":
         assert run.code == 0 and r["piiDropped"] == 1 and r["kept"] == 29 and r["filtered"] == 1
+        # ... and the operator copies it, with the token estimate, into LLMDataset.status
+        st = LLMDatasetStatus.model_validate(summary_status(run.summary))
+        assert st.records is not None and st.records.pii_dropped == 1
+        kept = [rec for i, rec in enumerate(recs) if i != 3]
+        chars = sum(len("\n".join(m["content"] for m in rec["messages"])) for rec in kept)
+        assert st.stats is not None and st.stats.estimated_tokens == chars // 4  # documented: chars / 4
     elif action == "reject":
         assert run.code == contract.EXIT_GATES_FAILED and not run.gate("piiReject")["passed"]
         assert "123-45-6780" not in out  # a rejected dataset still never stores the PII

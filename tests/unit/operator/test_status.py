@@ -123,13 +123,18 @@ def test_dataset_summary_maps_to_status() -> None:
             "duplicates": 1,
             "nearDuplicates": 1,
             "piiRedacted": 2,
+            "piiDropped": 1,
             "piiByType": {"EMAIL": 2},
             "filtered": 0,
             "invalid": 0,
             "train": 7,
             "validation": 1,
         },
-        "stats": {"languages": {"en": 0.75, "de": 0.25}, "lengthChars": {"p50": 10, "p95": 20, "max": 30}},
+        "stats": {
+            "languages": {"en": 0.75, "de": 0.25},
+            "lengthChars": {"p50": 10, "p95": 20, "max": 30},
+            "estimatedTokens": 60,
+        },
         "gates": [{"name": "minRecords", "passed": True, "value": 8, "threshold": 5}],
         "artifact": {"uri": "pvc://c/sha256-x", "reportUri": "pvc://c/sha256-x/report.json"},
     }
@@ -137,6 +142,7 @@ def test_dataset_summary_maps_to_status() -> None:
     assert st["version"] == "sha256:" + "a" * 64
     assert st["records"]["duplicates"] == 2 and st["stats"]["languages"] == {"en": 6, "de": 2}
     assert st["stats"]["piiByEntity"] == {"EMAIL": 2}
+    assert st["records"]["piiDropped"] == 1 and st["stats"]["estimatedTokens"] == 60
     assert st["gates"] == [{"name": "minRecords", "passed": True, "value": "8", "threshold": "5"}]
 
 
