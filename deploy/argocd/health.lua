@@ -34,6 +34,17 @@ local phase = obj.status.phase or ""
 local ready = condition("Ready")
 local degraded = condition("Degraded")
 
+-- Ready reasons no retry clears: nothing changes until a spec does (this object's or one it references,
+-- e.g. DatasetFailed on a job waiting for a dataset that failed its gates). Kept equal to
+-- maestro.api.conditions.PERMANENT by a test.
+local permanent = {
+  BackoffLimitExceeded = true, BiasGateFailed = true, ChecksumMismatch = true,
+  ConflictingPolicies = true, DatasetFailed = true, DeadlineExceeded = true, EvaluationFailed = true,
+  GateFailed = true, ImagePullFailed = true, InvalidPattern = true, InvalidSpec = true, OOMKilled = true,
+  PIIRejected = true, PolicyDenied = true, SchemaMismatch = true, TrainingFailed = true,
+  TrainingJobFailed = true, ValidationFailed = true,
+}
+
 -- A terminal failure wins over everything else.
 if phase == "Failed" or phase == "Invalid" then
   hs.status = "Degraded"
@@ -45,6 +56,11 @@ if degraded ~= nil and degraded.status == "True" then
   hs.message = msg(degraded, "Degraded")
   return hs
 end
+if ready ~= nil and ready.status == "False" and ready.reason ~= nil and permanent[ready.reason] then
+  hs.status = "Degraded"
+  hs.message = msg(ready, ready.reason)
+  return hs
+end
 
 if obj.kind == "LLMTrainingJob" then
   if phase == "Succeeded" then
@@ -54,7 +70,8 @@ if obj.kind == "LLMTrainingJob" then
   end
   if phase == "Queued" then
     hs.status = "Suspended"
-    hs.message = msg(condition("Queued"), "Waiting for quota in the queue")
+    -- the operator reports the Kueue wait on Ready (reason Queued); there is no Queued condition
+    hs.message = msg(ready, "Waiting for quota in the queue")
     return hs
   end
 end

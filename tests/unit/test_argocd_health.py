@@ -8,6 +8,8 @@ from typing import Any
 import pytest
 import yaml
 
+from maestro.api.conditions import PERMANENT, Reason
+
 pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = (ROOT / "deploy/argocd/health.lua").read_text()
@@ -99,12 +101,32 @@ def test_degraded_message_names_reason() -> None:
 def test_training_phases() -> None:
     assert health(obj("LLMTrainingJob", "Succeeded", [cond("Ready", "True")]))[0] == "Healthy"
     assert health(obj("LLMTrainingJob", "Succeeded", []))[0] == "Healthy"
-    assert (
-        health(obj("LLMTrainingJob", "Queued", [cond("Queued", "True", "Suspended", "waiting")]))[0]
-        == "Suspended"
+    # what reconcile.training writes while Kueue holds the Job: Ready=False/Queued (no Queued condition)
+    queued = [cond("Ready", "False", "Queued", "Job x waits in Kueue queue q"), cond("Degraded", "False")]
+    assert health(obj("LLMTrainingJob", "Queued", queued)) == (
+        "Suspended",
+        "Queued: Job x waits in Kueue queue q",
     )
     assert health(obj("LLMTrainingJob", "Running", [cond("Ready", "False", "Training")]))[0] == "Progressing"
     assert health(obj("LLMPolicy", "Invalid", [cond("Ready", "False", "InvalidPattern")]))[0] == "Degraded"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("reason", sorted(Reason))
+def test_a_permanent_ready_reason_is_degraded_even_without_a_degraded_condition(
+    kind: str, reason: str
+) -> None:
+    """The script's table of permanent reasons is maestro.api.conditions.PERMANENT, no more, no less."""
+    s, m = health(obj(kind, "Waiting", [cond("Ready", "False", reason, "why"), cond("Degraded", "False")]))
+    assert s == ("Degraded" if reason in PERMANENT else "Progressing")
+    assert m == f"{reason}: why"
+
+
+def test_a_job_waiting_for_a_failed_dataset_is_degraded_not_progressing() -> None:
+    ds_failed = cond("Ready", "False", "DatasetFailed", "LLMDataset 'd' failed (GateFailed): ...")
+    assert health(obj("LLMTrainingJob", "Waiting", [ds_failed]))[0] == "Degraded"
+    waiting = cond("Ready", "False", "DatasetNotReady", "LLMDataset 'd' is not Ready: phase Validating")
+    assert health(obj("LLMTrainingJob", "Waiting", [waiting]))[0] == "Progressing"
 
 
 def test_configmap_patch_embeds_the_script_for_every_kind() -> None:

@@ -122,6 +122,8 @@ class Reason(StrEnum):
     # LLMTrainingJob
     DATASET_NOT_FOUND = "DatasetNotFound"
     DATASET_NOT_READY = "DatasetNotReady"
+    #: the referenced LLMDataset failed for a permanent reason: it stays failed until its spec changes
+    DATASET_FAILED = "DatasetFailed"
     DATASET_VERSION_MISMATCH = "DatasetVersionMismatch"
     QUEUED = "Queued"
     WAITING_FOR_RESOURCES = "WaitingForResources"
@@ -196,6 +198,7 @@ PERMANENT: frozenset[Reason] = frozenset(
         Reason.BIAS_GATE_FAILED,
         Reason.OOM_KILLED,
         Reason.TRAINING_JOB_FAILED,
+        Reason.DATASET_FAILED,
         Reason.IMAGE_PULL_FAILED,
         Reason.INVALID_PATTERN,
         Reason.CONFLICTING_POLICIES,

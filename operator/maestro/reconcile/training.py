@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from maestro.api.conditions import ConditionType, Reason
+from maestro.api.conditions import ConditionType, Reason, is_permanent
 from maestro.api.dataset import DatasetPhase
 from maestro.api.training import LLMTrainingJobSpec, TrainingPhase
 from maestro.builders import training as build
@@ -118,7 +118,17 @@ async def reconcile(ctx: Context, obj: Obj) -> Result:
                 ctx,
                 obj,
                 {**kept, "phase": TrainingPhase.WAITING},
-                [*standard(False, ds_cond.reason, ds_cond.message, progressing=False), ds_cond, admitted],
+                [
+                    *standard(
+                        False,
+                        ds_cond.reason,
+                        ds_cond.message,
+                        progressing=False,
+                        degraded=is_permanent(ds_cond.reason),
+                    ),
+                    ds_cond,
+                    admitted,
+                ],
             )
             return Result(phase=TrainingPhase.WAITING)
         if violations:
@@ -263,6 +273,19 @@ def _dataset_condition(ds: Obj | None, name: str, pin: str | None) -> tuple[Cond
     )
     if not ready:
         why = st.get("message") or f"phase {st.get('phase') or 'Pending'}"
+        ds_ready: Obj = next(
+            (c for c in st.get("conditions") or [] if c.get("type") == ConditionType.READY), {}
+        )
+        current = st.get("observedGeneration") == (ds.get("metadata") or {}).get("generation")
+        if current and is_permanent(str(ds_ready.get("reason") or "")):
+            # no retry clears this (GateFailed, SchemaMismatch, ...): say so instead of waiting for ever
+            return cond(
+                DATASET_READY,
+                False,
+                Reason.DATASET_FAILED,
+                f"LLMDataset {name!r} failed ({ds_ready.get('reason')}): {why}; fix the dataset (the job "
+                "starts once it is Ready)",
+            ), None
         return cond(
             DATASET_READY, False, Reason.DATASET_NOT_READY, f"LLMDataset {name!r} is not Ready: {why}"
         ), None

@@ -1,0 +1,76 @@
+"""reconcile.training before its Job exists: how a dataset that is not Ready shows on the job."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from maestro.reconcile import training
+from maestro.reconcile.context import Context
+from maestro.reconcile.store import Store
+
+pytestmark = pytest.mark.unit
+
+
+class NoJobKube:
+    """The API as the job sees it before it starts: no Job; status patches are recorded."""
+
+    def __init__(self) -> None:
+        self.patches: list[dict[str, Any]] = []
+
+    async def get(self, *_: Any) -> None:
+        return None
+
+    async def patch_status(self, api: str, kind: str, name: str, ns: str, patch: dict[str, Any]) -> Any:
+        self.patches.append(patch)
+        return {"apiVersion": api, "kind": kind, "metadata": {"name": name, "namespace": ns}, "status": patch}
+
+
+def failed_dataset(reason: str, generation: int = 2, observed: int = 2) -> dict[str, Any]:
+    return {
+        "kind": "LLMDataset",
+        "metadata": {"name": "support-chats", "namespace": "team-a", "generation": generation},
+        "status": {
+            "phase": "Failed",
+            "observedGeneration": observed,
+            "message": "maxPIIRatio 0.2 > 0.1",
+            "conditions": [{"type": "Ready", "status": "False", "reason": reason, "message": "m"}],
+        },
+    }
+
+
+async def conditions_after(training_obj: dict[str, Any], ds: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    store = Store()
+    store.put(ds)
+    kube = NoJobKube()
+    ctx = Context(kube=kube, settings=None, store=store, on_transition=_ignore)  # type: ignore[arg-type]
+    result = await training.reconcile(ctx, training_obj)
+    assert result.phase == "Waiting"
+    return {c["type"]: c for c in kube.patches[-1]["conditions"]}
+
+
+async def _ignore(*_: Any) -> None:
+    return None
+
+
+async def test_a_permanently_failed_dataset_degrades_the_job(training_obj: dict[str, Any]) -> None:
+    conds = await conditions_after(training_obj, failed_dataset("GateFailed"))
+    assert conds["DatasetReady"]["reason"] == "DatasetFailed"
+    assert "GateFailed" in conds["DatasetReady"]["message"]
+    assert conds["Ready"]["reason"] == "DatasetFailed" and conds["Ready"]["status"] == "False"
+    assert conds["Degraded"]["status"] == "True" and conds["Progressing"]["status"] == "False"
+
+
+@pytest.mark.parametrize(
+    "ds",
+    [
+        failed_dataset("SourceUnavailable"),  # retried by the dataset controller
+        failed_dataset("GateFailed", generation=3, observed=2),  # edited; not yet re-validated
+    ],
+)
+async def test_a_dataset_that_may_still_become_ready_keeps_the_job_waiting(
+    training_obj: dict[str, Any], ds: dict[str, Any]
+) -> None:
+    conds = await conditions_after(training_obj, ds)
+    assert conds["Ready"]["reason"] == "DatasetNotReady" and conds["Degraded"]["status"] == "False"
