@@ -13,7 +13,8 @@ missing=()
 for tool in "${!need[@]}"; do
   if [[ $tool == busybox ]]; then
     # the dynamic busybox cannot run in an image without libc: it must be the static build
-    [[ -x /bin/busybox ]] && ldd /bin/busybox 2>&1 | grep -q "not a dynamic" && continue
+    # (ldd exits 1 on a static binary: read its words, not its status, under pipefail)
+    [[ -x /bin/busybox && $(ldd /bin/busybox 2>&1 || true) == *"not a dynamic"* ]] && continue
   elif command -v "$tool" >/dev/null 2>&1; then
     continue
   fi

@@ -59,8 +59,10 @@ if ((${#todo[@]})); then
   log "importing ${todo[*]} into $address (k8s.io)"
   opts=()
   # containerd 2.x: drop the layer tarballs once unpacked (a running container needs only the snapshots),
-  # which halves the disk an imported image takes
-  "$ctr_bin" images import --help 2>&1 | grep -q -- --discard-unpacked-layers && opts+=(--discard-unpacked-layers)
+  # which halves the disk an imported image takes; ctr 2.3 allows that only on the client-side (--local)
+  # import path, not through the transfer service
+  "$ctr_bin" images import --help 2>&1 | grep -q -- --discard-unpacked-layers \
+    && opts+=(--local --discard-unpacked-layers)
   # pipefail: a failed save fails the import too
   docker save "${todo[@]}" | ctr images import "${opts[@]}" - >&2 \
     || die "importing into $address failed: is it a containerd that $ctr_bin can talk to (version 1.6+)?"

@@ -68,7 +68,11 @@ def test_dataset_version_is_the_digest_of_the_written_splits(dev: tuple[Any, dic
     planted = ds["stats"]["piiByEntity"]
     assert {"EMAIL", "PHONE", "CREDIT_CARD", "IBAN", "US_SSN"} <= set(planted)
     text = (out / "train.jsonl").read_text() + (out / "validation.jsonl").read_text()
-    assert "[EMAIL]" in text or "<EMAIL>" in text or "EMAIL" in text
+    # the planted values themselves are gone from what training reads, not just tagged somewhere
+    for raw in ("jane.doe@example.com", "sam.lee@example.org", "4111 1111 1111 1111", "078-05-1120",
+                "DE89 3704 0044 0532 0130 00", "+1 415 555 0132"):  # fmt: skip
+        assert raw not in text, raw
+    assert "EMAIL" in text
 
 
 def test_training_loss_fell_and_model_digest_matches_files(dev: tuple[Any, dict[str, Any]]) -> None:
@@ -128,6 +132,8 @@ def test_deployment_serves_the_fine_tuned_adapter_through_the_guard(dev: tuple[A
     chat = s["chat"]
     assert chat["status"] == 200 and chat["body"]["model"] == "support-bot"
     assert chat["body"]["usage"]["completion_tokens"] > 0
+    answer = chat["body"]["choices"][0]["message"]["content"]
+    assert SIGN_OFF in answer and "Aurelo" in answer.replace(SIGN_OFF, ""), answer  # words, in the persona
     assert chat["headers"].get("x-request-id")
 
 

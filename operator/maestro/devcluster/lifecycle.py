@@ -471,7 +471,7 @@ class DevEnv:
 
 
 #: The question the summary asks the served model (and the trainer's evaluation asks base and tuned).
-QUESTION = "My router shows a red light, what should I do?"
+QUESTION = "My Aurelo Bell keeps dropping off the wifi. What can I do?"
 
 
 def _post(url: str, body: dict[str, Any], key: str = API_KEY) -> dict[str, Any]:

