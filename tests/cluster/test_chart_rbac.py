@@ -37,6 +37,8 @@ DENIED = [
     ("create", "serviceaccounts/token", "team-a"),
     ("delete", "llmdatasets.llmops.dev", "team-a"),
     ("impersonate", "users", None),
+    ("create", "mutatingwebhookconfigurations.admissionregistration.k8s.io", None),
+    ("patch", "mutatingwebhookconfigurations.admissionregistration.k8s.io", None),
 ]
 
 

@@ -7,12 +7,14 @@ blocks the API, and a policy created later still takes effect (condition PolicyA
 
 from __future__ import annotations
 
+import asyncio
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import kopf
+from kopf._core.engines import admission as kopf_admission
 from pydantic import ValidationError
 
 from maestro.api import GROUP, VERSION, LLMDatasetSpec, LLMDeploymentSpec, LLMPolicySpec, LLMTrainingJobSpec
@@ -22,6 +24,22 @@ from maestro.controllers.config import OperatorConfig
 from maestro.reconcile import admission
 
 MANAGED_NAME = "validate.llmops.dev"
+
+
+async def _no_mutating_configuration(**_: Any) -> None:
+    """Stand-in for Kopf's mutating-configuration manager: Maestro registers no mutating handler.
+
+    With admission.managed set, Kopf (pinned 1.45.2) runs one manager per webhook type and the mutating
+    one creates and patches an empty MutatingWebhookConfiguration, which would need create/patch on
+    mutatingwebhookconfigurations, a grant that lets its holder intercept any object written to the
+    cluster. The ClusterRole (maestro.k8s.rbac) does not grant it, so that manager idles like Kopf's own
+    unmanaged path. Replaced at import, before `kopf run` creates its root tasks; a unit test checks that
+    Kopf still calls it through this module attribute and that no mutating handler is registered.
+    """
+    await asyncio.Event().wait()
+
+
+kopf_admission.mutating_configuration_manager = _no_mutating_configuration
 
 SPECS: dict[str, type[Any]] = {
     "LLMDataset": LLMDatasetSpec,

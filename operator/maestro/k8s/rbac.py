@@ -4,8 +4,9 @@ and a cluster test runs the operator bound to exactly these rules.
 Minimum needed: the four kinds (+ status, for status writes; + scale is not needed, the autoscaler
 uses it), the children it creates, pods (read termination messages, progress-token pod check),
 events, TokenReviews (progress endpoint), CRD reads (optional KEDA/Prometheus-operator detection) and
-the ValidatingWebhookConfiguration it manages. No Secret access: Secrets are only referenced by
-name in pod specs.
+the ValidatingWebhookConfiguration it manages (no MutatingWebhookConfiguration: none is used, and
+write access to them would let the operator intercept any object). No Secret access: Secrets are
+only referenced by name in pod specs.
 """
 
 from __future__ import annotations
@@ -56,7 +57,9 @@ RULES: list[dict[str, Any]] = [
     },
     {
         "apiGroups": ["admissionregistration.k8s.io"],
-        "resources": ["validatingwebhookconfigurations", "mutatingwebhookconfigurations"],
+        # Kopf's managed mode creates and patches the one validating configuration; no mutating one
+        # (controllers.webhook keeps Kopf from managing a MutatingWebhookConfiguration)
+        "resources": ["validatingwebhookconfigurations"],
         "verbs": ["get", "list", "watch", "create", "update", "patch"],
     },
 ]

@@ -105,3 +105,36 @@ def test_rbac_covers_every_kind_the_client_writes() -> None:
         if kind in written:
             assert (rt.group, rt.plural) in granted, f"{kind} is written but not granted"
     assert not any("secrets" in rule["resources"] for rule in rbac.RULES)
+
+
+async def test_kopf_never_manages_a_mutating_webhook_configuration() -> None:
+    """The ClusterRole grants nothing on mutatingwebhookconfigurations; Kopf must not need it."""
+    import asyncio
+    import inspect
+
+    import kopf
+    from kopf._core.engines import admission as kopf_admission
+    from kopf._core.intents.causes import WebhookType
+    from kopf._core.intents.registries import OperatorRegistry
+    from kopf._core.reactor import running
+
+    assert not any(
+        "mutatingwebhookconfigurations" in rule["resources"] or "*" in rule["resources"]
+        for rule in rbac.RULES
+    )
+    # Kopf spawns its managers through the module attribute, which controllers.webhook replaced
+    assert running.admission is kopf_admission
+    assert "admission.mutating_configuration_manager(" in inspect.getsource(running.spawn_tasks)
+    assert kopf_admission.mutating_configuration_manager is webhook._no_mutating_configuration
+    registry: OperatorRegistry = kopf.get_default_registry()
+    handlers = registry._webhooks.get_all_handlers()
+    assert handlers and all(h.reason == WebhookType.VALIDATING for h in handlers)
+    # ... and the stand-in only idles (Kopf's unmanaged behaviour), whatever it is handed
+    task = asyncio.ensure_future(
+        kopf_admission.mutating_configuration_manager(
+            registry=registry, settings=None, insights=None, container=None
+        )
+    )
+    await asyncio.sleep(0.05)
+    assert not task.done()
+    task.cancel()
