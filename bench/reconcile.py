@@ -171,7 +171,7 @@ async def baseline(kube: Kube, n: int, ns: str, concurrency: int) -> float:
         doc = guard_config.render(None, None, model.served_name)
         children = [
             serving.build_config_map(owner, doc),
-            serving.build_deployment(owner, spec, model, doc, settings),
+            serving.build_deployment(owner, spec, model, settings),
             serving.build_service(owner),
             serving.build_network_policy(owner, spec),
         ]

@@ -233,3 +233,50 @@ def test_generated_pods_ran_restricted_on_a_read_only_root(dev: tuple[Any, dict[
             started = cs.get("ready") or (term and term["exitCode"] == 0)
             assert started, (component, cs["name"], cs.get("state"), cs.get("lastState"))
     assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+
+
+def test_a_policy_edit_reaches_the_running_guard_without_a_restart(dev: tuple[Any, dict[str, Any]]) -> None:
+    """Edit the LLMPolicy under steady traffic: the running guard enforces the new blocked term, the pod
+    (and the model in it) is never replaced or restarted, and no ordinary request fails meanwhile.
+    Prints the propagation delay (API write → first refusal through the guard)."""
+    import yaml
+
+    from maestro.devcluster.lifecycle import QUICKSTART
+
+    env, _ = dev
+    base = env.endpoint()
+    pod_before = env.get("pod", env.serving_pod())
+    dep_before = env.get("deployment", "support-bot")
+    restarts = {c["name"]: c["restartCount"] for c in pod_before["status"]["containerStatuses"]}
+    policy = next(
+        d for d in yaml.safe_load_all((QUICKSTART / "policy.yaml").read_text()) if d["kind"] == "LLMPolicy"
+    )
+    term = "aurelo-vault-code"
+    edited = json.loads(json.dumps(policy))
+    edited["spec"]["request"]["blockedTerms"] = [*policy["spec"]["request"]["blockedTerms"], term]
+    time.sleep(30)  # half the rate-limit bucket back after the previous test
+    failed: list[int] = []
+    assert _chat(base, f"what is the {term}?", max_tokens=1) == 200  # not blocked yet
+    try:
+        env.kubectl("apply", "-n", "maestro-quickstart", "-f", "-", input=yaml.safe_dump(edited))
+        t0 = time.monotonic()
+        delay = None
+        while time.monotonic() - t0 < 150:
+            code = _chat(base, "hi", max_tokens=1)  # steady traffic: every one of these must pass
+            if code != 200:
+                failed.append(code)
+            if _chat(base, f"what is the {term}?", max_tokens=1) in (400, 403):
+                delay = time.monotonic() - t0
+                break
+            time.sleep(1.5)
+        print(f"\npolicy propagation: {delay and round(delay, 1)} s; failed steady requests: {len(failed)}")
+        assert delay is not None, "the running guard never enforced the edited policy"
+        assert failed == [], failed
+        pod_after = env.get("pod", pod_before["metadata"]["name"])
+        assert pod_after["metadata"]["uid"] == pod_before["metadata"]["uid"]
+        assert {c["name"]: c["restartCount"] for c in pod_after["status"]["containerStatuses"]} == restarts
+        dep_after = env.get("deployment", "support-bot")
+        assert dep_after["metadata"]["generation"] == dep_before["metadata"]["generation"]
+        assert dep_after["status"]["readyReplicas"] == 1
+    finally:
+        env.kubectl("apply", "-n", "maestro-quickstart", "-f", "-", input=yaml.safe_dump(policy))

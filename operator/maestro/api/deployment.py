@@ -371,7 +371,12 @@ class LLMDeploymentStatus(ObservedStatus):
     model: ServedModel | None = Field(None, description="The model being served.")
     adapters: list[AdapterStatus] = Field(default_factory=list, description="Served adapters.")
     lineage: DeploymentLineage | None = Field(None, description="Where the served model came from.")
-    policy: AppliedPolicy | None = Field(None, description="The policy in force.")
+    policy: AppliedPolicy | None = Field(
+        None,
+        description="The policy in force: rendered into the guard ConfigMap, with the pods up. An "
+        "edit reaches running guards without restarting any container, through the mounted ConfigMap: "
+        "within the kubelet's sync period (default 1 min) plus the guard's 2 s reload poll.",
+    )
 
 
 class LLMDeployment(KindModel):

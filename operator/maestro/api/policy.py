@@ -309,7 +309,10 @@ class AuditPolicy(SpecModel):
     log_prompts: bool = Field(
         False,
         description="Include prompt and output text (after redaction); off by default to keep data out of "
-        "logs.",
+        "logs: records then carry only promptHmacSha256, an HMAC-SHA256 of the prompt keyed by the "
+        "optional Secret `<LLMDeployment name>-audit-key` (data key `key`, read at guard start), or "
+        "by a random key drawn at each guard start when that Secret does not exist (digests then compare "
+        "only within one guard process).",
     )
     retention_days: int = Field(30, ge=1, le=3650, description="Retention your log pipeline should apply.")
 

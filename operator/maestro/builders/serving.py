@@ -84,6 +84,11 @@ def config_map_name(owner: Obj) -> str:
     return child_name(owner["metadata"]["name"], "guard")
 
 
+def audit_key_secret_name(owner: Obj) -> str:
+    """The optional Secret whose `key` keys the guard's audit digests of prompts (users create it)."""
+    return f"{owner['metadata']['name']}-{guard.AUDIT_KEY_SECRET_SUFFIX}"
+
+
 def metrics_service_name(owner: Obj) -> str:
     return child_name(owner["metadata"]["name"], "metrics")
 
@@ -186,10 +191,17 @@ def _has_flag(args: Iterable[str], flag: str) -> bool:
 
 
 def build_config_map(owner: Obj, doc: Obj) -> Obj:
+    """The guard's policy file. Its digest and policy name are on the ConfigMap, never on the pod
+    template: a policy edit must reach the running guards through the mounted volume (the kubelet
+    swaps the file, the guard polls and reloads it) without replacing the pod and reloading the model."""
+    annotations = {ANNOTATION_CONFIG_DIGEST: guard_config.config_digest(doc)}
+    if doc.get("name"):
+        annotations[ANNOTATION_POLICY] = str(doc["name"])
+    meta = object_meta(owner, config_map_name(owner), COMPONENT, annotations=annotations)
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": object_meta(owner, config_map_name(owner), COMPONENT),
+        "metadata": meta,
         "data": {guard.CONFIG_FILE_NAME: guard_config.dumps(doc)},
     }
 
@@ -217,7 +229,6 @@ def build_deployment(
     owner: Obj,
     spec: LLMDeploymentSpec,
     model: ResolvedModel,
-    doc: Obj,
     settings: Settings,
     *,
     api_keys_secret: str | None = None,
@@ -270,12 +281,14 @@ def build_deployment(
         {"name": guard.UPSTREAM_ENV, "value": guard.DEFAULT_UPSTREAM},
         {"name": guard.PORT_ENV, "value": str(GUARD_PORT)},
         {"name": monitor.ENV_EVENTS_SOCKET, "value": monitor.DEFAULT_EVENTS_SOCKET},
+        {"name": guard.AUDIT_KEY_FILE_ENV, "value": guard.DEFAULT_AUDIT_KEY_FILE},
     ]
     if spec.monitoring.otlp_endpoint:
         guard_env.append({"name": guard.OTEL_ENDPOINT_ENV, "value": spec.monitoring.otlp_endpoint})
     guard_mounts: list[Obj] = [
         {"name": guard.POLICY_VOLUME, "mountPath": guard.DEFAULT_CONFIG_DIR, "readOnly": True},
         {"name": "events", "mountPath": EVENTS_DIR},
+        {"name": guard.AUDIT_KEY_VOLUME, "mountPath": guard.AUDIT_KEY_DIR, "readOnly": True},
     ]
     volumes: list[Obj] = [
         pods.empty_dir("shm", medium="Memory", size=str(res.shared_memory or "8Gi")),
@@ -283,6 +296,11 @@ def build_deployment(
         pods.empty_dir("tmp"),
         pods.empty_dir("events"),
         {"name": guard.POLICY_VOLUME, "configMap": {"name": config_map_name(owner)}},
+        # optional: without it the guard keys its prompt digests with a random per-process key
+        {
+            "name": guard.AUDIT_KEY_VOLUME,
+            "secret": {"secretName": audit_key_secret_name(owner), "optional": True},
+        },
         *mounts.volumes,
     ]
     if api_keys_secret:
@@ -351,9 +369,6 @@ def build_deployment(
         "volumes": volumes,
     }
     pods.apply_scheduling(pod_spec, res, settings.serving)
-    template_annotations = {ANNOTATION_CONFIG_DIGEST: guard_config.config_digest(doc)}
-    if doc.get("name"):
-        template_annotations[ANNOTATION_POLICY] = str(doc["name"])
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -367,7 +382,6 @@ def build_deployment(
             "template": {
                 "metadata": {
                     "labels": pods.pod_labels(meta["labels"], settings),
-                    "annotations": template_annotations,
                 },
                 "spec": pod_spec,
             },

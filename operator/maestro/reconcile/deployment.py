@@ -14,7 +14,7 @@ from maestro.api.deployment import DeploymentPhase, LLMDeploymentSpec
 from maestro.api.policy import LLMPolicySpec
 from maestro.api.training import LoRA, TrainingPhase
 from maestro.builders import guard_config, serving
-from maestro.builders.meta import ANNOTATION_CONFIG_DIGEST, digest
+from maestro.builders.meta import digest
 from maestro.builders.pods import split_pvc_uri
 from maestro.reconcile import admission
 from maestro.reconcile.common import commit, standard
@@ -224,14 +224,13 @@ async def reconcile(ctx: Context, obj: Obj) -> Result:
             policy_spec = LLMPolicySpec.model_validate(policy.get("spec") or {})
         except ValueError:
             policy_spec = None
-    desired_digest: str | None = None
+    config_applied = False  # the guard ConfigMap rendered from the current policy is on the API server
     if blocked is None and model is not None:
         doc = guard_config.render(
             policy["metadata"]["name"] if policy_spec and policy else None,
             policy_spec,
             spec.model.served_model_name or name,
         )
-        desired_digest = guard_config.config_digest(doc)
         secret = (
             policy_spec.request.auth.api_keys_secret_ref.name
             if (policy_spec and policy_spec.request.auth and policy_spec.request.auth.api_keys_secret_ref)
@@ -239,7 +238,7 @@ async def reconcile(ctx: Context, obj: Obj) -> Result:
         )
         children = [
             serving.build_config_map(obj, doc),
-            serving.build_deployment(obj, spec, model, doc, ctx.settings, api_keys_secret=secret),
+            serving.build_deployment(obj, spec, model, ctx.settings, api_keys_secret=secret),
             serving.build_service(obj),
             serving.build_network_policy(obj, spec),
         ]
@@ -280,6 +279,7 @@ async def reconcile(ctx: Context, obj: Obj) -> Result:
             deployment: Obj | None = applied[1]
         else:
             deployment = await ctx.child("apps/v1", "Deployment", serving.deployment_name(obj), ns)
+        config_applied = True
     else:
         deployment = await ctx.child("apps/v1", "Deployment", serving.deployment_name(obj), ns)
 
@@ -311,13 +311,10 @@ async def reconcile(ctx: Context, obj: Obj) -> Result:
             if v
         }
         fields["lineage"] = {k: v for k, v in lineage.items() if v} or None
-    applied_digest = (rollout.template_annotations or {}).get(ANNOTATION_CONFIG_DIGEST) if rollout else None
-    if (
-        rollout is not None
-        and rollout.complete
-        and applied_digest is not None
-        and applied_digest == desired_digest
-    ):
+    # The policy reaches running guards through the ConfigMap volume (kubelet sync + the guard's
+    # reload poll), not through a rollout: once the ConfigMap is applied and the pods are up, it is the
+    # policy in force (within that propagation delay, documented on status.policy).
+    if rollout is not None and rollout.complete and config_applied:
         fields["policy"] = (
             {"name": policy["metadata"]["name"], "digest": guard_config.policy_digest(policy_spec)}
             if (policy is not None and policy_spec is not None)

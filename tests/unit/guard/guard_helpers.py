@@ -22,6 +22,7 @@ import openai
 from aiohttp import web
 from fakeupstream import FakeUpstream
 
+from maestro.workers.guard.audit import PromptDigest
 from maestro.workers.guard.proxy import Guard
 from maestro.workers.guard.telemetry import Telemetry
 
@@ -118,6 +119,7 @@ class Stack:
         upstream: str | None = None,
         body_timeout: float = 30.0,
         telemetry: Telemetry | None = None,
+        prompt_digest: PromptDigest | None = None,
     ) -> Stack:
         self.write_policy(doc)
         self.write_keys(KEYS if keys is None else keys)
@@ -133,6 +135,7 @@ class Stack:
                 reload_interval=reload_interval,
                 body_timeout=body_timeout,
                 telemetry=telemetry,
+                prompt_digest=prompt_digest,
             )
             return await self._serve(self.guard.app())
 

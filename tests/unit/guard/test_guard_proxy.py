@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
 import threading
 import time
 from typing import Any
@@ -13,6 +14,8 @@ import aiohttp
 import openai
 import pytest
 from guard_helpers import KEYS, Stack, open_request, policy_doc
+
+from maestro.workers.guard.audit import PromptDigest
 
 pytestmark = pytest.mark.unit
 
@@ -271,13 +274,17 @@ def test_output_block_mid_stream_raises_in_the_client(stack: Stack) -> None:
 
 
 def test_audit_hashes_prompts_unless_log_prompts(stack: Stack) -> None:
-    stack.start(policy_doc(open_request(**auth())))
+    key = b"a per-deployment audit key, 32 B"
+    stack.start(policy_doc(open_request(**auth())), prompt_digest=PromptDigest(key, "test"))
     stack.client().chat.completions.create(
         model="tiny", messages=MSG, extra_headers={"x-request-id": "req-42"}
     )
     [line] = stack.audit()
     assert line["requestId"] == "req-42" and line["key"] == "alice" and line["status"] == 200
-    assert line["promptSha256"] == hashlib.sha256(b"Say hello").hexdigest()
+    # keyed: a plain SHA-256 of a guessed prompt does not match it
+    assert line["promptHmacSha256"] == hmac.new(key, b"Say hello", hashlib.sha256).hexdigest()
+    assert hashlib.sha256(b"Say hello").hexdigest() not in str(line) and "promptSha256" not in line
+    assert line["promptDigestKeyId"] == PromptDigest(key).key_id and key.decode() not in str(line)
     assert "promptText" not in line and "Say hello" not in str(line)
     assert line["promptTokens"] and line["completionTokens"] and line["latencyMs"] > 0
     [event] = stack.events()

@@ -130,9 +130,7 @@ def test_placement_defaults_per_workload_kind(
     assert {"key": "dedicated", "operator": "Exists"} in pod["tolerations"]
     assert any(t["key"] == "nvidia.com/gpu" for t in pod["tolerations"])
     dspec = LLMDeploymentSpec.model_validate(deployment_obj["spec"])
-    dep = serving.build_deployment(
-        deployment_obj, dspec, MODEL, guard_config.render(None, None, "x"), settings
-    )
+    dep = serving.build_deployment(deployment_obj, dspec, MODEL, settings)
     assert dep["spec"]["template"]["spec"]["nodeSelector"] == {"pool": "serve"}
     for bad, message in (
         ({"MAESTRO_JOB_NODE_SELECTOR": "pool=train"}, "MAESTRO_JOB_NODE_SELECTOR must be JSON"),
@@ -151,7 +149,7 @@ def test_serving_deployment(
     pspec = LLMPolicySpec.model_validate(policy_obj["spec"])
     doc = guard_config.render("quickstart", pspec, "support-bot")
     dep = serving.build_deployment(
-        deployment_obj, spec, MODEL, doc, Settings(), api_keys_secret="support-api-keys"
+        deployment_obj, spec, MODEL, Settings(), api_keys_secret="support-api-keys"
     )
     pod = dep["spec"]["template"]["spec"]
     names = [c["name"] for c in pod["containers"]]
@@ -164,9 +162,8 @@ def test_serving_deployment(
     assert vllm["resources"]["limits"]["nvidia.com/gpu"] == "2"
     assert any(v.get("emptyDir", {}).get("medium") == "Memory" for v in pod["volumes"])
     assert restricted(pod) == []
-    assert dep["spec"]["template"]["metadata"]["annotations"][
-        ANNOTATION_CONFIG_DIGEST
-    ] == guard_config.config_digest(doc)
+    cm = serving.build_config_map(deployment_obj, doc)
+    assert cm["metadata"]["annotations"][ANNOTATION_CONFIG_DIGEST] == guard_config.config_digest(doc)
     svc = serving.build_service(deployment_obj)
     assert [p["port"] for p in svc["spec"]["ports"]] == [8080]
     netpol = serving.build_network_policy(deployment_obj, spec)
@@ -174,18 +171,20 @@ def test_serving_deployment(
     assert not serving.wants_pdb(spec)
 
 
-def test_policy_change_changes_only_the_config_digest(
+def test_policy_change_changes_the_config_map_not_the_pod_template(
     deployment_obj: dict[str, Any], policy_obj: dict[str, Any]
 ) -> None:
+    """A policy edit must reach running guards through the mounted ConfigMap: the pod template (and
+    so the pods, and the model loaded in them) stays byte-identical."""
     spec = LLMDeploymentSpec.model_validate(deployment_obj["spec"])
     p1 = LLMPolicySpec.model_validate(policy_obj["spec"])
     p2 = p1.model_copy(update={"request": p1.request.model_copy(update={"blocked_terms": ["x", "y"]})})
-    d1 = serving.build_deployment(deployment_obj, spec, MODEL, guard_config.render("q", p1, "m"), Settings())
-    d2 = serving.build_deployment(deployment_obj, spec, MODEL, guard_config.render("q", p2, "m"), Settings())
-    c1, c2 = d1["spec"]["template"]["spec"]["containers"], d2["spec"]["template"]["spec"]["containers"]
-    assert c1 == c2  # same model, same args: only the annotation rolls the pods
-    a1 = d1["spec"]["template"]["metadata"]["annotations"][ANNOTATION_CONFIG_DIGEST]
-    a2 = d2["spec"]["template"]["metadata"]["annotations"][ANNOTATION_CONFIG_DIGEST]
+    doc1, doc2 = guard_config.render("q", p1, "m"), guard_config.render("q", p2, "m")
+    dep = serving.build_deployment(deployment_obj, spec, MODEL, Settings(), api_keys_secret="k")
+    assert ANNOTATION_CONFIG_DIGEST not in (dep["spec"]["template"]["metadata"].get("annotations") or {})
+    c1, c2 = serving.build_config_map(deployment_obj, doc1), serving.build_config_map(deployment_obj, doc2)
+    assert c1["data"] != c2["data"]
+    a1, a2 = (c["metadata"]["annotations"][ANNOTATION_CONFIG_DIGEST] for c in (c1, c2))
     assert a1 != a2
 
 
@@ -217,9 +216,7 @@ def test_adapter_model_serves_base_plus_lora(deployment_obj: dict[str, Any]) -> 
     model = serving.ResolvedModel(
         uri="hf://org/base", served_name="bot-base", adapters={"bot": "pvc://out/model"}
     )
-    dep = serving.build_deployment(
-        deployment_obj, spec, model, guard_config.render(None, None, "bot"), Settings()
-    )
+    dep = serving.build_deployment(deployment_obj, spec, model, Settings())
     args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[0] == "org/base"
     assert args[args.index("--lora-modules") + 1] == "bot=/mnt/maestro/models/out/model"
@@ -240,9 +237,7 @@ def test_max_lora_rank_covers_the_largest_adapter(
         adapters={n: f"pvc://out/{n}" for n in names},
         adapter_ranks=dict(zip(names, ranks, strict=True)),
     )
-    dep = serving.build_deployment(
-        deployment_obj, spec, model, guard_config.render(None, None, "bot"), Settings()
-    )
+    dep = serving.build_deployment(deployment_obj, spec, model, Settings())
     args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[args.index("--max-lora-rank") + 1] == flag
     assert serving.max_lora_rank([]) is None

@@ -97,6 +97,7 @@ def main(argv: list[str]) -> int:
 
     from aiohttp import web
 
+    from maestro.workers.guard.audit import load_prompt_digest
     from maestro.workers.guard.proxy import Guard
 
     try:
@@ -107,6 +108,7 @@ def main(argv: list[str]) -> int:
             audit_path=args.audit_log,
             events_path=args.events_socket,
             reload_interval=args.reload_seconds,
+            prompt_digest=load_prompt_digest(os.environ),
         )
     except PolicyError as exc:
         print(f"maestro guard: refusing to start with an invalid policy: {exc}", file=sys.stderr)

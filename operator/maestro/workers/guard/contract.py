@@ -34,6 +34,17 @@ DEFAULT_HOST = "0.0.0.0"
 #: Audit log destination: a file path, or unset/"-" for stdout (JSON lines).
 AUDIT_LOG_ENV = "MAESTRO_AUDIT_LOG"
 
+#: Key of the HMAC-SHA256 digest of prompts in audit lines and monitor events: the value itself, or
+#: a file holding it (read once at start; surrounding whitespace is ignored). The builders mount the
+#: optional Secret `<LLMDeployment name>-audit-key` (data key `key`) at the default file path, so each
+#: deployment has its own key; without one the guard draws a random key per process.
+AUDIT_KEY_ENV = "MAESTRO_AUDIT_KEY"
+AUDIT_KEY_FILE_ENV = "MAESTRO_AUDIT_KEY_FILE"
+AUDIT_KEY_DIR = "/etc/maestro/audit-key"
+AUDIT_KEY_SECRET_KEY = "key"
+DEFAULT_AUDIT_KEY_FILE = f"{AUDIT_KEY_DIR}/{AUDIT_KEY_SECRET_KEY}"
+AUDIT_KEY_SECRET_SUFFIX = "audit-key"
+
 #: Seconds between policy/keys file polls (ConfigMap/Secret volumes swap a symlink, no inotify event).
 RELOAD_INTERVAL_ENV = "MAESTRO_GUARD_RELOAD_SECONDS"
 DEFAULT_RELOAD_INTERVAL_S = 2.0
@@ -53,3 +64,4 @@ OTEL_ENDPOINT_ENV = "OTEL_EXPORTER_OTLP_ENDPOINT"
 #: Volume names/mount points the builders use for the two mounts above.
 POLICY_VOLUME = "guard-policy"
 KEYS_VOLUME = "guard-keys"
+AUDIT_KEY_VOLUME = "guard-audit-key"

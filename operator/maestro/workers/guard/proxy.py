@@ -11,7 +11,6 @@ a rule changed it; otherwise the client's bytes go upstream untouched.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import itertools
 import logging
 import os
@@ -23,7 +22,7 @@ import aiohttp
 from aiohttp import web
 
 from maestro.workers.guard import codec, contract
-from maestro.workers.guard.audit import AuditLog, EventSender
+from maestro.workers.guard.audit import AuditLog, EventSender, PromptDigest
 from maestro.workers.guard.auth import KeyStore, authenticate, keys_signature, load_keys
 from maestro.workers.guard.config import NO_POLICY, Policy, PolicyError, file_signature, load_policy
 from maestro.workers.guard.errors import GuardError, bad_request, error_body, sse_error_event
@@ -150,8 +149,11 @@ class Guard:
         reload_interval: float = contract.DEFAULT_RELOAD_INTERVAL_S,
         telemetry: Telemetry | None = None,
         body_timeout: float = _BODY_READ_TIMEOUT_S,
+        prompt_digest: PromptDigest | None = None,
     ) -> None:
         self.body_timeout = body_timeout
+        #: keyed digest of prompts in audit lines (a random per-process key unless one is given)
+        self.prompt_digest = prompt_digest or PromptDigest()
         self.upstream = upstream.rstrip("/")
         self._pool = UpstreamPool(self.upstream)  # validates the URL now, connects lazily
         self.config_path = config_path
@@ -857,7 +859,8 @@ class Guard:
             event["promptText"] = r.prompt_text
             event["responseText"] = r.response_text
         elif r.prompt_text:
-            event["promptSha256"] = hashlib.sha256(r.prompt_text.encode("utf-8", "surrogatepass")).hexdigest()
+            event["promptHmacSha256"] = self.prompt_digest(r.prompt_text)
+            event["promptDigestKeyId"] = self.prompt_digest.key_id
         line = codec.dumps(event)
         self.events.send(line)
         if policy.audit_enabled:
