@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import pytest
 
 from maestro.api import LLMDeploymentSpec
-from maestro.builders import guard_config, serving
+from maestro.builders import serving
 from maestro.builders.settings import Settings
 from maestro.workers.guard import contract as guard_contract
 
@@ -18,14 +17,7 @@ MODEL = serving.ResolvedModel(uri="pvc://m/model", served_name="support-bot")
 
 
 def build(owner: dict[str, Any], spec: LLMDeploymentSpec) -> dict[str, Any]:
-    # build_deployment is losing its guard-config argument (the policy moves to the ConfigMap only);
-    # this test is about the audit key and works with either signature
-    extra = (
-        [guard_config.render(None, None, "bot")]
-        if "doc" in inspect.signature(serving.build_deployment).parameters
-        else []
-    )
-    return serving.build_deployment(owner, spec, MODEL, *extra, Settings())  # type: ignore[arg-type]
+    return serving.build_deployment(owner, spec, MODEL, Settings())
 
 
 def test_guard_reads_its_audit_digest_key_from_an_optional_per_deployment_secret(
