@@ -5,6 +5,7 @@ rules equal the operator's declared ones by tests/contract/test_chart.py."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,7 @@ DENIED = [
 
 
 @pytest.fixture(scope="module")
-def chart_sa(kubectl: Any) -> str:
+def chart_sa(kubectl: Any) -> Iterator[str]:
     kubectl("apply", "--server-side", "-f", str(CHART / "crds"))
     kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
     chart = helm.Chart.load(str(CHART))
@@ -58,7 +59,13 @@ def chart_sa(kubectl: Any) -> str:
     kubectl("create", "namespace", NS, check=False)
     kubectl("apply", "--server-side", "-n", NS, "-f", "-", input=yaml.safe_dump_all(docs))
     sa = next(d for d in docs if d["kind"] == "ServiceAccount")["metadata"]["name"]
-    return f"system:serviceaccount:{NS}:{sa}"
+    yield f"system:serviceaccount:{NS}:{sa}"
+    # cluster-scoped and named like the chart's own: left behind, they would block a later
+    # `helm install` of the same release (the e2e tier) with "cannot be imported into the release"
+    for d in docs:
+        if d["kind"] != "ServiceAccount":
+            kubectl("delete", d["kind"].lower(), d["metadata"]["name"], "--ignore-not-found", check=False)
+    kubectl("delete", "namespace", NS, "--wait=false", check=False)
 
 
 def _can(kubectl: Any, user: str, verb: str, resource: str, ns: str | None, sub: str | None = None) -> bool:

@@ -13,17 +13,9 @@ from typing import Any
 import pytest
 import yaml
 
+from waiting import wait_for
+
 pytestmark = pytest.mark.cluster
-
-
-def wait_for(pred: Callable[[], Any], timeout: float = 30, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def get_json(kubectl: Any, *args: str, namespace: str | None = None) -> dict[str, Any]:

@@ -20,6 +20,8 @@ from typing import Any
 import pytest
 import yaml
 
+from waiting import wait_for
+
 pytestmark = pytest.mark.cluster
 
 BUSYBOX = "localhost/maestro/busybox:static"
@@ -35,17 +37,6 @@ RESTRICTED_CONTAINER = {
     "readOnlyRootFilesystem": True,
     "capabilities": {"drop": ["ALL"]},
 }
-
-
-def wait_for(pred: Callable[[], Any], timeout: float = 60, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = pred()
-        if last:
-            return last
-        time.sleep(0.3)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
 def apply(kubectl: Any, namespace: str, *objs: dict[str, Any]) -> None:

@@ -35,7 +35,12 @@ def maestro_docs(path: Path) -> list[dict[str, Any]]:
     return [d for d in yaml.safe_load_all(path.read_text()) if d and d["apiVersion"] == api.API_VERSION]
 
 
-@pytest.mark.parametrize("path", EXAMPLES, ids=[str(p.relative_to(ROOT)) for p in EXAMPLES])
+#: plain Kubernetes objects the examples need (the quickstart's input volume)
+SUPPORT_FILES = {ROOT / "examples" / "quickstart" / "inputs.yaml"}
+MAESTRO_EXAMPLES = [p for p in EXAMPLES if p not in SUPPORT_FILES]
+
+
+@pytest.mark.parametrize("path", MAESTRO_EXAMPLES, ids=[str(p.relative_to(ROOT)) for p in MAESTRO_EXAMPLES])
 def test_every_example_is_accepted_and_round_trips(path: Path) -> None:
     docs = maestro_docs(path)
     assert docs, f"{path} holds no Maestro object"
@@ -81,7 +86,12 @@ def test_quickstart_is_cpu_only_and_local() -> None:
         and dep.spec.model.training_job_ref.name == job.metadata["name"]
     )
     assert job.spec.dataset_ref.name == ds.metadata["name"]
-    assert ds.spec.source.uri.startswith("file://") and job.spec.base_model.uri.startswith("file://")
+    # both inputs come from the quickstart-inputs claim (inputs.yaml), never from a hub or a bucket
+    inputs = [d for d in yaml.safe_load_all((ROOT / "examples/quickstart/inputs.yaml").read_text()) if d]
+    claim = next(d for d in inputs if d["kind"] == "PersistentVolumeClaim")["metadata"]["name"]
+    assert ds.spec.source.uri.startswith(f"pvc://{claim}/")
+    assert job.spec.base_model.uri.startswith(f"pvc://{claim}/")
+    assert any(src == f"pvc://{claim}/" for src in pol.spec.admission.allowed_model_sources or [])
     req = pol.spec.request
     assert req.auth is not None and req.auth.required and req.rate_limits.requests_per_minute
     assert req.pii.input == "redact" and req.blocked_terms

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from opkit import REPO, Kubectl, Operator, operator_env
+from opkit import REPO, Kubectl, Operator, operator_env, quickstart_inputs
 
 
 @pytest.fixture(scope="session")
@@ -53,6 +53,7 @@ def ns(namespace: str, kubectl: Kubectl, request: pytest.FixtureRequest) -> Iter
         "pod-security.kubernetes.io/enforce=restricted",
         "pod-security.kubernetes.io/enforce-version=latest",
     )
+    quickstart_inputs(kubectl, namespace)
     yield namespace
     rep = getattr(request.node, "rep_call", None)
     if rep is not None and rep.failed:

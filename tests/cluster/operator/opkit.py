@@ -197,6 +197,23 @@ def apply(kubectl: Kubectl, ns: str, *docs: dict[str, Any]) -> None:
     kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs), namespace=ns)
 
 
+def quickstart_inputs(kubectl: Kubectl, ns: str) -> None:
+    """The claim the quickstart reads its data and base model from (examples/quickstart/inputs.yaml
+    binds it to a hostPath volume on a real node). Here only its existence matters: the pods that would
+    mount it are played by the tests on kwok nodes."""
+    claim = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "quickstart-inputs"},
+        "spec": {
+            "accessModes": ["ReadOnlyMany"],
+            "storageClassName": "kwok-simulated",
+            "resources": {"requests": {"storage": "2Gi"}},
+        },
+    }
+    kubectl("apply", "-f", "-", namespace=ns, input=json.dumps(claim))
+
+
 def example(name: str, kind: str | None = None) -> dict[str, Any]:
     docs = [d for d in yaml.safe_load_all((EXAMPLES / name).read_text()) if d]
     return next(d for d in docs if kind is None or d["kind"] == kind)

@@ -64,8 +64,11 @@ def test_failed_dataset_blocks_training_until_the_data_is_fixed(
     assert "minRecords" in condition(ds, "Ready")["message"]
     assert condition(ds, "GatesPassed")["status"] == "False"
     assert condition(ds, "Degraded")["status"] == "True"
-    tj = wait_condition(kubectl, "llmtj", "support-lora", ns, "DatasetReady", "False", "DatasetNotReady")
+    # a gate failure is permanent for this generation of the dataset: the job says so (Degraded,
+    # so Argo CD shows it) instead of waiting as if the data were still being validated
+    tj = wait_condition(kubectl, "llmtj", "support-lora", ns, "DatasetReady", "False", "DatasetFailed")
     assert "minRecords" in condition(tj, "DatasetReady")["message"]
+    assert condition(tj, "Degraded")["status"] == "True"
     assert items(kubectl, "jobs", ns, "app.kubernetes.io/component=training") == []
 
     # The fix: relax the gate (a new generation runs a new validation; the failed Job is replaced).
@@ -163,18 +166,21 @@ def test_policy_created_later_blocks_without_tearing_down(
 
     policy["spec"]["admission"]["allowedModelSources"] = ["pvc://", "hf://acme/"]
     apply(kubectl, ns, policy)
-    # Admitted again: the guard now enforces the policy, so the pods roll to the new guard config.
-    wait_for(
-        lambda: [
-            p
-            for p in items(kubectl, "pods", ns, "llmops.dev/llmdeployment=chat")
-            if p["status"].get("phase") == "Pending"
-        ],
-        what="rollout to the policy's guard config",
+    # Admitted again: the guard's ConfigMap now carries this policy; the running pod is kept (the
+    # guard reloads the file), so no pod goes back to Pending.
+    pods_before = {p["metadata"]["uid"] for p in items(kubectl, "pods", ns, "llmops.dev/llmdeployment=chat")}
+
+    def enforced() -> dict[str, Any] | None:
+        d = get(kubectl, "llmdep", "chat", ns) or {}
+        return d if (d.get("status", {}).get("policy") or {}).get("name") == "only-claims" else None
+
+    d = wait_for(enforced, what="status.policy naming the new policy")
+    assert condition(d, "Ready")["status"] == "True"
+    cm = get(kubectl, "configmap", "chat-guard", ns)
+    assert cm is not None and json.loads(cm["data"]["policy.json"])["name"] == "only-claims"
+    assert {p["metadata"]["uid"] for p in items(kubectl, "pods", ns, "llmops.dev/llmdeployment=chat")} == (
+        pods_before
     )
-    run_pods(kubectl, ns, "llmops.dev/llmdeployment=chat")
-    d = wait_condition(kubectl, "llmdep", "chat", ns, "Ready", "True", "Available")
-    assert d["status"]["policy"]["name"] == "only-claims"
     assert condition(get(kubectl, "llmdep", "chat", ns), "PolicyAdmitted")["status"] == "True"
 
 
@@ -183,7 +189,12 @@ def test_webhook_rejects_violations_naming_the_rule(operator: Operator, kubectl:
         "apiVersion": "llmops.dev/v1alpha1",
         "kind": "LLMPolicy",
         "metadata": {"name": "small-jobs"},
-        "spec": {"admission": {"maxGPUsPerJob": 2, "allowedModelSources": ["file://", "hf://acme/"]}},
+        "spec": {
+            "admission": {
+                "maxGPUsPerJob": 2,
+                "allowedModelSources": ["pvc://quickstart-inputs/", "hf://acme/"],
+            }
+        },
     }
     apply(kubectl, ns, policy)
     wait_condition(kubectl, "llmpol", "small-jobs", ns, "Ready", "True")

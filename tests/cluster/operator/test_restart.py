@@ -22,6 +22,7 @@ from opkit import (
     example,
     items,
     operator_env,
+    quickstart_inputs,
     training_summary,
     wait_for,
 )
@@ -46,7 +47,7 @@ def manifests() -> list[dict[str, Any]]:
         "kind": "LLMPolicy",
         "metadata": {"name": "default"},
         "spec": {
-            "admission": {"allowedModelSources": ["file://", "hf://acme/"]},
+            "admission": {"allowedModelSources": ["pvc://quickstart-inputs/", "hf://acme/"]},
             "request": {"blockedTerms": ["secret-project"]},
         },
     }
@@ -204,6 +205,7 @@ def run_scenario(kubectl: Kubectl, op: Operator, ns: str, kills: int, rng: rando
         # The policy first: objects created before their policy is known roll out again once it is
         # (correctly), which would make the two runs differ for a reason that is not a restart.
         policy, *rest = manifests()
+        quickstart_inputs(kubectl, ns)
         apply(kubectl, ns, policy)
         wait_for(
             lambda: (items(kubectl, "llmpolicies", ns)[0].get("status") or {}).get("phase") == "Ready",
