@@ -109,7 +109,6 @@ class Reason(StrEnum):
     APPLY_FAILED = "ApplyFailed"
     POLICY_DENIED = "PolicyDenied"
     POLICY_NOT_FOUND = "PolicyNotFound"
-    SECRET_NOT_FOUND = "SecretNotFound"
     # LLMDataset
     VALIDATION_PENDING = "ValidationPending"
     VALIDATION_RUNNING = "ValidationRunning"
@@ -160,7 +159,6 @@ RETRIABLE: frozenset[Reason] = frozenset(
         Reason.RECONCILING,
         Reason.APPLY_FAILED,
         Reason.POLICY_NOT_FOUND,
-        Reason.SECRET_NOT_FOUND,
         Reason.VALIDATION_PENDING,
         Reason.VALIDATION_RUNNING,
         Reason.SOURCE_UNAVAILABLE,

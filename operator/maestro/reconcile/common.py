@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from maestro.api.conditions import ConditionType
-from maestro.k8s.errors import NotFound
+from maestro.k8s.errors import ApiError, NotFound
 from maestro.reconcile.context import Context
 from maestro.status.conditions import Cond, cond, merge, now_rfc3339, status_diff
 
@@ -13,6 +14,36 @@ Obj = dict[str, Any]
 
 #: Conditions whose transitions get an Event (the others change together with these).
 EVENT_CONDITIONS = {ConditionType.READY, ConditionType.DEGRADED, ConditionType.POLICY_ADMITTED}
+
+
+class ApplyRejected(Exception):
+    """The API server refused a child for a reason a retry of the same manifest cannot fix (422 Invalid,
+    400, 403 from an admission webhook or quota): reported as ApplyFailed with the server's message.
+    Transient errors (409, 429, 5xx, unreachable) are not this: they propagate and the queue retries."""
+
+    def __init__(self, manifest: Obj, error: ApiError) -> None:
+        meta = manifest.get("metadata") or {}
+        super().__init__(
+            f"the API server rejected {manifest.get('kind')} {meta.get('name')!r}: "
+            f"{error.code} {error.reason}: {error.message}"
+        )
+        self.manifest = manifest
+        self.error = error
+
+
+async def apply(ctx: Context, manifest: Obj) -> Obj:
+    """Server-side apply one child; ApplyRejected when the server refuses it for good."""
+    try:
+        return await ctx.kube.apply(manifest)
+    except ApiError as exc:
+        if exc.retriable:
+            raise
+        raise ApplyRejected(manifest, exc) from exc
+
+
+async def apply_all(ctx: Context, *manifests: Obj) -> list[Obj]:
+    """Apply independent children concurrently (one round-trip of latency); ApplyRejected as apply."""
+    return list(await asyncio.gather(*(apply(ctx, m) for m in manifests)))
 
 
 async def commit(

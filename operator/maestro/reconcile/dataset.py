@@ -14,7 +14,7 @@ from maestro.api.dataset import DatasetPhase, LLMDatasetSpec
 from maestro.builders import dataset as build
 from maestro.builders.meta import LABEL_OWNER_KIND, LABEL_OWNER_NAME, digest
 from maestro.reconcile import admission
-from maestro.reconcile.common import commit, standard
+from maestro.reconcile.common import ApplyRejected, apply, commit, standard
 from maestro.reconcile.context import Context, InvalidObject, Result
 from maestro.reconcile.store import DATASET
 from maestro.status import jobs
@@ -32,7 +32,12 @@ _EXIT_REASON = {
     contract.EXIT_GATES_FAILED: Reason.GATE_FAILED,
     contract.EXIT_IO_ERROR: Reason.SOURCE_UNAVAILABLE,
     contract.EXIT_INTERNAL: Reason.VALIDATION_FAILED,
+    contract.EXIT_CHECKSUM_MISMATCH: Reason.CHECKSUM_MISMATCH,
+    contract.EXIT_SCHEMA_MISMATCH: Reason.SCHEMA_MISMATCH,
+    contract.EXIT_PII_REJECTED: Reason.PII_REJECTED,
 }
+#: Exit codes whose reason is more specific than "a gate failed" even when the summary lists gates.
+_SPECIFIC_EXITS = {contract.EXIT_CHECKSUM_MISMATCH, contract.EXIT_SCHEMA_MISMATCH, contract.EXIT_PII_REJECTED}
 
 
 def parse_spec(obj: Obj) -> LLMDatasetSpec:
@@ -190,15 +195,30 @@ async def reconcile(ctx: Context, obj: Obj) -> Result:
     job_manifest = build.build_job(obj, spec, ctx.settings)
     job_name = job_manifest["metadata"]["name"]
     ns = meta["namespace"]
-    if pvc is not None and ctx.applied.get(meta["uid"]) != digest(pvc):
-        await ctx.kube.apply(pvc)
-        ctx.applied[meta["uid"]] = digest(pvc)
-    job = await ctx.kube.get("batch/v1", "Job", job_name, ns)
-    if job is not None and (job.get("metadata") or {}).get("deletionTimestamp"):
-        return Result(requeue_after=1.0, phase=DatasetPhase.VALIDATING)  # a retry waits for the old Job to go
-    if job is None:
-        job = await ctx.kube.apply(job_manifest)
-        await _delete_superseded(ctx, obj, keep=job_name)
+    try:
+        if pvc is not None and ctx.applied.get(meta["uid"]) != digest(pvc):
+            await apply(ctx, pvc)
+            ctx.applied[meta["uid"]] = digest(pvc)
+        job = await ctx.kube.get("batch/v1", "Job", job_name, ns)
+        if job is not None and (job.get("metadata") or {}).get("deletionTimestamp"):
+            return Result(requeue_after=1.0, phase=DatasetPhase.VALIDATING)  # a retry waits for the old Job
+        if job is None:
+            job = await apply(ctx, job_manifest)
+            await _delete_superseded(ctx, obj, keep=job_name)
+    except ApplyRejected as exc:
+        # Not terminal (phase stays Pending): the apply is tried again on the next poll and resync.
+        msg = str(exc)
+        await commit(
+            ctx,
+            obj,
+            {**_keep_results(status), "phase": DatasetPhase.PENDING},
+            [
+                *standard(False, Reason.APPLY_FAILED, msg, progressing=False, degraded=True),
+                cond(ConditionType.VALIDATED, False, Reason.APPLY_FAILED, msg),
+                admitted,
+            ],
+        )
+        return Result(requeue_after=ctx.poll_seconds * RETRY_POLLS, phase=DatasetPhase.PENDING)
     view = jobs.view(job)
     base = {"startTime": view.start_time}
     if view.state in (
@@ -286,14 +306,16 @@ def _failure(
     job_name: str,
 ) -> tuple[str, str]:
     if summary is not None:
+        code = term.exit_code if term else contract.EXIT_INTERNAL
         failed = [g for g in summary.get("gates") or [] if not g.get("passed")]
+        if code in _SPECIFIC_EXITS:
+            return _EXIT_REASON[code], str(summary.get("reason") or contract.EXIT_REASONS[code])
         if failed:
             names = ", ".join(
                 f"{g.get('name')} (value {g.get('value')}, threshold {g.get('threshold')})" for g in failed
             )
             return Reason.GATE_FAILED, f"quality gates failed: {names}; fix the data or the thresholds"
         reason_text = summary.get("reason") or "the worker reported failure"
-        code = term.exit_code if term else contract.EXIT_INTERNAL
         return _EXIT_REASON.get(code, Reason.VALIDATION_FAILED), str(reason_text)
     if term is not None and term.oom_killed:
         return Reason.OOM_KILLED, term.oom_message(

@@ -17,7 +17,7 @@ from maestro.builders import guard_config, serving
 from maestro.builders.meta import digest
 from maestro.builders.pods import split_pvc_uri
 from maestro.reconcile import admission
-from maestro.reconcile.common import commit, standard
+from maestro.reconcile.common import ApplyRejected, apply_all, commit, standard
 from maestro.reconcile.context import Context, InvalidObject, Result
 from maestro.reconcile.store import TRAINING
 from maestro.status import deployments
@@ -193,6 +193,15 @@ async def reconcile(ctx: Context, obj: Obj) -> Result:
             Reason.POLICY_NOT_FOUND, f"policyRef names LLMPolicy {missing_ref!r}, which does not exist"
         )
         admitted = cond(ConditionType.POLICY_ADMITTED, False, Reason.POLICY_NOT_FOUND, blocked.message)
+    elif len(policies) > 1:
+        # One guard enforces one policy: picking one silently (by name) would hide the others' rules.
+        names = ", ".join(repr(p["metadata"]["name"]) for p in policies)
+        blocked = Blocked(
+            Reason.CONFLICTING_POLICIES,
+            f"LLMPolicies {names} all select this deployment and one guard enforces one policy; "
+            "set spec.policyRef to the one to enforce, or narrow the policies' selectors",
+        )
+        admitted = cond(ConditionType.POLICY_ADMITTED, False, Reason.CONFLICTING_POLICIES, blocked.message)
     elif violations:
         msg = "; ".join(map(str, violations))
         blocked = Blocked(Reason.POLICY_DENIED, msg)
@@ -225,6 +234,7 @@ async def reconcile(ctx: Context, obj: Obj) -> Result:
         except ValueError:
             policy_spec = None
     config_applied = False  # the guard ConfigMap rendered from the current policy is on the API server
+    deployment: Obj | None
     if blocked is None and model is not None:
         doc = guard_config.render(
             policy["metadata"]["name"] if policy_spec and policy else None,
@@ -257,8 +267,16 @@ async def reconcile(ctx: Context, obj: Obj) -> Result:
         if scaler is not None:
             optional[(scaler["apiVersion"], scaler["kind"])] = scaler
         fingerprint = digest([children, sorted((f"{k[0]}/{k[1]}", v) for k, v in optional.items())])
+        applied: list[Obj] | None = None
         if ctx.applied.get(meta["uid"]) != fingerprint:
-            applied = await ctx.kube.gather(*children, *(m for m in optional.values() if m is not None))
+            try:
+                applied = await apply_all(ctx, *children, *(m for m in optional.values() if m is not None))
+            except ApplyRejected as exc:
+                # Not remembered as applied: the next reconcile (a spec edit, the resync) tries again.
+                blocked = Blocked(Reason.APPLY_FAILED, str(exc))
+        if blocked is not None:
+            deployment = await ctx.child("apps/v1", "Deployment", serving.deployment_name(obj), ns)
+        elif applied is not None:
             # Only a spec change (generation > 1) can leave an optional child behind that is no longer wanted.
             stale = (
                 [(k, m) for k, m in optional.items() if m is None] if meta.get("generation", 1) > 1 else []
@@ -276,10 +294,10 @@ async def reconcile(ctx: Context, obj: Obj) -> Result:
                     )
                     await ctx.kube.delete(api_version, kind.split("#")[0], child, ns)
             ctx.applied[meta["uid"]] = fingerprint
-            deployment: Obj | None = applied[1]
+            deployment = applied[1]
         else:
             deployment = await ctx.child("apps/v1", "Deployment", serving.deployment_name(obj), ns)
-        config_applied = True
+        config_applied = blocked is None
     else:
         deployment = await ctx.child("apps/v1", "Deployment", serving.deployment_name(obj), ns)
 
@@ -340,9 +358,16 @@ def _conditions(
                 DeploymentPhase.PENDING,
                 None,
             )
-        permanent = blocked.reason in (Reason.TRAINING_JOB_FAILED, Reason.POLICY_DENIED, Reason.INVALID_SPEC)
+        permanent = blocked.reason in (
+            Reason.TRAINING_JOB_FAILED,
+            Reason.POLICY_DENIED,
+            Reason.INVALID_SPEC,
+            Reason.CONFLICTING_POLICIES,
+        )
+        # a rejected apply is retried (resync, spec edit) but is a failure to show, not a wait
+        degraded = permanent or blocked.reason == Reason.APPLY_FAILED
         return (
-            standard(False, blocked.reason, blocked.message, progressing=False, degraded=permanent),
+            standard(False, blocked.reason, blocked.message, progressing=False, degraded=degraded),
             DeploymentPhase.FAILED if permanent else DeploymentPhase.WAITING,
             None,
         )

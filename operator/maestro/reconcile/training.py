@@ -16,7 +16,7 @@ from maestro.builders import training as build
 from maestro.builders.meta import LABEL_OWNER_KIND, LABEL_OWNER_NAME
 from maestro.builders.pods import split_pvc_uri
 from maestro.reconcile import admission
-from maestro.reconcile.common import commit, standard
+from maestro.reconcile.common import ApplyRejected, apply, commit, standard
 from maestro.reconcile.context import Context, InvalidObject, Result
 from maestro.reconcile.store import DATASET, TRAINING
 from maestro.status import jobs
@@ -147,10 +147,24 @@ async def reconcile(ctx: Context, obj: Obj) -> Result:
         children = [
             m for m in (build.build_pvc(obj, spec, ctx.settings), build.build_service(obj, spec)) if m
         ]
-        for child in children:
-            await ctx.kube.apply(child)
         manifest = build.build_job(obj, spec, ds_input, ctx.settings)
-        job = await ctx.kube.apply(manifest)
+        try:
+            for child in children:
+                await apply(ctx, child)
+            job = await apply(ctx, manifest)
+        except ApplyRejected as exc:
+            # Still Waiting (not terminal): the apply is tried again on the next poll and resync.
+            await commit(
+                ctx,
+                obj,
+                {**kept, "phase": TrainingPhase.WAITING},
+                [
+                    *standard(False, Reason.APPLY_FAILED, str(exc), progressing=False, degraded=True),
+                    ds_cond,
+                    admitted,
+                ],
+            )
+            return Result(requeue_after=ctx.poll_seconds, phase=TrainingPhase.WAITING)
         await _delete_superseded(ctx, obj, keep=name)
 
     annotations = (job.get("metadata") or {}).get("annotations") or {}

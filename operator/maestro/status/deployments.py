@@ -94,4 +94,33 @@ def stuck(pods: list[Obj]) -> tuple[str, str]:
                     f"pod {name} container {cs.get('name')} keeps crashing "
                     f"(exit {last.get('exitCode', '?')}): {str(detail)[:500]}"
                 )
+    return guard_unhealthy(pods)
+
+
+#: The serving pod's containers (builders.serving names them; status cannot import builders).
+VLLM_CONTAINER = "vllm"
+GUARD_CONTAINER = "guard"
+
+
+def guard_unhealthy(pods: list[Obj]) -> tuple[str, str]:
+    """A running pod whose vLLM is ready but whose guard is not: the endpoint cannot serve through it.
+
+    The guard's /readyz checks its policy config and vLLM; with vLLM ready, what fails is the guard's
+    own side (the policy ConfigMap missing or unreadable, the guard unable to reach vLLM).
+    """
+    for pod in pods:
+        meta = pod.get("metadata") or {}
+        if meta.get("deletionTimestamp"):
+            continue
+        statuses = {cs.get("name"): cs for cs in (pod.get("status") or {}).get("containerStatuses") or []}
+        vllm, guard = statuses.get(VLLM_CONTAINER), statuses.get(GUARD_CONTAINER)
+        if not vllm or not guard or not vllm.get("ready") or guard.get("ready"):
+            continue
+        if not (guard.get("state") or {}).get("running"):
+            continue  # starting or crashing: the checks above report it
+        return Reason.GUARD_UNHEALTHY, (
+            f"pod {meta.get('name', '')}: vLLM is ready but the guard container is not (its /readyz "
+            "fails: the policy ConfigMap is missing or invalid, or the guard cannot reach vLLM); "
+            "see `kubectl logs <pod> -c guard`"
+        )
     return "", ""

@@ -132,7 +132,7 @@ def test_malformed_input_reports_line_and_field(tmp_path: Path, run_validate: Ru
     lines.insert(9, "{not json")
     lines.insert(12, json.dumps({"messages": [{"role": "wizard", "content": "x"}]}))
     run = run_validate(write_jsonl(tmp_path / "bad.jsonl", lines))
-    assert run.code == contract.EXIT_BAD_INPUT
+    assert run.code == contract.EXIT_SCHEMA_MISMATCH
     assert run.summary["records"]["invalid"] == 3
     assert run.summary["reason"].startswith("invalidRecords: 3 of 23 records are malformed; first: line 5: ")
     assert "messages[1].content: expected a string, got int" in run.summary["reason"]
@@ -193,7 +193,8 @@ def test_pii_actions(tmp_path: Path, run_validate: RunFn, action: str) -> None:
         chars = sum(len("\n".join(m["content"] for m in rec["messages"])) for rec in kept)
         assert st.stats is not None and st.stats.estimated_tokens == chars // 4  # documented: chars / 4
     elif action == "reject":
-        assert run.code == contract.EXIT_GATES_FAILED and not run.gate("piiReject")["passed"]
+        assert run.code == contract.EXIT_PII_REJECTED and not run.gate("piiReject")["passed"]
+        assert run.summary["reason"].startswith("piiReject: ")
         assert "123-45-6780" not in out  # a rejected dataset still never stores the PII
     else:
         assert run.code == 0 and "123-45-6780" in out and r["piiRedacted"] == 0
@@ -282,7 +283,7 @@ def test_formats_csv_text_parquet_and_compression(tmp_path: Path, run_validate: 
 def test_text_source_with_a_chat_schema_says_what_to_change(tmp_path: Path, run_validate: RunFn) -> None:
     (tmp_path / "t.txt").write_text("just a line of text\n")
     run = run_validate(tmp_path / "t.txt", {"schema": {"type": "chat"}})
-    assert run.code == contract.EXIT_BAD_INPUT and "set it to text" in run.summary["reason"]
+    assert run.code == contract.EXIT_SCHEMA_MISMATCH and "set it to text" in run.summary["reason"]
 
 
 def test_report_says_when_ner_entities_were_not_checked(
@@ -299,12 +300,12 @@ def test_report_says_when_ner_entities_were_not_checked(
     assert "NOT checked" in (run.version_dir / "report.html").read_text()
 
 
-def test_checksum_mismatch_is_bad_input(tmp_path: Path, run_validate: RunFn) -> None:
+def test_checksum_mismatch_has_its_own_exit_code(tmp_path: Path, run_validate: RunFn) -> None:
     src = write_jsonl(tmp_path / "d.jsonl", distinct_records(10))
     good = hashlib.sha256(src.read_bytes()).hexdigest()
     assert run_validate(src, {"source": {"sha256": good}}).code == 0
     run = run_validate(src, {"source": {"sha256": "0" * 64}}, out=tmp_path / "mismatch")
-    assert run.code == contract.EXIT_BAD_INPUT and run.summary["version"] is None
+    assert run.code == contract.EXIT_CHECKSUM_MISMATCH and run.summary["version"] is None
     assert "checksum mismatch" in run.summary["reason"] and good in run.summary["reason"]
     assert [p for p in (tmp_path / "mismatch").iterdir()] == []  # nothing half-written is left
 

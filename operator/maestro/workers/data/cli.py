@@ -2,7 +2,8 @@
 
 In the LLMDataset Job everything comes from env (contract.ENV_*); locally the same flags override.
 The last stdout line is the JSON summary (also written to the termination-message path), and the
-exit code says what happened: 0 gates passed, 2 bad input, 3 gates failed, 4 I/O error.
+exit code says what happened: 0 gates passed, 2 bad input, 3 gates failed, 4 I/O error,
+5 checksum mismatch, 6 schema mismatch, 7 PII rejected (contract.EXIT_*).
 """
 
 from __future__ import annotations

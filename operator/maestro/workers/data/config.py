@@ -25,7 +25,7 @@ class Gates:
     allowed_languages: frozenset[str] = frozenset()
     representation: dict[str, list[str]] | None = None
     max_imbalance: float = 5.0
-    #: Malformed records tolerated before the input counts as bad (exit code EXIT_BAD_INPUT).
+    #: Malformed records tolerated before the input counts as bad (exit code EXIT_SCHEMA_MISMATCH).
     max_invalid_ratio: float = 0.0
 
 

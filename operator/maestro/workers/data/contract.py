@@ -51,12 +51,18 @@ COMMAND = ("maestro", "data", "validate")
 EXIT_OK = 0
 #: An unexpected bug in the worker (uncaught exception); retrying will not help either.
 EXIT_INTERNAL = 1
-#: The source or the spec is wrong (malformed records, checksum mismatch, unknown format): permanent.
+#: The source or the spec is wrong (unreadable format, no records, bad URI): permanent.
 EXIT_BAD_INPUT = 2
 #: The data was processed but at least one quality gate failed: permanent until the data changes.
 EXIT_GATES_FAILED = 3
 #: Reading the source or writing outputs failed (network, permissions, disk full): retriable.
 EXIT_IO_ERROR = 4
+#: The source's SHA-256 differs from spec.source.sha256: permanent until the pin or the data changes.
+EXIT_CHECKSUM_MISMATCH = 5
+#: Records do not fit spec.schema (the invalidRecords gate, or a schema that cannot apply): permanent.
+EXIT_SCHEMA_MISMATCH = 6
+#: processing.pii.action is reject and PII was found (the piiReject gate): permanent.
+EXIT_PII_REJECTED = 7
 
 EXIT_REASONS = {
     EXIT_OK: "Succeeded",
@@ -64,6 +70,9 @@ EXIT_REASONS = {
     EXIT_BAD_INPUT: "InvalidInput",
     EXIT_GATES_FAILED: "GatesFailed",
     EXIT_IO_ERROR: "IOError",
+    EXIT_CHECKSUM_MISMATCH: "ChecksumMismatch",
+    EXIT_SCHEMA_MISMATCH: "SchemaMismatch",
+    EXIT_PII_REJECTED: "PIIRejected",
 }
 RETRIABLE_EXIT_CODES = frozenset({EXIT_IO_ERROR})
 

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from maestro.workers.data.contract import EXIT_BAD_INPUT, EXIT_IO_ERROR
+from maestro.workers.data.contract import (
+    EXIT_BAD_INPUT,
+    EXIT_CHECKSUM_MISMATCH,
+    EXIT_IO_ERROR,
+    EXIT_SCHEMA_MISMATCH,
+)
 
 
 class DataWorkerError(Exception):
@@ -10,9 +15,21 @@ class DataWorkerError(Exception):
 
 
 class InputError(DataWorkerError):
-    """The source or spec is wrong (malformed record, checksum mismatch, unknown format): permanent."""
+    """The source or spec is wrong (unknown format, no records, bad URI): permanent."""
 
     exit_code = EXIT_BAD_INPUT
+
+
+class ChecksumMismatch(InputError):
+    """The source's SHA-256 is not spec.source.sha256: permanent until the pin or the data changes."""
+
+    exit_code = EXIT_CHECKSUM_MISMATCH
+
+
+class SchemaMismatch(InputError):
+    """The records cannot be mapped with spec.schema (e.g. a plain-text source for chat records)."""
+
+    exit_code = EXIT_SCHEMA_MISMATCH
 
 
 class SourceIOError(DataWorkerError):

@@ -1,8 +1,9 @@
 """Quality gates: each is a named comparison of a measured value with a spec threshold.
 
 Gates are evaluated on the cleaned data and all reported, passed or not, so a failing dataset shows
-every problem at once. `invalidRecords` is special: failing it means the *input* is bad (exit code
-EXIT_BAD_INPUT), which the operator reports differently from a dataset that merely misses a bar.
+every problem at once. Two are special: failing `invalidRecords` means the records do not fit the
+schema (exit code EXIT_SCHEMA_MISMATCH), failing `piiReject` that PII was found where the spec rejects
+it (EXIT_PII_REJECTED); the operator reports those differently from a dataset that merely misses a bar.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from maestro.workers.data.config import Config
 from maestro.workers.data.pipeline import Result
 
 INVALID_GATE = "invalidRecords"
+PII_REJECT_GATE = "piiReject"
 
 
 def _ratio(num: int, den: int) -> float:
@@ -65,7 +67,7 @@ def evaluate(cfg: Config, res: Result) -> list[dict[str, Any]]:
         )
     if cfg.pii_action == "reject":
         gate(
-            "piiReject",
+            PII_REJECT_GATE,
             res.pii_records == 0,
             res.pii_records,
             0,

@@ -25,7 +25,7 @@ from typing import IO, Any
 from maestro.workers.data import langid, normalize, sources
 from maestro.workers.data.config import Config
 from maestro.workers.data.dedup import ExactDedup, NearDedup
-from maestro.workers.data.errors import InputError, SourceIOError
+from maestro.workers.data.errors import ChecksumMismatch, InputError, SchemaMismatch, SourceIOError
 from maestro.workers.data.pii import NER_ENTITIES, PIIScanner, apply_redactions
 from maestro.workers.data.quality import Diversity, Representation, heuristic_reason, profanity_count
 from maestro.workers.data.schema import FieldMap, Record, RecordError, map_row
@@ -209,7 +209,7 @@ class Pipeline:
         loc = sources.resolve(cfg.uri, env)
         fmt, compression = sources.infer_format(loc.name, cfg.format)
         if fmt == "text" and cfg.fields.kind not in ("text", "auto"):
-            raise InputError(
+            raise SchemaMismatch(
                 f"the source is plain text (one record per line) but spec.schema.type is {cfg.fields.kind}; "
                 "set it to text, or use JSONL/CSV/Parquet for chat and prompt-completion records"
             )
@@ -233,7 +233,7 @@ class Pipeline:
                 res.source_sha256 = reader.hexdigest()
                 res.source_bytes = reader.bytes_read
             if cfg.sha256 and cfg.sha256.lower() != res.source_sha256:
-                raise InputError(
+                raise ChecksumMismatch(
                     f"checksum mismatch: spec.source.sha256 is {cfg.sha256} but the source has "
                     f"{res.source_sha256} ({res.source_bytes} bytes); the data changed or the pin is stale"
                 )

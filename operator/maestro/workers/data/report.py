@@ -11,8 +11,15 @@ import numpy as np
 
 from maestro import __version__
 from maestro.workers.data.config import Config
-from maestro.workers.data.contract import EXIT_BAD_INPUT, EXIT_GATES_FAILED, EXIT_OK, Summary, dump_summary
-from maestro.workers.data.gates import INVALID_GATE
+from maestro.workers.data.contract import (
+    EXIT_GATES_FAILED,
+    EXIT_OK,
+    EXIT_PII_REJECTED,
+    EXIT_SCHEMA_MISMATCH,
+    Summary,
+    dump_summary,
+)
+from maestro.workers.data.gates import INVALID_GATE, PII_REJECT_GATE
 from maestro.workers.data.pipeline import Result
 
 REPORT_SCHEMA = "llmops.dev/dataset-report/v1"
@@ -50,10 +57,15 @@ def outcome(gates: list[dict[str, Any]]) -> tuple[int, str | None]:
     failed = [g for g in gates if not g["passed"]]
     if not failed:
         return EXIT_OK, None
-    bad_input = [g for g in failed if g["name"] == INVALID_GATE]
-    first = bad_input[0] if bad_input else failed[0]
+    # Malformed records say the schema is wrong, rejected PII that the data is; either outranks a bar.
+    code, first = EXIT_GATES_FAILED, failed[0]
+    for name, special in ((INVALID_GATE, EXIT_SCHEMA_MISMATCH), (PII_REJECT_GATE, EXIT_PII_REJECTED)):
+        hit = next((g for g in failed if g["name"] == name), None)
+        if hit is not None:
+            code, first = special, hit
+            break
     more = f" (+{len(failed) - 1} more failed gates)" if len(failed) > 1 else ""
-    return (EXIT_BAD_INPUT if bad_input else EXIT_GATES_FAILED), f"{first['name']}: {first['message']}{more}"
+    return code, f"{first['name']}: {first['message']}{more}"
 
 
 def artifact_uris(res: Result, output_dir: str, prefix: str | None) -> dict[str, str]:

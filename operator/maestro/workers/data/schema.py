@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from maestro.workers.data.errors import InputError
+from maestro.workers.data.errors import InputError, SchemaMismatch
 
 KINDS = ("chat", "prompt-completion", "text")
 # JSON string literal without ASCII escaping (the C implementation json.dumps uses)
@@ -64,7 +64,7 @@ class FieldMap:
             kind = "text"
         else:
             keys = sorted(row)[:8] if isinstance(row, Mapping) else type(row).__name__
-            raise InputError(
+            raise SchemaMismatch(
                 f"cannot infer spec.schema.type from the first record (keys {keys}); set it to chat, "
                 "prompt-completion or text, and name the fields if they differ"
             )
