@@ -74,3 +74,45 @@ async def test_a_dataset_that_may_still_become_ready_keeps_the_job_waiting(
 ) -> None:
     conds = await conditions_after(training_obj, ds)
     assert conds["Ready"]["reason"] == "DatasetNotReady" and conds["Degraded"]["status"] == "False"
+
+
+class RejectingKube(NoJobKube):
+    """No Job yet, and the API server refuses the training Job for good (422)."""
+
+    async def apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        from maestro.k8s.errors import Invalid
+
+        if manifest["kind"] == "Job":
+            raise Invalid(
+                422, "Invalid", 'Job.batch is invalid: spec.template.spec.containers[0]: Invalid value: "x"'
+            )
+        return manifest
+
+
+async def test_a_training_job_the_api_server_rejects_is_apply_failed(training_obj: dict[str, Any]) -> None:
+    from maestro.builders.settings import Settings
+
+    ds = {
+        "kind": "LLMDataset",
+        "metadata": {"name": "support-chats", "namespace": "team-a", "generation": 1},
+        "spec": {"schema": {"type": "chat"}},
+        "status": {
+            "phase": "Ready",
+            "observedGeneration": 1,
+            "version": "sha256:" + "a" * 64,
+            "artifact": {"uri": "pvc://support-chats-data/datasets/sha256-" + "a" * 64 + "/"},
+            "conditions": [{"type": "Ready", "status": "True", "reason": "Succeeded", "message": "m"}],
+        },
+    }
+    store = Store()
+    store.put(ds)
+    kube = RejectingKube()
+    ctx = Context(kube=kube, settings=Settings(), store=store, on_transition=_ignore)  # type: ignore[arg-type]
+    result = await training.reconcile(ctx, training_obj)
+    conds = {c["type"]: c for c in kube.patches[-1]["conditions"]}
+    assert (
+        conds["Ready"]["reason"] == "ApplyFailed"
+        and "containers[0]: Invalid value" in conds["Ready"]["message"]
+    )
+    assert conds["Degraded"]["status"] == "True" and conds["DatasetReady"]["status"] == "True"
+    assert result.phase == "Waiting" and result.requeue_after  # not terminal: tried again
