@@ -246,6 +246,14 @@ class DevEnv:
 
     def apply_quickstart(self) -> None:
         self.kubectl("create", "namespace", NAMESPACE, check=False)
+        # The inputs volume is Retain: after its claim was deleted (namespace removed by hand) it is
+        # Released and binds nothing again until its claimRef is cleared, as an admin would.
+        pv = self.get("pv", "maestro-quickstart-inputs")  # cluster-scoped: the namespace is ignored
+        if pv.get("status", {}).get("phase") == "Released":
+            self.kubectl(
+                "patch", "pv", "maestro-quickstart-inputs", "--type=json",
+                "-p", '[{"op": "remove", "path": "/spec/claimRef"}]',
+            )  # fmt: skip
         # what a production namespace enforces: every pod Maestro generates must pass `restricted`
         self.kubectl(
             "label", "namespace", NAMESPACE, "pod-security.kubernetes.io/enforce=restricted", "--overwrite"
