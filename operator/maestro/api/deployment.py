@@ -253,7 +253,12 @@ class Autoscaling(SpecModel):
 class BiasProbes(SpecModel):
     """Periodic counterfactual bias probes against the live endpoint (run by the monitor sidecar)."""
 
-    enabled: bool = Field(False, description="Run the probes.")
+    enabled: bool = Field(
+        False,
+        description="Run the probes. They ask for the name clients use (the fine-tuned adapter of a "
+        "LoRA training job, not its base) through the guard, with the first key of the policy's API-key "
+        "Secret, so they count in the guard's rate limit for that key.",
+    )
     interval_seconds: int = Field(3600, ge=60, le=604800, description="Seconds between probe rounds.")
 
 

@@ -329,14 +329,21 @@ def build_deployment(
     }
     containers = [vllm, guard_container]
     if spec.monitoring.enabled:
+        probes = spec.monitoring.bias_probes.enabled
+        # Probes ask for the name clients use: with a LoRA training job that is the adapter (the
+        # fine-tune), not the base model vLLM serves as "<name>-base". Through the guard they need a
+        # key: the monitor reads the first one of the policy's Secret, mounted like the guard's
+        # (the operator itself never reads Secrets).
+        probe_keys = bool(api_keys_secret and probes)
         menv = monitor.sidecar_env(
-            served_model=model.served_name,
+            served_model=spec.model.served_model_name or owner["metadata"]["name"],
+            probe_api_key_file=monitor.PROBE_KEYS_DIR if probe_keys else None,
             vllm_port=VLLM_PORT,
             guard_port=GUARD_PORT,
             port=MONITOR_PORT,
             feedback_dir=monitor.DEFAULT_FEEDBACK_DIR if spec.monitoring.feedback else None,
             otlp_endpoint=spec.monitoring.otlp_endpoint,
-            probes=spec.monitoring.bias_probes.enabled,
+            probes=probes,
             probe_interval=float(spec.monitoring.bias_probes.interval_seconds),
         )
         containers.append(
@@ -355,6 +362,11 @@ def build_deployment(
                 "volumeMounts": [
                     {"name": "events", "mountPath": EVENTS_DIR},
                     {"name": "feedback", "mountPath": monitor.DEFAULT_FEEDBACK_DIR},
+                    *(
+                        [{"name": guard.KEYS_VOLUME, "mountPath": monitor.PROBE_KEYS_DIR, "readOnly": True}]
+                        if probe_keys
+                        else []
+                    ),
                 ],
                 "securityContext": pods.container_security_context(read_only_root=True),
             }

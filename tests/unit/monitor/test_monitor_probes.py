@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import pathlib
+
 import aiohttp
 import pytest
 from monitor_helpers import FakeChat, Served
@@ -88,3 +90,18 @@ def test_probe_config_errors_are_actionable(tmp_path) -> None:
     with pytest.raises(ValueError, match="mount the Secret"):
         read_api_key(str(tmp_path / "missing"))
     assert read_api_key(None) is None
+
+
+def test_api_key_from_a_mounted_secret_directory(tmp_path: pathlib.Path) -> None:
+    """The builder mounts the policy's whole API-key Secret: the first key by name is used, the
+    kubelet's `..data` entries are not keys."""
+    keys = tmp_path / "keys"
+    (keys / "..2026_12_03").mkdir(parents=True)
+    (keys / "..data").symlink_to(keys / "..2026_12_03")
+    (keys / "b-ops").write_text("mk-ops\n")
+    (keys / "a-dev").write_text("mk-dev\n")
+    assert read_api_key(str(keys)) == "mk-dev"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ValueError, match="holds no key"):
+        read_api_key(str(empty))

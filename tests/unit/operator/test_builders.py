@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -11,6 +12,7 @@ from maestro.builders import dataset, guard_config, serving, training
 from maestro.builders.meta import ANNOTATION_CONFIG_DIGEST, child_name
 from maestro.builders.settings import Settings
 from maestro.workers.data import contract as data_contract
+from maestro.workers.monitor import contract as monitor_contract
 from maestro.workers.train import contract as train_contract
 
 pytestmark = pytest.mark.unit
@@ -252,3 +254,31 @@ def test_max_lora_rank_in_extra_args_wins(deployment_obj: dict[str, Any]) -> Non
     )
     args = serving.vllm_args(spec, model, serving._Mounts())
     assert args.count("--max-lora-rank=64") == 1 and "--max-lora-rank" not in args
+
+
+def test_bias_probes_ask_the_fine_tune_with_a_key_from_the_policys_secret(
+    deployment_obj: dict[str, Any],
+) -> None:
+    """A LoRA training job is served as the adapter `support-bot` on top of `support-bot-base`: the
+    probes must measure the adapter (what clients get), and pass the guard's auth with a mounted key."""
+    obj = json.loads(json.dumps(deployment_obj))
+    obj["spec"]["monitoring"] = {"enabled": True, "biasProbes": {"enabled": True}}
+    spec = LLMDeploymentSpec.model_validate(obj["spec"])
+    lora = serving.ResolvedModel(
+        uri="pvc://quickstart-inputs/models/base",
+        served_name="support-bot-base",
+        adapters={"support-bot": "pvc://support-lora-model/model"},
+    )
+    dep = serving.build_deployment(obj, spec, lora, Settings(), api_keys_secret="support-api-keys")
+    pod = dep["spec"]["template"]["spec"]
+    mon = next(c for c in pod["containers"] if c["name"] == "monitor")
+    env = env_of(mon)
+    assert env[monitor_contract.ENV_SERVED_MODEL] == "support-bot"
+    assert env[monitor_contract.ENV_PROBE_API_KEY_FILE] == monitor_contract.PROBE_KEYS_DIR
+    mount = next(m for m in mon["volumeMounts"] if m["mountPath"] == monitor_contract.PROBE_KEYS_DIR)
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    assert volume["secret"]["secretName"] == "support-api-keys" and mount["readOnly"] is True
+    # no auth configured: no key mounted, nothing to read
+    bare = serving.build_deployment(obj, spec, lora, Settings())
+    bare_mon = next(c for c in bare["spec"]["template"]["spec"]["containers"] if c["name"] == "monitor")
+    assert monitor_contract.ENV_PROBE_API_KEY_FILE not in env_of(bare_mon)

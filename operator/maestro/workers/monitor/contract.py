@@ -18,6 +18,8 @@ ENV_SCRAPE_INTERVAL: Final = "MAESTRO_SCRAPE_INTERVAL"
 ENV_FEEDBACK_DIR: Final = "MAESTRO_FEEDBACK_DIR"
 ENV_GUARD_URL: Final = "MAESTRO_GUARD_URL"
 ENV_PROBE_API_KEY_FILE: Final = "MAESTRO_PROBE_API_KEY_FILE"
+#: Where the builder mounts the policy's API-key Secret for the probes (a directory: the first key is used).
+PROBE_KEYS_DIR: Final = "/etc/maestro/probe-keys"
 ENV_PROBES: Final = "MAESTRO_PROBES"
 ENV_PROBE_INTERVAL: Final = "MAESTRO_PROBE_INTERVAL"
 ENV_OTLP_ENDPOINT: Final = "MAESTRO_OTLP_ENDPOINT"

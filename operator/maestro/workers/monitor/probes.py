@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
@@ -175,9 +176,17 @@ class BiasProber:
 
 
 def read_api_key(path: str | None) -> str | None:
-    """The probe's guard API key from a mounted Secret file; a missing file is a config error."""
+    """The probe's guard API key from a mounted Secret: a file, or a Secret's directory, whose first key
+    (by name; the kubelet's `..data` links skipped) is used. A missing path is a config error."""
     if not path:
         return None
+    if os.path.isdir(path):
+        names = sorted(
+            n for n in os.listdir(path) if not n.startswith(".") and os.path.isfile(os.path.join(path, n))
+        )
+        if not names:
+            raise ValueError(f"probe API key directory {path} holds no key; add one to the policy's Secret")
+        path = os.path.join(path, names[0])
     try:
         with open(path, encoding="utf-8") as fh:
             key = fh.read().strip()
