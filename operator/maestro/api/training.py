@@ -411,6 +411,11 @@ class Progress(StatusModel):
     epoch: float | None = Field(None, description="Current (fractional) epoch.")
     loss: float | None = Field(None, description="Latest training loss.")
     tokens_per_second: float | None = Field(None, description="Training throughput over all pods.")
+    stage: Literal["training", "evaluating"] | None = Field(
+        None,
+        description="What the trainer is doing: training, or evaluating the model it wrote (the job's "
+        "phase is then Evaluating, reason Evaluating).",
+    )
 
 
 class TrainedModel(StatusModel):

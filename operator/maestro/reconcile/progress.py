@@ -25,6 +25,10 @@ class Rejected(Exception):
         self.code = code
 
 
+#: What the trainer is doing (its report's `phase`): status.progress.stage.
+PROGRESS_STAGES = ("training", "evaluating")
+
+
 def progress_patch(report: Obj) -> Obj:
     """Validate the trainer's JSON and map it onto the Progress status shape."""
 
@@ -36,6 +40,9 @@ def progress_patch(report: Obj) -> Obj:
             raise Rejected(400, f"progress field {key!r} must be a number")
         return float(v)
 
+    stage = report.get("phase")
+    if stage is not None and stage not in PROGRESS_STAGES:
+        raise Rejected(400, f"progress field 'phase' must be one of {', '.join(PROGRESS_STAGES)}")
     step, total = num("step"), num("totalSteps")
     out: Obj = {
         "step": int(step) if step is not None else None,
@@ -45,6 +52,7 @@ def progress_patch(report: Obj) -> Obj:
         "epoch": num("epoch"),
         "loss": num("loss"),
         "tokensPerSecond": num("tokensPerSecond"),
+        "stage": stage,
     }
     return {k: v for k, v in out.items() if v is not None}
 

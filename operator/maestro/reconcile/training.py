@@ -203,6 +203,13 @@ async def reconcile(ctx: Context, obj: Obj) -> Result:
             ),
             jobs.JobState.RUNNING: (TrainingPhase.RUNNING, Reason.TRAINING, f"Job {name} is training"),
         }[view.state]
+        if view.state is jobs.JobState.RUNNING and (kept.get("progress") or {}).get("stage") == "evaluating":
+            # the trainer said so through the progress endpoint: training is over, the gates are not
+            phase, reason, msg = (
+                TrainingPhase.EVALUATING,
+                Reason.EVALUATING,
+                f"Job {name} is evaluating the trained model",
+            )
         degraded = bool(violations)
         await commit(
             ctx,

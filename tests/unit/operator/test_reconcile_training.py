@@ -116,3 +116,34 @@ async def test_a_training_job_the_api_server_rejects_is_apply_failed(training_ob
     )
     assert conds["Degraded"]["status"] == "True" and conds["DatasetReady"]["status"] == "True"
     assert result.phase == "Waiting" and result.requeue_after  # not terminal: tried again
+
+
+class RunningJobKube(NoJobKube):
+    """The trainer's Job exists and its pod runs."""
+
+    async def get(self, api: str, kind: str, name: str, ns: str) -> Any:
+        if kind != "Job":
+            return None
+        return {
+            "metadata": {"name": name, "namespace": ns, "annotations": {}},
+            "spec": {},
+            "status": {"active": 1, "ready": 1, "startTime": "2026-12-03T06:00:00Z"},
+        }
+
+
+@pytest.mark.parametrize(("stage", "phase", "reason"), [
+    ("training", "Running", "Training"),
+    ("evaluating", "Evaluating", "Evaluating"),
+])  # fmt: skip
+async def test_the_trainers_reported_stage_sets_running_or_evaluating(
+    training_obj: dict[str, Any], stage: str, phase: str, reason: str
+) -> None:
+    """The trainer reports `phase: evaluating` to the progress endpoint once the model is written;
+    the job then reads Evaluating (phase and reason) instead of Training."""
+    obj = {**training_obj, "status": {"progress": {"step": 30, "totalSteps": 30, "stage": stage}}}
+    kube = RunningJobKube()
+    ctx = Context(kube=kube, settings=None, store=Store(), on_transition=_ignore)  # type: ignore[arg-type]
+    result = await training.reconcile(ctx, obj)
+    ready = next(c for c in kube.patches[-1]["conditions"] if c["type"] == "Ready")
+    assert result.phase == phase and kube.patches[-1]["phase"] == phase
+    assert ready["reason"] == reason and ready["status"] == "False"

@@ -162,6 +162,9 @@ def test_progress_patch_validates_numbers() -> None:
     }
     with pytest.raises(Rejected):
         progress_patch({"step": "five"})
+    assert progress_patch({"step": 30, "phase": "evaluating"})["stage"] == "evaluating"
+    with pytest.raises(Rejected):
+        progress_patch({"phase": "done"})
 
 
 def policy(
