@@ -113,36 +113,17 @@ async def reconcile(ctx: Context, obj: Obj) -> Result:
     )
     ds_cond, ds_input = _dataset_condition(ds, ds_name, spec.dataset_ref.version)
     if job is None:
+
+        async def wait(reason: str, message: str, degraded: bool) -> None:
+            """The job cannot start yet: Waiting, with why on Ready (and Degraded when a person must act)."""
+            ready = standard(False, reason, message, progressing=False, degraded=degraded)
+            await commit(ctx, obj, {**kept, "phase": TrainingPhase.WAITING}, [*ready, ds_cond, admitted])
+
         if ds_input is None:
-            await commit(
-                ctx,
-                obj,
-                {**kept, "phase": TrainingPhase.WAITING},
-                [
-                    *standard(
-                        False,
-                        ds_cond.reason,
-                        ds_cond.message,
-                        progressing=False,
-                        degraded=is_permanent(ds_cond.reason),
-                    ),
-                    ds_cond,
-                    admitted,
-                ],
-            )
+            await wait(ds_cond.reason, ds_cond.message, is_permanent(ds_cond.reason))
             return Result(phase=TrainingPhase.WAITING)
         if violations:
-            msg = admitted.message
-            await commit(
-                ctx,
-                obj,
-                {**kept, "phase": TrainingPhase.WAITING},
-                [
-                    *standard(False, Reason.POLICY_DENIED, msg, progressing=False, degraded=True),
-                    ds_cond,
-                    admitted,
-                ],
-            )
+            await wait(Reason.POLICY_DENIED, admitted.message, True)
             return Result(phase=TrainingPhase.WAITING)
         children = [
             m for m in (build.build_pvc(obj, spec, ctx.settings), build.build_service(obj, spec)) if m
@@ -154,16 +135,7 @@ async def reconcile(ctx: Context, obj: Obj) -> Result:
             job = await apply(ctx, manifest)
         except ApplyRejected as exc:
             # Still Waiting (not terminal): the apply is tried again on the next poll and resync.
-            await commit(
-                ctx,
-                obj,
-                {**kept, "phase": TrainingPhase.WAITING},
-                [
-                    *standard(False, Reason.APPLY_FAILED, str(exc), progressing=False, degraded=True),
-                    ds_cond,
-                    admitted,
-                ],
-            )
+            await wait(Reason.APPLY_FAILED, str(exc), True)
             return Result(requeue_after=ctx.poll_seconds, phase=TrainingPhase.WAITING)
         await _delete_superseded(ctx, obj, keep=name)
 
