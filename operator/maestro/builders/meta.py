@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from maestro.api.common import API_VERSION
@@ -30,6 +31,23 @@ ANNOTATION_CONFIG_DIGEST = "llmops.dev/guard-config-digest"
 ANNOTATION_POLICY = "llmops.dev/policy"
 
 Obj = dict[str, Any]
+
+
+@dataclass(frozen=True, order=True)
+class ChildRef:
+    """Which child a manifest is (in the owner's namespace): builders key what they build by it, and a
+    reference mapped to None means that child must not exist (the reconcile deletes it)."""
+
+    api_version: str
+    kind: str
+    name: str
+
+    @classmethod
+    def of(cls, manifest: Obj) -> ChildRef:
+        return cls(manifest["apiVersion"], manifest["kind"], manifest["metadata"]["name"])
+
+    def __str__(self) -> str:
+        return f"{self.api_version}/{self.kind}/{self.name}"
 
 
 def digest(data: Any, length: int | None = None) -> str:

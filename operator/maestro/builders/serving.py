@@ -14,12 +14,14 @@ from typing import Any
 
 from lightkube.utils.quantity import parse_quantity
 
+from maestro.api.common import API_VERSION
 from maestro.api.deployment import DEFAULT_VLLM_IMAGE, LLMDeploymentSpec, ScalingMetric
 from maestro.builders import guard_config, pods
 from maestro.builders.meta import (
     ANNOTATION_CONFIG_DIGEST,
     ANNOTATION_POLICY,
     LABEL_DEPLOYMENT,
+    ChildRef,
     child_name,
     object_meta,
 )
@@ -34,7 +36,7 @@ GUARD_PORT = guard.DEFAULT_PORT
 MONITOR_PORT = monitor.DEFAULT_PORT
 MODEL_ROOT = "/mnt/maestro/models"
 EVENTS_DIR = "/var/run/maestro"
-API_GROUP_VERSION = "llmops.dev/v1alpha1"
+API_GROUP_VERSION = API_VERSION
 
 #: HPA Pods-metric names (served by a Prometheus adapter) per scaling signal.
 HPA_METRICS = {
@@ -65,6 +67,8 @@ class ResolvedModel:
     #: LoRA rank (hyperparameters.lora.r) of the adapters whose rank is known: served name -> r.
     #: Adapters given by uri have no known rank; vLLM's default limit (16) applies to them.
     adapter_ranks: dict[str, int] = field(default_factory=dict)
+    #: Weight digests of the adapters that come from a training job: served name -> sha256.
+    adapter_digests: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -222,7 +226,7 @@ def cpu_kv_cache_gib(resources: Obj) -> int:
     limit = (resources.get("limits") or {}).get("memory")
     if not limit:
         return 4
-    return max(1, int((parse_quantity(str(limit)) or 0) / 2**30) // 4)
+    return max(1, int(parse_quantity(str(limit)) / 2**30) // 4)
 
 
 def build_deployment(
@@ -561,3 +565,43 @@ def build_service_monitor(owner: Obj, spec: LLMDeploymentSpec, caps: Capabilitie
             "endpoints": [{"port": "metrics", "path": monitor.METRICS_PATH, "interval": "30s"}],
         },
     }
+
+
+def build_children(
+    owner: Obj,
+    spec: LLMDeploymentSpec,
+    model: ResolvedModel,
+    settings: Settings,
+    caps: Capabilities,
+    guard_doc: Obj,
+    *,
+    api_keys_secret: str | None = None,
+) -> dict[ChildRef, Obj | None]:
+    """Every serving child, keyed by reference; an optional child the spec does not want maps to None
+    (it must not exist). Kinds whose API the cluster lacks (KEDA, the Prometheus operator) are not
+    mentioned at all: there is nothing to create or delete."""
+    name = deployment_name(owner)
+    out: dict[ChildRef, Obj | None] = {}
+    for manifest in (
+        build_config_map(owner, guard_doc),
+        build_deployment(owner, spec, model, settings, api_keys_secret=api_keys_secret),
+        build_service(owner),
+        build_network_policy(owner, spec),
+    ):
+        out[ChildRef.of(manifest)] = manifest
+    out[ChildRef("policy/v1", "PodDisruptionBudget", name)] = build_pdb(owner) if wants_pdb(spec) else None
+    scaler = build_autoscaler(owner, spec, caps)
+    out[ChildRef("autoscaling/v2", "HorizontalPodAutoscaler", name)] = (
+        scaler if scaler is not None and scaler["kind"] == "HorizontalPodAutoscaler" else None
+    )
+    if caps.keda:
+        out[ChildRef("keda.sh/v1alpha1", "ScaledObject", name)] = (
+            scaler if scaler is not None and scaler["kind"] == "ScaledObject" else None
+        )
+    monitor_ = build_service_monitor(owner, spec, caps)
+    if caps.service_monitor:
+        out[ChildRef("monitoring.coreos.com/v1", "ServiceMonitor", name)] = monitor_
+    out[ChildRef("v1", "Service", metrics_service_name(owner))] = (
+        build_metrics_service(owner) if monitor_ is not None else None
+    )
+    return out

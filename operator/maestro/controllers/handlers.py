@@ -11,19 +11,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from typing import Any
 
 import kopf
 from aiohttp import web
 
-from maestro.api import GROUP, VERSION
+from maestro import api
+from maestro.api import API_VERSION, GROUP, VERSION
 from maestro.builders.meta import LABEL_MANAGED_BY, LABEL_OWNER_KIND, LABEL_OWNER_NAME, MANAGED_BY
 from maestro.builders.serving import Capabilities
 from maestro.controllers import metrics, state
 from maestro.controllers.config import OperatorConfig
 from maestro.controllers.progress import progress_app
-from maestro.controllers.queue import WorkQueue, quiet
+from maestro.controllers.queue import quiet
 from maestro.k8s import ApiError, Kube, NotFound
 from maestro.reconcile import dataset, deployment, policy, training
 from maestro.reconcile.context import Context, InvalidObject, Result
@@ -32,24 +33,16 @@ from maestro.reconcile.store import DATASET, DEPLOYMENT, KINDS, POLICY, TRAINING
 log = logging.getLogger("maestro")
 quiet(ApiError)
 
-RECONCILERS = {
+RECONCILERS: dict[str, Callable[[Context, dict[str, Any]], Awaitable[Result]]] = {
     DATASET: dataset.reconcile,
     TRAINING: training.reconcile,
     DEPLOYMENT: deployment.reconcile,
     POLICY: policy.reconcile,
 }
-PLURALS = {
-    DATASET: "llmdatasets",
-    TRAINING: "llmtrainingjobs",
-    DEPLOYMENT: "llmdeployments",
-    POLICY: "llmpolicies",
-}
-API_VERSION = f"{GROUP}/{VERSION}"
 
 
-async def process(key: Hashable) -> float | None:
-    rt = state.runtime()
-    assert rt is not None and isinstance(key, tuple)
+async def process(rt: state.Runtime, key: Hashable) -> float | None:
+    assert isinstance(key, tuple)
     kind, ns, name = key
     obj = rt.ctx.store.get(kind, ns, name)
     if obj is None or (obj.get("metadata") or {}).get("deletionTimestamp"):
@@ -70,14 +63,6 @@ async def process(key: Hashable) -> float | None:
     if current is not None:
         metrics.observe_status(current)
     return result.requeue_after
-
-
-def _enqueue(*keys: tuple[str, str, str]) -> None:
-    rt = state.runtime()
-    if rt is None:
-        return
-    for key in keys:
-        rt.queue.add(key)
 
 
 async def _capabilities(kube: Kube) -> Capabilities:
@@ -101,24 +86,14 @@ async def _resync(rt: state.Runtime) -> None:
             rt.queue.add((obj["kind"], meta["namespace"], meta["name"]))
 
 
-def _ready() -> bool:
-    rt = state.runtime()
-    return bool(rt and rt.ready)
-
-
-_servers: list[web.AppRunner] = []
-_background: list[asyncio.Task[None]] = []
-
-
-async def _serve(app: web.Application, port: int) -> None:
+async def _serve(rt: state.Runtime, app: web.Application, port: int) -> None:
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "0.0.0.0", port, reuse_address=True).start()
-    _servers.append(runner)
+    rt.servers.append(runner)
 
 
-@kopf.on.startup()
-async def startup(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any) -> None:
+async def startup(settings: kopf.OperatorSettings, logger: kopf.Logger, memo: kopf.Memo, **_: Any) -> None:
     cfg = OperatorConfig.from_env()
     for noisy in ("httpx2", "httpcore2", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -154,18 +129,17 @@ async def startup(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any
         caps=await _capabilities(kube),
         poll_seconds=cfg.poll_seconds,
     )
-    queue = WorkQueue(process, workers=cfg.workers)
-    rt = state.Runtime(config=cfg, ctx=ctx, queue=queue)
-    state.set_runtime(rt)
-    metrics.register_objects(state.store)
-    queue.start()
+    rt = state.Runtime(config=cfg, ctx=ctx, worker=process)
+    state.attach(memo, rt)
+    metrics.register_objects(lambda: rt.ctx.store)
+    rt.queue.start()
     for obj in list(store.all()):
-        queue.add((obj["kind"], obj["metadata"]["namespace"], obj["metadata"]["name"]))
+        rt.queue.add((obj["kind"], obj["metadata"]["namespace"], obj["metadata"]["name"]))
     if cfg.metrics_port:
-        await _serve(metrics.health_app(_ready), cfg.metrics_port)
+        await _serve(rt, metrics.health_app(lambda: rt.ready), cfg.metrics_port)
     if cfg.progress_port:
-        await _serve(progress_app(kube, cfg.settings.progress_audience), cfg.progress_port)
-    _background.append(asyncio.create_task(_resync(rt)))
+        await _serve(rt, progress_app(kube, cfg.settings.progress_audience), cfg.progress_port)
+    rt.background.append(asyncio.create_task(_resync(rt)))
     rt.ready = True
     logger.info(
         "Maestro started: %d objects cached, %d workers",
@@ -174,25 +148,24 @@ async def startup(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any
     )
 
 
-@kopf.on.cleanup()
-async def cleanup(**_: Any) -> None:
-    rt = state.runtime()
-    for task in _background:
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    rt = state.of(memo)
+    if rt is None:
+        return
+    for task in rt.background:
         task.cancel()
-    _background.clear()
-    for runner in _servers:
+    rt.background.clear()
+    for runner in rt.servers:
         await runner.cleanup()
-    _servers.clear()
-    if rt is not None:
-        await rt.queue.stop()
-        await rt.ctx.kube.close()
-    state.set_runtime(None)
+    rt.servers.clear()
+    await rt.queue.stop()
+    await rt.ctx.kube.close()
+    state.attach(memo, None)
 
 
-def _maestro_event(kind: str) -> None:
-    @kopf.on.event(GROUP, VERSION, PLURALS[kind], id=f"{PLURALS[kind]}-event")
-    async def on_event(event: kopf.RawEvent, **_: Any) -> None:
-        rt = state.runtime()
+def _on_maestro_event(kind: str) -> Callable[..., Awaitable[None]]:
+    async def on_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+        rt = state.of(memo)
         if rt is None:
             return
         obj: dict[str, Any] = dict(event["object"])
@@ -203,11 +176,11 @@ def _maestro_event(kind: str) -> None:
         store = rt.ctx.store
         key = (kind, ns, name)
         if event.get("type") == "DELETED":
-            _seen.pop(key, None)
+            rt.seen.pop(key, None)
             store.remove(kind, ns, name)
             rt.ctx.forget(meta.get("uid", ""))
             metrics.forget(obj)
-            _enqueue(*store.dependents(kind, ns, name), *store.policies_for(kind, ns, name))
+            rt.enqueue(*store.dependents(kind, ns, name), *store.policies_for(kind, ns, name))
             return
         cached = store.get(kind, ns, name)
         echo = cached is not None and (cached.get("metadata") or {}).get("resourceVersion") == meta.get(
@@ -215,29 +188,24 @@ def _maestro_event(kind: str) -> None:
         )
         store.put(obj)  # ignored when a status write already stored a newer version
         if not echo:  # the echo of our own status write needs no reconcile
-            _enqueue(key)
+            rt.enqueue(key)
         # Dependents are compared against what the watch showed last (the cache may already hold our
         # own status write, which dependents have not seen yet).
-        previous = _seen.get(key)
+        previous = rt.seen.get(key)
         observable = _observable(obj)
-        _seen[key] = observable
+        rt.seen[key] = observable
         if previous != observable:
-            _enqueue(*store.dependents(kind, ns, name))
+            rt.enqueue(*store.dependents(kind, ns, name))
         if previous is None and kind != POLICY:
-            _enqueue(*store.policies_for(kind, ns, name))
+            rt.enqueue(*store.policies_for(kind, ns, name))
 
-
-_seen: dict[tuple[str, str, str], tuple[Any, ...]] = {}
+    return on_event
 
 
 def _observable(obj: dict[str, Any]) -> tuple[Any, ...]:
     """What dependents read of an object: its spec, labels and status."""
     meta = obj.get("metadata") or {}
     return (meta.get("generation"), meta.get("labels"), obj.get("status"))
-
-
-for _kind in KINDS:
-    _maestro_event(_kind)
 
 
 def slim_deployment(obj: dict[str, Any]) -> dict[str, Any]:
@@ -266,15 +234,13 @@ def _owner_key(obj: dict[str, Any]) -> tuple[str, str, str] | None:
     return (kind, meta.get("namespace", ""), name)
 
 
-@kopf.on.event("batch", "v1", "jobs", labels={LABEL_MANAGED_BY: MANAGED_BY}, id="jobs-event")
-@kopf.on.event("apps", "v1", "deployments", labels={LABEL_MANAGED_BY: MANAGED_BY}, id="deployments-event")
-async def on_child_event(event: kopf.RawEvent, **_: Any) -> None:
+async def on_child_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     """A child changed: its owner's status may have to follow (and a deleted child be re-created)."""
     obj: dict[str, Any] = dict(event["object"])
     key = _owner_key(obj)
     if key is None:
         return
-    rt = state.runtime()
+    rt = state.of(memo)
     if rt is None:
         return
     meta = obj.get("metadata") or {}
@@ -286,3 +252,23 @@ async def on_child_event(event: kopf.RawEvent, **_: Any) -> None:
     elif ckey[0] == "Deployment":
         rt.ctx.children[ckey] = slim_deployment(obj)
     rt.queue.add(key)
+
+
+def register(registry: kopf.OperatorRegistry) -> None:
+    """Every handler, on `registry` (Kopf's default one for `kopf run -m maestro.controllers`).
+
+    Nothing is registered at import, and the handlers keep their state in Kopf's memo (`state.Runtime`),
+    not in module globals: two operators (e.g. tests) can run in one process with their own registries.
+    """
+    kopf.on.startup(registry=registry)(startup)
+    kopf.on.cleanup(registry=registry)(cleanup)
+    for model in api.KINDS:
+        info = model.crd
+        kopf.on.event(GROUP, VERSION, info.plural, id=f"{info.plural}-event", registry=registry)(
+            _on_maestro_event(info.kind)
+        )
+    child = {LABEL_MANAGED_BY: MANAGED_BY}
+    kopf.on.event("batch", "v1", "jobs", labels=child, id="jobs-event", registry=registry)(on_child_event)
+    kopf.on.event("apps", "v1", "deployments", labels=child, id="deployments-event", registry=registry)(
+        on_child_event
+    )

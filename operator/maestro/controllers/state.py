@@ -1,34 +1,62 @@
-"""Process-wide operator state shared by the Kopf handlers (set up once in the startup handler)."""
+"""The operator's runtime state, kept in Kopf's memo (set up by the startup handler).
+
+Nothing here is a module global: every handler finds the runtime through the `memo` Kopf hands it,
+so importing the controllers has no side effects and two operators can run in one process.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+import functools
+from collections.abc import Awaitable, Callable, Hashable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
 
 from maestro.controllers.config import OperatorConfig
 from maestro.controllers.queue import WorkQueue
 from maestro.reconcile.context import Context
-from maestro.reconcile.store import Store
+
+Key = tuple[str, str, str]
+Worker = Callable[["Runtime", Hashable], Awaitable[float | None]]
+
+_MEMO_KEY = "maestro_runtime"
+
+
+async def _idle(_: Runtime, __: Hashable) -> float | None:
+    return None
 
 
 @dataclass
 class Runtime:
     config: OperatorConfig
     ctx: Context
-    queue: WorkQueue
+    #: What the work queue runs for each key (the reconcile dispatcher).
+    worker: Worker = _idle
     ready: bool = False
+    #: (kind, namespace, name) -> what dependents last saw of the object (spec, labels, status).
+    seen: dict[Key, tuple[Any, ...]] = field(default_factory=dict)
+    servers: list[web.AppRunner] = field(default_factory=list)
+    background: list[asyncio.Task[None]] = field(default_factory=list)
+    queue: WorkQueue = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.queue = WorkQueue(functools.partial(self.worker, self), workers=self.config.workers)
+
+    def enqueue(self, *keys: Key) -> None:
+        for key in keys:
+            self.queue.add(key)
 
 
-_runtime: Runtime | None = None
+def attach(memo: Any, rt: Runtime | None) -> None:
+    """Keep `rt` in Kopf's operator-wide memo (per-object memos are copies made after startup)."""
+    memo[_MEMO_KEY] = rt
 
 
-def set_runtime(rt: Runtime | None) -> None:
-    global _runtime
-    _runtime = rt
-
-
-def runtime() -> Runtime | None:
-    return _runtime
-
-
-def store() -> Store | None:
-    return _runtime.ctx.store if _runtime else None
+def of(memo: Any) -> Runtime | None:
+    try:
+        rt = memo.get(_MEMO_KEY)
+    except AttributeError:
+        return None
+    return rt if isinstance(rt, Runtime) else None

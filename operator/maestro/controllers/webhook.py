@@ -17,11 +17,12 @@ import kopf
 from kopf._core.engines import admission as kopf_admission
 from pydantic import ValidationError
 
-from maestro.api import GROUP, VERSION, LLMDatasetSpec, LLMDeploymentSpec, LLMPolicySpec, LLMTrainingJobSpec
+from maestro.api import GROUP, KINDS, VERSION
 from maestro.controllers import state
 from maestro.controllers.certs import write_self_signed
 from maestro.controllers.config import OperatorConfig
 from maestro.reconcile import admission
+from maestro.reconcile.store import Store
 
 MANAGED_NAME = "validate.llmops.dev"
 
@@ -41,12 +42,8 @@ async def _no_mutating_configuration(**_: Any) -> None:
 
 kopf_admission.mutating_configuration_manager = _no_mutating_configuration
 
-SPECS: dict[str, type[Any]] = {
-    "LLMDataset": LLMDatasetSpec,
-    "LLMTrainingJob": LLMTrainingJobSpec,
-    "LLMDeployment": LLMDeploymentSpec,
-    "LLMPolicy": LLMPolicySpec,
-}
+#: kind → its spec model, from the kind registry.
+SPECS: dict[str, type[Any]] = {k.crd.kind: k.model_fields["spec"].annotation for k in KINDS}  # type: ignore[misc]
 
 
 def _spec_errors(kind: str, spec: dict[str, Any]) -> str | None:
@@ -61,13 +58,13 @@ def _spec_errors(kind: str, spec: dict[str, Any]) -> str | None:
     return None
 
 
-def validate(body: dict[str, Any]) -> str | None:
-    """Why `body` must be rejected, or None. Shared by the Kopf handlers below and the tests."""
+def validate(body: dict[str, Any], store: Store | None = None) -> str | None:
+    """Why `body` must be rejected, or None (policy rules need the operator's cache, `store`).
+    Shared by the Kopf handlers below and the tests."""
     kind = body.get("kind", "")
     problem = _spec_errors(kind, body.get("spec") or {})
     if problem:
         return problem
-    store = state.store()
     if store is None or kind == "LLMPolicy":
         return None
     policies, _ = admission.governing_policies(store, body)
@@ -77,20 +74,18 @@ def validate(body: dict[str, Any]) -> str | None:
     return None
 
 
-def _handler(plural: str) -> None:
-    @kopf.on.validate(
-        GROUP, VERSION, plural, id=f"{plural}", operations=["CREATE", "UPDATE"], ignore_failures=True
-    )
-    async def check(body: kopf.Body, **_: Any) -> None:
-        raw = {
-            "apiVersion": body.get("apiVersion"),
-            "kind": body.get("kind"),
-            "metadata": dict(body.get("metadata") or {}),
-            "spec": dict(body.get("spec") or {}),
-        }
-        problem = validate(_plain(raw))
-        if problem:
-            raise kopf.AdmissionError(problem, code=422)
+async def check(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """The validating handler of every kind: rejects with the reason `validate` gives."""
+    raw = {
+        "apiVersion": body.get("apiVersion"),
+        "kind": body.get("kind"),
+        "metadata": dict(body.get("metadata") or {}),
+        "spec": dict(body.get("spec") or {}),
+    }
+    rt = state.of(memo)
+    problem = validate(_plain(raw), rt.ctx.store if rt else None)
+    if problem:
+        raise kopf.AdmissionError(problem, code=422)
 
 
 def _plain(value: Any) -> Any:
@@ -101,8 +96,20 @@ def _plain(value: Any) -> Any:
     return value
 
 
-for _plural in ("llmdatasets", "llmtrainingjobs", "llmdeployments", "llmpolicies"):
-    _handler(_plural)
+def register(registry: kopf.OperatorRegistry) -> None:
+    """The validating handlers of every kind, on `registry` (only when the webhook is on: Kopf refuses
+    to start with admission handlers and no server)."""
+    for model in KINDS:
+        plural = model.crd.plural
+        kopf.on.validate(
+            GROUP,
+            VERSION,
+            plural,
+            id=plural,
+            operations=["CREATE", "UPDATE"],
+            ignore_failures=True,
+            registry=registry,
+        )(check)
 
 
 class ServiceWebhookServer(kopf.WebhookServer):

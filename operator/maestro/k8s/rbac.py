@@ -13,24 +13,21 @@ from __future__ import annotations
 
 from typing import Any
 
+from maestro.api import GROUP, KINDS
+
 CLUSTER_ROLE_NAME = "maestro-operator"
 
 _CHILD_VERBS = ["get", "list", "watch", "create", "update", "patch", "delete"]
 
 RULES: list[dict[str, Any]] = [
     {
-        "apiGroups": ["llmops.dev"],
-        "resources": ["llmdatasets", "llmtrainingjobs", "llmdeployments", "llmpolicies"],
+        "apiGroups": [GROUP],
+        "resources": [k.crd.plural for k in KINDS],
         "verbs": ["get", "list", "watch", "patch", "update"],
     },
     {
-        "apiGroups": ["llmops.dev"],
-        "resources": [
-            "llmdatasets/status",
-            "llmtrainingjobs/status",
-            "llmdeployments/status",
-            "llmpolicies/status",
-        ],
+        "apiGroups": [GROUP],
+        "resources": [f"{k.crd.plural}/status" for k in KINDS],
         "verbs": ["get", "patch", "update"],
     },
     {

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from maestro.api import API_VERSION, KINDS
+
 
 @dataclass(frozen=True)
 class ResourceType:
@@ -49,10 +51,7 @@ _TYPES = [
     ResourceType("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers"),
     ResourceType("keda.sh/v1alpha1", "ScaledObject", "scaledobjects"),
     ResourceType("monitoring.coreos.com/v1", "ServiceMonitor", "servicemonitors"),
-    ResourceType("llmops.dev/v1alpha1", "LLMDataset", "llmdatasets"),
-    ResourceType("llmops.dev/v1alpha1", "LLMTrainingJob", "llmtrainingjobs"),
-    ResourceType("llmops.dev/v1alpha1", "LLMDeployment", "llmdeployments"),
-    ResourceType("llmops.dev/v1alpha1", "LLMPolicy", "llmpolicies"),
+    *(ResourceType(API_VERSION, k.crd.kind, k.crd.plural) for k in KINDS),
     ResourceType("authentication.k8s.io/v1", "TokenReview", "tokenreviews", namespaced=False),
     ResourceType(
         "apiextensions.k8s.io/v1", "CustomResourceDefinition", "customresourcedefinitions", namespaced=False

@@ -7,16 +7,27 @@ crash finds the same Job; a terminal status for the current generation is final 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from maestro.api.conditions import ConditionType, Reason
-from maestro.api.dataset import DatasetPhase, LLMDatasetSpec
+from maestro.api.dataset import (
+    DatasetArtifact,
+    DatasetPhase,
+    DatasetStats,
+    GateResult,
+    LengthStats,
+    LLMDatasetSpec,
+    LLMDatasetStatus,
+    RecordCounts,
+)
 from maestro.builders import dataset as build
-from maestro.builders.meta import LABEL_OWNER_KIND, LABEL_OWNER_NAME, digest
+from maestro.builders.meta import ChildRef
+from maestro.builders.settings import Settings
 from maestro.reconcile import admission
-from maestro.reconcile.common import ApplyRejected, apply, commit, standard
+from maestro.reconcile.common import Plan, conditions_of, execute, standard, status_of
 from maestro.reconcile.context import Context, InvalidObject, Result
-from maestro.reconcile.store import DATASET
 from maestro.status import jobs
 from maestro.status.conditions import Cond, cond
 from maestro.workers.data import contract
@@ -54,7 +65,7 @@ def normalize_version(version: str | None) -> str | None:
     return version
 
 
-def summary_status(summary: contract.Summary) -> Obj:
+def summary_status(summary: contract.Summary) -> LLMDatasetStatus:
     """The worker's summary in the LLMDataset status shape."""
     rec: Obj = dict(summary.get("records") or {})
     kept = int(rec.get("kept") or 0)
@@ -63,189 +74,222 @@ def summary_status(summary: contract.Summary) -> Obj:
         k: round(float(v) * kept) if isinstance(v, float) and v <= 1 else int(v)
         for k, v in (stats.get("languages") or {}).items()
     }
-    length = stats.get("lengthChars") or {}
-    out: Obj = {
-        "version": normalize_version(summary.get("version")),
-        "records": {
-            k: v
-            for k, v in {
-                "total": rec.get("total"),
-                "kept": rec.get("kept"),
-                "duplicates": int(rec.get("duplicates") or 0) + int(rec.get("nearDuplicates") or 0),
-                "piiRedacted": rec.get("piiRedacted"),
-                "piiDropped": rec.get("piiDropped"),
-                "filtered": rec.get("filtered"),
-                "invalid": rec.get("invalid"),
-                "train": rec.get("train"),
-                "validation": rec.get("validation"),
-            }.items()
-            if v is not None
-        },
-        "stats": {
-            k: v
-            for k, v in {
-                "languages": languages,
-                "lengthChars": {k: v for k, v in length.items() if k in ("min", "max", "mean", "p50", "p95")}
-                or None,
-                "piiByEntity": rec.get("piiByType") or {},
-                "estimatedTokens": stats.get("estimatedTokens"),
-            }.items()
-            if v is not None
-        },
-        "gates": [
-            {
-                k: v
-                for k, v in {
-                    "name": str(g.get("name")),
-                    "passed": bool(g.get("passed")),
-                    "value": None if g.get("value") is None else str(g.get("value")),
-                    "threshold": None if g.get("threshold") is None else str(g.get("threshold")),
-                }.items()
-                if v is not None
-            }
+    length = {k: v for k, v in (stats.get("lengthChars") or {}).items() if k in LengthStats.model_fields}
+    art = summary.get("artifact")
+    return LLMDatasetStatus(
+        version=normalize_version(summary.get("version")),
+        records=RecordCounts(
+            total=rec.get("total"),
+            kept=rec.get("kept"),
+            duplicates=int(rec.get("duplicates") or 0) + int(rec.get("nearDuplicates") or 0),
+            pii_redacted=rec.get("piiRedacted"),
+            pii_dropped=rec.get("piiDropped"),
+            filtered=rec.get("filtered"),
+            invalid=rec.get("invalid"),
+            train=rec.get("train"),
+            validation=rec.get("validation"),
+        ),
+        stats=DatasetStats(
+            languages=languages,
+            length_chars=LengthStats.model_validate(length) if length else None,
+            pii_by_entity=rec.get("piiByType") or {},
+            estimated_tokens=stats.get("estimatedTokens"),
+        ),
+        gates=[
+            GateResult(
+                name=str(g.get("name")),
+                passed=bool(g.get("passed")),
+                value=None if g.get("value") is None else str(g.get("value")),
+                threshold=None if g.get("threshold") is None else str(g.get("threshold")),
+            )
             for g in summary.get("gates") or []
         ],
-    }
-    art = summary.get("artifact")
-    if art:
-        out["artifact"] = {"uri": art.get("uri"), "reportUri": art.get("reportUri")}
-    if summary.get("sourceSha256"):
-        out["sourceDigest"] = "sha256:" + str(summary.get("sourceSha256"))
-    return out
+        artifact=DatasetArtifact(uri=art.get("uri"), report_uri=art.get("reportUri")) if art else None,
+        source_digest="sha256:" + str(summary["sourceSha256"]) if summary.get("sourceSha256") else None,
+    )
 
 
-async def reconcile(ctx: Context, obj: Obj) -> Result:
-    meta = obj["metadata"]
-    status: Obj = obj.get("status") or {}
+@dataclass(frozen=True)
+class Facts:
+    """What a dataset reconcile looks at before deciding."""
+
+    spec: LLMDatasetSpec | None
+    #: Why the spec does not parse (spec is None then).
+    invalid: str = ""
+    policies: tuple[Obj, ...] = ()
+    violations: tuple[admission.Violation, ...] = ()
+    #: The validation Job for the current spec; None when it does not exist or was not looked at.
+    job: Obj | None = None
+    looked: bool = False
+    #: The Job's pods, listed once it finished (their termination message is the worker's summary).
+    pods: tuple[Obj, ...] = ()
+    now: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
+    #: The API server refused a child for good (set when deciding again after the apply).
+    apply_error: str = ""
+
+
+def _terminal(obj: Obj) -> bool:
+    """Results for this generation are final (Ready, or Failed)."""
+    status = obj.get("status") or {}
+    return status.get("observedGeneration") == obj["metadata"].get("generation") and status.get("phase") in (
+        DatasetPhase.READY,
+        DatasetPhase.FAILED,
+    )
+
+
+async def observe(ctx: Context, obj: Obj) -> Facts:
     try:
         spec = parse_spec(obj)
     except InvalidObject as exc:
-        await commit(
-            ctx,
-            obj,
-            {"phase": DatasetPhase.FAILED},
-            [
-                *standard(
-                    False, Reason.INVALID_SPEC, f"spec is invalid: {exc}", progressing=False, degraded=True
-                )
-            ],
-        )
-        return Result(phase=DatasetPhase.FAILED)
-
+        return Facts(spec=None, invalid=str(exc))
     policies, _ = admission.governing_policies(ctx.store, obj)
     violations = admission.check(obj, policies, ctx.store)
-    if violations:
-        msg = "; ".join(map(str, violations))
-        await commit(
-            ctx,
-            obj,
-            {**_keep(status), "phase": status.get("phase") or DatasetPhase.PENDING},
+    facts = Facts(spec=spec, policies=tuple(policies), violations=tuple(violations))
+    if violations or _terminal(obj):
+        return facts
+    ns = obj["metadata"]["namespace"]
+    job = await ctx.kube.get("batch/v1", "Job", build.job_name(obj, spec), ns)
+    pods: list[Obj] = []
+    if jobs.view(job).state in (jobs.JobState.SUCCEEDED, jobs.JobState.FAILED) and job is not None:
+        pods = await ctx.kube.list(
+            "v1", "Pod", ns, labels={"batch.kubernetes.io/controller-uid": job["metadata"]["uid"]}
+        )
+    return replace(facts, job=job, looked=True, pods=tuple(pods))
+
+
+async def reconcile(ctx: Context, obj: Obj) -> Result:
+    facts = await observe(ctx, obj)
+    return await execute(
+        ctx,
+        obj,
+        decide(obj, facts, ctx.settings, ctx.poll_seconds),
+        lambda error: decide(obj, replace(facts, apply_error=error), ctx.settings, ctx.poll_seconds),
+    )
+
+
+def decide(obj: Obj, facts: Facts, settings: Settings, poll_seconds: float) -> Plan:
+    """Pure: the dataset's children and status from its spec and what was observed."""
+    status = status_of(LLMDatasetStatus, obj)
+    if facts.spec is None:
+        return Plan(
+            LLMDatasetStatus(phase=DatasetPhase.FAILED),
+            standard(
+                False,
+                Reason.INVALID_SPEC,
+                f"spec is invalid: {facts.invalid}",
+                progressing=False,
+                degraded=True,
+            ),
+        )
+    spec = facts.spec
+    if facts.violations:
+        msg = "; ".join(map(str, facts.violations))
+        return Plan(
+            _keep(status, phase=status.phase or DatasetPhase.PENDING),
             [
                 *standard(False, Reason.POLICY_DENIED, msg, progressing=False, degraded=True),
                 cond(ConditionType.POLICY_ADMITTED, False, Reason.POLICY_DENIED, msg),
             ],
         )
-        return Result(phase=DatasetPhase.PENDING)
     admitted = cond(
         ConditionType.POLICY_ADMITTED,
         True,
         Reason.SUCCEEDED,
-        f"admitted by {', '.join(p['metadata']['name'] for p in policies)}"
-        if policies
+        f"admitted by {', '.join(p['metadata']['name'] for p in facts.policies)}"
+        if facts.policies
         else "no LLMPolicy governs this dataset",
     )
-
-    if status.get("observedGeneration") == meta.get("generation") and status.get("phase") in (
-        DatasetPhase.READY,
-        DatasetPhase.FAILED,
-    ):
-        ready: Obj = next(
-            (c for c in status.get("conditions") or [] if c.get("type") == ConditionType.READY), {}
-        )
-        if status.get("phase") == DatasetPhase.FAILED and ready.get("reason") in RETRY_REASONS:
+    job_name = build.job_name(obj, spec)
+    job_ref = ChildRef("batch/v1", "Job", job_name)
+    retry_after = poll_seconds * RETRY_POLLS
+    if _terminal(obj):
+        ready = status.condition(ConditionType.READY)
+        if status.phase == DatasetPhase.FAILED and ready is not None and ready.reason in RETRY_REASONS:
             # The source could not be read (network, credentials, storage): that fixes itself, so the
             # validation runs again after a pause instead of staying Failed until someone edits the spec.
-            wait = _seconds_since(status.get("completionTime"))
-            if wait is not None and wait < ctx.poll_seconds * RETRY_POLLS:
-                return Result(requeue_after=ctx.poll_seconds * RETRY_POLLS - wait, phase=DatasetPhase.FAILED)
-            await ctx.kube.delete("batch/v1", "Job", build.job_name(obj, spec), meta["namespace"])
-            await commit(
-                ctx,
-                obj,
-                {**_keep_results(status), "phase": DatasetPhase.VALIDATING},
+            wait = _seconds_since(status.completion_time, facts.now)
+            if wait is not None and wait < retry_after:
+                return Plan(
+                    status, conditions_of(obj), message=status.message, requeue_after=retry_after - wait
+                )
+            return Plan(
+                _keep(status, phase=DatasetPhase.VALIDATING),
                 [
                     *standard(
                         False,
                         Reason.VALIDATION_PENDING,
-                        "retrying validation after a source error: " + str(ready.get("message", "")),
+                        "retrying validation after a source error: " + (ready.message or ""),
                         progressing=True,
                     ),
                     cond(ConditionType.VALIDATED, False, Reason.VALIDATION_PENDING, "retrying"),
                     admitted,
                 ],
+                delete=(job_ref,),
+                requeue_after=1.0,
             )
-            return Result(requeue_after=1.0, phase=DatasetPhase.VALIDATING)
         # Terminal for this generation: results are final until the spec changes.
-        await commit(
-            ctx, obj, _keep(status), [*_conditions_of(status), admitted], message=status.get("message")
+        return Plan(
+            _keep(status, phase=status.phase),
+            [*conditions_of(obj, without=(ConditionType.POLICY_ADMITTED,)), admitted],
+            message=status.message,
         )
-        return Result(phase=status.get("phase"))
 
-    pvc = build.build_pvc(obj, spec, ctx.settings)
-    job_manifest = build.build_job(obj, spec, ctx.settings)
-    job_name = job_manifest["metadata"]["name"]
-    ns = meta["namespace"]
-    try:
-        if pvc is not None and ctx.applied.get(meta["uid"]) != digest(pvc):
-            await apply(ctx, pvc)
-            ctx.applied[meta["uid"]] = digest(pvc)
-        job = await ctx.kube.get("batch/v1", "Job", job_name, ns)
-        if job is not None and (job.get("metadata") or {}).get("deletionTimestamp"):
-            return Result(requeue_after=1.0, phase=DatasetPhase.VALIDATING)  # a retry waits for the old Job
-        if job is None:
-            job = await apply(ctx, job_manifest)
-            await _delete_superseded(ctx, obj, keep=job_name)
-    except ApplyRejected as exc:
+    if facts.apply_error:
         # Not terminal (phase stays Pending): the apply is tried again on the next poll and resync.
-        msg = str(exc)
-        await commit(
-            ctx,
-            obj,
-            {**_keep_results(status), "phase": DatasetPhase.PENDING},
+        msg = facts.apply_error
+        return Plan(
+            _keep(status, phase=DatasetPhase.PENDING),
             [
                 *standard(False, Reason.APPLY_FAILED, msg, progressing=False, degraded=True),
                 cond(ConditionType.VALIDATED, False, Reason.APPLY_FAILED, msg),
                 admitted,
             ],
+            requeue_after=retry_after,
         )
-        return Result(requeue_after=ctx.poll_seconds * RETRY_POLLS, phase=DatasetPhase.PENDING)
+    job = facts.job
+    if job is not None and (job.get("metadata") or {}).get("deletionTimestamp"):
+        # a retry waits for the old Job to be gone
+        return Plan(status, conditions_of(obj), message=status.message, requeue_after=1.0)
+    children: dict[ChildRef, Obj | None] = {}
+    pvc = build.build_pvc(obj, spec, settings)
+    if pvc is not None:
+        children[ChildRef.of(pvc)] = pvc
     view = jobs.view(job)
-    base = {"startTime": view.start_time}
-    if view.state in (
-        jobs.JobState.PENDING,
-        jobs.JobState.RUNNING,
-        jobs.JobState.SUSPENDED,
-        jobs.JobState.MISSING,
-    ):
+    if job is None:
+        # created by this plan: it starts out pending
+        children[job_ref] = build.build_job(obj, spec, settings)
+        view = jobs.JobView(jobs.JobState.PENDING)
+    plan_children: Mapping[ChildRef, Obj | None] = children
+    exclusive = {("batch/v1", "Job"): job_name} if job is None else {}
+    if view.state not in (jobs.JobState.SUCCEEDED, jobs.JobState.FAILED):
         reason: str = (
             Reason.VALIDATION_RUNNING if view.state == jobs.JobState.RUNNING else Reason.VALIDATION_PENDING
         )
         msg = f"validation Job {job_name} is {view.state.lower()}"
-        await commit(
-            ctx,
-            obj,
-            {**_keep_results(status), **base, "phase": DatasetPhase.VALIDATING},
+        return Plan(
+            _keep(status, phase=DatasetPhase.VALIDATING).model_copy(update={"start_time": view.start_time}),
             [
                 *standard(False, reason, msg, progressing=True),
                 cond(ConditionType.VALIDATED, False, reason, msg),
                 admitted,
             ],
+            children=plan_children,
+            force=job is None,
+            exclusive=exclusive,
         )
-        return Result(phase=DatasetPhase.VALIDATING)
+    return _finished(status, view, list(facts.pods), job_name, admitted, plan_children, retry_after)
 
-    pods = await ctx.kube.list(
-        "v1", "Pod", ns, labels={"batch.kubernetes.io/controller-uid": job["metadata"]["uid"]}
-    )
+
+def _finished(
+    status: LLMDatasetStatus,
+    view: jobs.JobView,
+    pods: list[Obj],
+    job_name: str,
+    admitted: Cond,
+    children: Mapping[ChildRef, Obj | None],
+    retry_after: float,
+) -> Plan:
+    """The validation Job is done: its worker's summary becomes the status."""
     term = jobs.termination(pods, build.CONTAINER)
     summary: contract.Summary | None = None
     parse_error = ""
@@ -254,13 +298,15 @@ async def reconcile(ctx: Context, obj: Obj) -> Result:
             summary = contract.parse_summary(term.message)
         except ValueError as exc:
             parse_error = str(exc)
-    fields: Obj = {**base, "completionTime": view.completion_time}
+    new = LLMDatasetStatus(start_time=view.start_time, completion_time=view.completion_time)
     if summary is not None:
-        fields.update(summary_status(summary))
+        new = summary_status(summary).model_copy(
+            update={"start_time": view.start_time, "completion_time": view.completion_time}
+        )
     conds: list[Cond]
     reason = ""
     if view.state == jobs.JobState.SUCCEEDED and summary is not None and summary.get("passed"):
-        msg = f"validated version {fields.get('version')}: {len(fields.get('gates') or [])} gates passed"
+        msg = f"validated version {new.version}: {len(new.gates)} gates passed"
         phase = DatasetPhase.READY
         conds = [
             *standard(True, Reason.SUCCEEDED, msg, progressing=False),
@@ -281,21 +327,22 @@ async def reconcile(ctx: Context, obj: Obj) -> Result:
                 msg,
             ),
         ]
-    fields["phase"] = phase
-    await commit(ctx, obj, fields, [*conds, admitted])
-    if phase == DatasetPhase.FAILED and reason in RETRY_REASONS:
-        return Result(requeue_after=ctx.poll_seconds * RETRY_POLLS, phase=phase)
-    return Result(phase=phase)
+    return Plan(
+        new.model_copy(update={"phase": phase}),
+        [*conds, admitted],
+        children=children,
+        requeue_after=retry_after if phase == DatasetPhase.FAILED and reason in RETRY_REASONS else None,
+    )
 
 
-def _seconds_since(timestamp: str | None) -> float | None:
+def _seconds_since(timestamp: str | None, now: dt.datetime) -> float | None:
     if not timestamp:
         return None
     try:
         then = dt.datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
     except ValueError:
         return None
-    return (dt.datetime.now(dt.UTC) - then).total_seconds()
+    return (now - then).total_seconds()
 
 
 def _failure(
@@ -336,39 +383,21 @@ def _failure(
     )
 
 
-async def _delete_superseded(ctx: Context, obj: Obj, keep: str) -> None:
-    ns, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
-    for job in await ctx.kube.list(
-        "batch/v1", "Job", ns, labels={LABEL_OWNER_KIND: DATASET, LABEL_OWNER_NAME: name}
-    ):
-        if job["metadata"]["name"] != keep:
-            await ctx.kube.delete("batch/v1", "Job", job["metadata"]["name"], ns)
-
-
-_RESULT_FIELDS = (
+#: What a dataset keeps in status while it validates again or is blocked: its last results.
+_RESULT_FIELDS = {
     "version",
     "records",
     "stats",
     "gates",
     "artifact",
-    "sourceDigest",
-    "startTime",
-    "completionTime",
-)
+    "source_digest",
+    "start_time",
+    "completion_time",
+}
 
 
-def _keep(status: Obj) -> Obj:
-    return {k: status.get(k) for k in ("phase", *_RESULT_FIELDS) if status.get(k) is not None}
-
-
-def _keep_results(status: Obj) -> Obj:
-    """While a new version validates, the last good version stays visible (training may keep using it)."""
-    return {k: status.get(k) for k in _RESULT_FIELDS if status.get(k) is not None}
-
-
-def _conditions_of(status: Obj) -> list[Cond]:
-    return [
-        Cond(c["type"], c["status"], c.get("reason", ""), c.get("message", ""))
-        for c in status.get("conditions") or []
-        if c.get("type") != ConditionType.POLICY_ADMITTED
-    ]
+def _keep(status: LLMDatasetStatus, *, phase: DatasetPhase | None) -> LLMDatasetStatus:
+    """The last results, with `phase`: while a new version validates, the last good one stays visible
+    (training may keep using it)."""
+    kept = LLMDatasetStatus.model_validate(status.model_dump(include=_RESULT_FIELDS))
+    return kept.model_copy(update={"phase": phase})

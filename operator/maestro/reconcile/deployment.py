@@ -6,18 +6,27 @@ are, and conditions say what blocks the next rollout.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from maestro.api.conditions import ConditionType, Reason
-from maestro.api.deployment import DeploymentPhase, LLMDeploymentSpec
+from maestro.api.deployment import (
+    AdapterStatus,
+    AppliedPolicy,
+    DeploymentLineage,
+    DeploymentPhase,
+    LLMDeploymentSpec,
+    LLMDeploymentStatus,
+    ServedModel,
+)
 from maestro.api.policy import LLMPolicySpec
 from maestro.api.training import LoRA, TrainingPhase
 from maestro.builders import guard_config, serving
-from maestro.builders.meta import digest
+from maestro.builders.meta import ChildRef
 from maestro.builders.pods import split_pvc_uri
+from maestro.builders.settings import Settings
 from maestro.reconcile import admission
-from maestro.reconcile.common import ApplyRejected, apply_all, commit, standard
+from maestro.reconcile.common import Plan, execute, standard, status_of
 from maestro.reconcile.context import Context, InvalidObject, Result
 from maestro.reconcile.store import TRAINING
 from maestro.status import deployments
@@ -84,6 +93,7 @@ def resolve_model(
     served = spec.model.served_model_name or obj["metadata"]["name"]
     adapters: dict[str, str] = {}
     ranks: dict[str, int] = {}
+    digests: dict[str, str] = {}
     lineage: Obj = {}
     for adapter in spec.adapters:
         if adapter.training_job_ref is not None:
@@ -93,6 +103,8 @@ def resolve_model(
             assert tj is not None
             adapters[adapter.name] = tj["status"]["model"]["uri"]
             ranks[adapter.name] = lora_rank(tj)
+            if tj["status"]["model"].get("digest"):
+                digests[adapter.name] = tj["status"]["model"]["digest"]
         elif adapter.uri:
             adapters[adapter.name] = adapter.uri
     if spec.model.training_job_ref is not None:
@@ -113,6 +125,8 @@ def resolve_model(
             base = (tj.get("spec") or {}).get("baseModel") or {}
             adapters[served] = model["uri"]
             ranks[served] = lora_rank(tj)
+            if model.get("digest"):
+                digests[served] = model["digest"]
             return (
                 serving.ResolvedModel(
                     uri=base.get("uri", ""),
@@ -121,6 +135,7 @@ def resolve_model(
                     adapters=adapters,
                     revision=base.get("revision"),
                     adapter_ranks=ranks,
+                    adapter_digests=digests,
                 ),
                 lineage,
                 None,
@@ -132,6 +147,7 @@ def resolve_model(
                 digest=model.get("digest"),
                 adapters=adapters,
                 adapter_ranks=ranks,
+                adapter_digests=digests,
             ),
             lineage,
             None,
@@ -145,6 +161,7 @@ def resolve_model(
             adapters=adapters,
             revision=spec.model.revision,
             adapter_ranks=ranks,
+            adapter_digests=digests,
         ),
         lineage,
         None,
@@ -169,182 +186,202 @@ async def _check_claims(ctx: Context, ns: str, model: serving.ResolvedModel) -> 
     return None
 
 
-async def reconcile(ctx: Context, obj: Obj) -> Result:
-    meta = obj["metadata"]
-    ns, name = meta["namespace"], meta["name"]
-    status: Obj = obj.get("status") or {}
+@dataclass(frozen=True)
+class Facts:
+    """What a deployment reconcile looks at before deciding."""
+
+    spec: LLMDeploymentSpec | None
+    invalid: str = ""
+    policies: tuple[Obj, ...] = ()
+    #: policyRef names a policy that does not exist.
+    missing_policy: str | None = None
+    violations: tuple[admission.Violation, ...] = ()
+    model: serving.ResolvedModel | None = None
+    lineage: Obj = field(default_factory=dict)
+    #: Why the model cannot be served yet (a dependency, a missing claim).
+    model_blocked: Blocked | None = None
+    #: The serving Deployment as last seen (None: it does not exist).
+    deployment: Obj | None = None
+    #: Its pods, listed only while a rollout is stuck or in progress (they say why).
+    pods: tuple[Obj, ...] | None = None
+    caps: serving.Capabilities = field(default_factory=serving.Capabilities)
+    apply_error: str = ""
+
+
+async def observe(ctx: Context, obj: Obj) -> Facts:
+    ns = obj["metadata"]["namespace"]
     try:
         spec = parse_spec(obj)
     except InvalidObject as exc:
-        await commit(
-            ctx,
-            obj,
-            {"phase": DeploymentPhase.FAILED},
-            standard(False, Reason.INVALID_SPEC, f"spec is invalid: {exc}", progressing=False, degraded=True),
-        )
-        return Result(phase=DeploymentPhase.FAILED)
-
+        return Facts(spec=None, invalid=str(exc))
     policies, missing_ref = admission.governing_policies(ctx.store, obj)
-    violations = admission.check(obj, policies, ctx.store)
-    policy = policies[0] if policies else None
-    blocked: Blocked | None = None
-    if missing_ref:
-        blocked = Blocked(
-            Reason.POLICY_NOT_FOUND, f"policyRef names LLMPolicy {missing_ref!r}, which does not exist"
+    model, lineage, blocked = resolve_model(ctx, obj, spec, admission.requires_evaluation(policies))
+    if blocked is None and model is not None:
+        blocked = await _check_claims(ctx, ns, model)
+    deployment = await ctx.child("apps/v1", "Deployment", serving.deployment_name(obj), ns)
+    pods: tuple[Obj, ...] | None = None
+    rollout = deployments.view(deployment)
+    if rollout is not None and not rollout.complete and rollout.desired > 0 and rollout.observed:
+        # Only pods say why a rollout is stuck (crash loop, image pull); not worth a list before the
+        # Deployment controller has even looked at the new template.
+        pods = tuple(await ctx.kube.list("v1", "Pod", ns, labels=serving.selector(obj)))
+    return Facts(
+        spec=spec,
+        policies=tuple(policies),
+        missing_policy=missing_ref,
+        violations=tuple(admission.check(obj, policies, ctx.store)),
+        model=model,
+        lineage=lineage,
+        model_blocked=blocked,
+        deployment=deployment,
+        pods=pods,
+        caps=ctx.caps,
+    )
+
+
+async def reconcile(ctx: Context, obj: Obj) -> Result:
+    facts = await observe(ctx, obj)
+    return await execute(
+        ctx,
+        obj,
+        decide(obj, facts, ctx.settings, ctx.poll_seconds),
+        lambda error: decide(obj, replace(facts, apply_error=error), ctx.settings, ctx.poll_seconds),
+    )
+
+
+def _admission(facts: Facts) -> tuple[Cond, Blocked | None]:
+    """PolicyAdmitted, and what blocks the next rollout on the policy side."""
+    policies = facts.policies
+    if facts.missing_policy:
+        msg = f"policyRef names LLMPolicy {facts.missing_policy!r}, which does not exist"
+        return cond(ConditionType.POLICY_ADMITTED, False, Reason.POLICY_NOT_FOUND, msg), Blocked(
+            Reason.POLICY_NOT_FOUND, msg
         )
-        admitted = cond(ConditionType.POLICY_ADMITTED, False, Reason.POLICY_NOT_FOUND, blocked.message)
-    elif len(policies) > 1:
+    if len(policies) > 1:
         # One guard enforces one policy: picking one silently (by name) would hide the others' rules.
         names = ", ".join(repr(p["metadata"]["name"]) for p in policies)
-        blocked = Blocked(
-            Reason.CONFLICTING_POLICIES,
+        msg = (
             f"LLMPolicies {names} all select this deployment and one guard enforces one policy; "
-            "set spec.policyRef to the one to enforce, or narrow the policies' selectors",
+            "set spec.policyRef to the one to enforce, or narrow the policies' selectors"
         )
-        admitted = cond(ConditionType.POLICY_ADMITTED, False, Reason.CONFLICTING_POLICIES, blocked.message)
-    elif violations:
-        msg = "; ".join(map(str, violations))
-        blocked = Blocked(Reason.POLICY_DENIED, msg)
-        admitted = cond(ConditionType.POLICY_ADMITTED, False, Reason.POLICY_DENIED, msg)
-    else:
-        admitted = cond(
-            ConditionType.POLICY_ADMITTED,
-            True,
-            Reason.SUCCEEDED,
-            f"admitted by LLMPolicy {policy['metadata']['name']}"
-            if policy
-            else "no LLMPolicy governs this deployment",
+        return cond(ConditionType.POLICY_ADMITTED, False, Reason.CONFLICTING_POLICIES, msg), Blocked(
+            Reason.CONFLICTING_POLICIES, msg
         )
+    if facts.violations:
+        msg = "; ".join(map(str, facts.violations))
+        return cond(ConditionType.POLICY_ADMITTED, False, Reason.POLICY_DENIED, msg), Blocked(
+            Reason.POLICY_DENIED, msg
+        )
+    return cond(
+        ConditionType.POLICY_ADMITTED,
+        True,
+        Reason.SUCCEEDED,
+        f"admitted by LLMPolicy {policies[0]['metadata']['name']}"
+        if policies
+        else "no LLMPolicy governs this deployment",
+    ), None
 
-    model, lineage, dep_blocked = resolve_model(ctx, obj, spec, admission.requires_evaluation(policies))
-    if dep_blocked is None and model is not None:
-        dep_blocked = await _check_claims(ctx, ns, model)
+
+def _policy_spec(policy: Obj | None) -> LLMPolicySpec | None:
+    if policy is None:
+        return None
+    try:
+        return LLMPolicySpec.model_validate(policy.get("spec") or {})
+    except ValueError:
+        return None
+
+
+def decide(obj: Obj, facts: Facts, settings: Settings, poll_seconds: float) -> Plan:
+    """Pure: the serving children and the deployment's status from its spec and what was observed."""
+    name = obj["metadata"]["name"]
+    status = status_of(LLMDeploymentStatus, obj)
+    if facts.spec is None:
+        return Plan(
+            LLMDeploymentStatus(phase=DeploymentPhase.FAILED),
+            standard(
+                False,
+                Reason.INVALID_SPEC,
+                f"spec is invalid: {facts.invalid}",
+                progressing=False,
+                degraded=True,
+            ),
+        )
+    spec = facts.spec
+    admitted, blocked = _admission(facts)
+    dep_blocked = facts.model_blocked
     deps = cond(
         ConditionType.DEPENDENCIES_READY,
         dep_blocked is None,
         dep_blocked.reason if dep_blocked else Reason.SUCCEEDED,
         dep_blocked.message if dep_blocked else "the model is available",
     )
-    blocked = blocked or dep_blocked
-
-    policy_spec: LLMPolicySpec | None = None
-    if policy is not None:
-        try:
-            policy_spec = LLMPolicySpec.model_validate(policy.get("spec") or {})
-        except ValueError:
-            policy_spec = None
-    config_applied = False  # the guard ConfigMap rendered from the current policy is on the API server
-    deployment: Obj | None
+    blocked = (
+        blocked
+        or dep_blocked
+        or (Blocked(Reason.APPLY_FAILED, facts.apply_error) if facts.apply_error else None)
+    )
+    policy = facts.policies[0] if facts.policies else None
+    policy_spec = _policy_spec(policy)
+    model = facts.model
+    children: dict[ChildRef, Obj | None] = {}
     if blocked is None and model is not None:
         doc = guard_config.render(
             policy["metadata"]["name"] if policy_spec and policy else None,
             policy_spec,
             spec.model.served_model_name or name,
         )
-        secret = (
-            policy_spec.request.auth.api_keys_secret_ref.name
-            if (policy_spec and policy_spec.request.auth and policy_spec.request.auth.api_keys_secret_ref)
+        auth = policy_spec.request.auth if policy_spec else None
+        secret = auth.api_keys_secret_ref.name if auth and auth.api_keys_secret_ref else None
+        children = serving.build_children(obj, spec, model, settings, facts.caps, doc, api_keys_secret=secret)
+
+    deployment = facts.deployment
+    rollout = deployments.view(deployment, None if facts.pods is None else list(facts.pods))
+    fields = LLMDeploymentStatus(
+        selector=serving.selector_string(obj),
+        endpoint=serving.endpoint(obj) if deployment is not None else None,
+        replicas=rollout.replicas if rollout else 0,
+        ready_replicas=rollout.ready if rollout else 0,
+        model=status.model,
+        adapters=status.adapters,
+        lineage=status.lineage,
+        policy=status.policy,
+    )
+    if model is not None and blocked is None:
+        fields.model = ServedModel(
+            uri=model.uri or None,
+            digest=model.digest or None,
+            served_name=spec.model.served_model_name or name,
+        )
+        fields.lineage = (
+            DeploymentLineage.model_validate({k: v for k, v in facts.lineage.items() if v})
+            if any(facts.lineage.values())
             else None
         )
-        children = [
-            serving.build_config_map(obj, doc),
-            serving.build_deployment(obj, spec, model, ctx.settings, api_keys_secret=secret),
-            serving.build_service(obj),
-            serving.build_network_policy(obj, spec),
+        ready = bool(rollout and rollout.complete and rollout.ready > 0)
+        fields.adapters = [
+            AdapterStatus(name=a, uri=uri, digest=model.adapter_digests.get(a), ready=ready)
+            for a, uri in sorted(model.adapters.items())
         ]
-        optional = {
-            ("policy/v1", "PodDisruptionBudget"): serving.build_pdb(obj) if serving.wants_pdb(spec) else None,
-            ("autoscaling/v2", "HorizontalPodAutoscaler"): None,
-            ("keda.sh/v1alpha1", "ScaledObject"): None,
-            ("monitoring.coreos.com/v1", "ServiceMonitor"): serving.build_service_monitor(
-                obj, spec, ctx.caps
-            ),
-            ("v1", "Service#metrics"): serving.build_metrics_service(obj)
-            if serving.build_service_monitor(obj, spec, ctx.caps)
-            else None,
-        }
-        scaler = serving.build_autoscaler(obj, spec, ctx.caps)
-        if scaler is not None:
-            optional[(scaler["apiVersion"], scaler["kind"])] = scaler
-        fingerprint = digest([children, sorted((f"{k[0]}/{k[1]}", v) for k, v in optional.items())])
-        applied: list[Obj] | None = None
-        if ctx.applied.get(meta["uid"]) != fingerprint:
-            try:
-                applied = await apply_all(ctx, *children, *(m for m in optional.values() if m is not None))
-            except ApplyRejected as exc:
-                # Not remembered as applied: the next reconcile (a spec edit, the resync) tries again.
-                blocked = Blocked(Reason.APPLY_FAILED, str(exc))
-        if blocked is not None:
-            deployment = await ctx.child("apps/v1", "Deployment", serving.deployment_name(obj), ns)
-        elif applied is not None:
-            # Only a spec change (generation > 1) can leave an optional child behind that is no longer wanted.
-            stale = (
-                [(k, m) for k, m in optional.items() if m is None] if meta.get("generation", 1) > 1 else []
-            )
-            for (api_version, kind), manifest in stale:
-                if (
-                    manifest is None
-                    and (kind != "ScaledObject" or ctx.caps.keda)
-                    and (kind != "ServiceMonitor" or ctx.caps.service_monitor)
-                ):
-                    child = (
-                        serving.metrics_service_name(obj)
-                        if kind == "Service#metrics"
-                        else serving.deployment_name(obj)
-                    )
-                    await ctx.kube.delete(api_version, kind.split("#")[0], child, ns)
-            ctx.applied[meta["uid"]] = fingerprint
-            deployment = applied[1]
-        else:
-            deployment = await ctx.child("apps/v1", "Deployment", serving.deployment_name(obj), ns)
-        config_applied = blocked is None
-    else:
-        deployment = await ctx.child("apps/v1", "Deployment", serving.deployment_name(obj), ns)
-
-    pods: list[Obj] = []
-    rollout = deployments.view(deployment)
-    if rollout is not None and not rollout.complete and rollout.desired > 0 and rollout.observed:
-        # Only pods say why a rollout is stuck (crash loop, image pull); not worth a list before the
-        # Deployment controller has even looked at the new template.
-        pods = await ctx.kube.list("v1", "Pod", ns, labels=serving.selector(obj))
-        rollout = deployments.view(deployment, pods)
-
-    fields: Obj = {
-        "selector": serving.selector_string(obj),
-        "endpoint": serving.endpoint(obj) if deployment is not None else None,
-        "replicas": rollout.replicas if rollout else 0,
-        "readyReplicas": rollout.ready if rollout else 0,
-        "model": status.get("model"),
-        "lineage": status.get("lineage"),
-        "policy": status.get("policy"),
-    }
-    if model is not None and blocked is None:
-        fields["model"] = {
-            k: v
-            for k, v in {
-                "uri": model.uri,
-                "digest": model.digest,
-                "servedName": spec.model.served_model_name or name,
-            }.items()
-            if v
-        }
-        fields["lineage"] = {k: v for k, v in lineage.items() if v} or None
     # The policy reaches running guards through the ConfigMap volume (kubelet sync + the guard's
     # reload poll), not through a rollout: once the ConfigMap is applied and the pods are up, it is the
     # policy in force (within that propagation delay, documented on status.policy).
-    if rollout is not None and rollout.complete and config_applied:
-        fields["policy"] = (
-            {"name": policy["metadata"]["name"], "digest": guard_config.policy_digest(policy_spec)}
+    if rollout is not None and rollout.complete and children:
+        fields.policy = (
+            AppliedPolicy(name=policy["metadata"]["name"], digest=guard_config.policy_digest(policy_spec))
             if (policy is not None and policy_spec is not None)
             else None
         )
-
-    conds, phase, requeue = _conditions(rollout, blocked, deployment is None, ctx.poll_seconds)
-    fields["phase"] = phase
-    await commit(ctx, obj, fields, [*conds, deps, admitted])
+    conds, phase, requeue = _conditions(rollout, blocked, deployment is None, poll_seconds)
+    fields.phase = DeploymentPhase(phase)
     if blocked is not None and blocked.poll:
-        requeue = ctx.poll_seconds
-    return Result(requeue_after=requeue, phase=phase)
+        requeue = poll_seconds
+    return Plan(
+        fields,
+        [*conds, deps, admitted],
+        children=children,
+        force=deployment is None,
+        requeue_after=requeue,
+    )
 
 
 def _conditions(

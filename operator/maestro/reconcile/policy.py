@@ -11,10 +11,10 @@ import re
 from typing import Any
 
 from maestro.api.conditions import ConditionType, Reason
-from maestro.api.policy import LLMPolicySpec, PolicyPhase
+from maestro.api.policy import EnforcedObject, LLMPolicySpec, LLMPolicyStatus, PolicyPhase
 from maestro.builders.guard_config import policy_digest
 from maestro.reconcile import admission
-from maestro.reconcile.common import commit, standard
+from maestro.reconcile.common import Plan, execute, standard
 from maestro.reconcile.context import Context, Result
 from maestro.reconcile.store import DATASET, DEPLOYMENT, TRAINING
 from maestro.status.conditions import cond
@@ -36,6 +36,11 @@ def governed(ctx: Context, policy: Obj) -> list[Obj]:
 
 
 async def reconcile(ctx: Context, obj: Obj) -> Result:
+    return await execute(ctx, obj, decide(obj, governed(ctx, obj)))
+
+
+def decide(obj: Obj, governs: list[Obj]) -> Plan:
+    """Pure: the policy's status from its spec and the objects it governs (it has no children)."""
     try:
         spec = LLMPolicySpec.model_validate(obj.get("spec") or {})
         for pattern in spec.request.blocked_patterns:
@@ -43,30 +48,23 @@ async def reconcile(ctx: Context, obj: Obj) -> Result:
     except (ValueError, re.error) as exc:
         reason = Reason.INVALID_PATTERN if "blockedPatterns" in str(exc) else Reason.INVALID_SPEC
         msg = f"the policy is invalid and enforces nothing: {exc}"
-        await commit(
-            ctx,
-            obj,
-            {"phase": PolicyPhase.INVALID},
+        return Plan(
+            LLMPolicyStatus(phase=PolicyPhase.INVALID),
             [
                 *standard(False, reason, msg, progressing=False, degraded=True),
                 cond(ConditionType.VALID, False, reason, msg),
             ],
         )
-        return Result(phase=PolicyPhase.INVALID)
-    objs = governed(ctx, obj)
-    msg = f"enforced on {len(objs)} object(s)"
-    await commit(
-        ctx,
-        obj,
-        {
-            "phase": PolicyPhase.READY,
-            "digest": policy_digest(spec),
-            "enforcedOn": objs[:MAX_LISTED],
-            "enforcedCount": len(objs),
-        },
+    msg = f"enforced on {len(governs)} object(s)"
+    return Plan(
+        LLMPolicyStatus(
+            phase=PolicyPhase.READY,
+            digest=policy_digest(spec),
+            enforced_on=[EnforcedObject.model_validate(o) for o in governs[:MAX_LISTED]],
+            enforced_count=len(governs),
+        ),
         [
             *standard(True, Reason.ENFORCED, msg, progressing=False),
             cond(ConditionType.VALID, True, Reason.ENFORCED, "the policy compiled"),
         ],
     )
-    return Result(phase=PolicyPhase.READY)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from maestro.api.common import API_VERSION
 from maestro.api.training import TrainingPhase
 from maestro.builders.meta import LABEL_OWNER_KIND, LABEL_OWNER_NAME
 from maestro.k8s import Kube
@@ -76,10 +77,10 @@ async def authorize(kube: Kube, review: Obj, namespace: str, name: str) -> None:
 
 async def apply(kube: Kube, namespace: str, name: str, report: Obj) -> Obj:
     patch = progress_patch(report)
-    obj = await kube.get("llmops.dev/v1alpha1", TRAINING, name, namespace)
+    obj = await kube.get(API_VERSION, TRAINING, name, namespace)
     if obj is None:
         raise Rejected(404, f"LLMTrainingJob {namespace}/{name} not found")
     if (obj.get("status") or {}).get("phase") in (TrainingPhase.SUCCEEDED, TrainingPhase.FAILED):
         return patch  # a late report never overwrites final results
-    await kube.patch_status("llmops.dev/v1alpha1", TRAINING, name, namespace, {"progress": patch})
+    await kube.patch_status(API_VERSION, TRAINING, name, namespace, {"progress": patch})
     return patch

@@ -10,11 +10,17 @@ import builtins
 from collections.abc import Iterator
 from typing import Any
 
+from maestro import api
+from maestro.api import LLMDataset, LLMDeployment, LLMPolicy, LLMTrainingJob
+
 Obj = dict[str, Any]
 ObjList = list[Obj]
 
-DATASET, TRAINING, DEPLOYMENT, POLICY = "LLMDataset", "LLMTrainingJob", "LLMDeployment", "LLMPolicy"
-KINDS = (DATASET, TRAINING, DEPLOYMENT, POLICY)
+#: The kind names, from the registry in maestro.api (dependency order).
+KINDS: tuple[str, ...] = tuple(k.crd.kind for k in api.KINDS)
+DATASET, TRAINING, DEPLOYMENT, POLICY = (
+    m.crd.kind for m in (LLMDataset, LLMTrainingJob, LLMDeployment, LLMPolicy)
+)
 
 
 def _rv(obj: Obj) -> int:

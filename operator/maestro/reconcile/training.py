@@ -7,18 +7,28 @@ set the `llmops.dev/retry` annotation, to run again).
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from typing import Any
 
 from maestro.api.conditions import ConditionType, Reason, is_permanent
 from maestro.api.dataset import DatasetPhase
-from maestro.api.training import LLMTrainingJobSpec, TrainingPhase
+from maestro.api.training import (
+    EvaluationResult,
+    LLMTrainingJobSpec,
+    LLMTrainingJobStatus,
+    Progress,
+    TrainedModel,
+    TrainingLineage,
+    TrainingPhase,
+)
 from maestro.builders import training as build
-from maestro.builders.meta import LABEL_OWNER_KIND, LABEL_OWNER_NAME
+from maestro.builders.meta import ChildRef
 from maestro.builders.pods import split_pvc_uri
+from maestro.builders.settings import Settings
 from maestro.reconcile import admission
-from maestro.reconcile.common import ApplyRejected, apply, commit, standard
+from maestro.reconcile.common import Plan, conditions_of, execute, standard, status_of
 from maestro.reconcile.context import Context, InvalidObject, Result
-from maestro.reconcile.store import DATASET, TRAINING
+from maestro.reconcile.store import DATASET
 from maestro.status import jobs
 from maestro.status.conditions import Cond, cond
 from maestro.workers.train import contract
@@ -61,44 +71,87 @@ def model_uri(uri: str, output_claim: str) -> str:
     return uri
 
 
-async def reconcile(ctx: Context, obj: Obj) -> Result:
-    meta = obj["metadata"]
-    ns = meta["namespace"]
-    status: Obj = obj.get("status") or {}
-    kept = {
-        k: status[k]
-        for k in ("progress", "model", "evaluation", "lineage", "jobName", "startTime", "completionTime")
-        if status.get(k) is not None
-    }
+_KEPT = {"progress", "model", "evaluation", "lineage", "job_name", "start_time", "completion_time"}
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What a training reconcile looks at before deciding."""
+
+    spec: LLMTrainingJobSpec | None
+    invalid: str = ""
+    dataset: Obj | None = None
+    policies: tuple[Obj, ...] = ()
+    violations: tuple[admission.Violation, ...] = ()
+    #: The Job for the current spec (None: it does not exist, or was not looked at).
+    job: Obj | None = None
+    pods: tuple[Obj, ...] = ()
+    apply_error: str = ""
+
+
+def _finished(obj: Obj, spec: LLMTrainingJobSpec) -> bool:
+    """Succeeded or Failed for this spec: final (a new spec or the retry annotation runs it again)."""
+    status = obj.get("status") or {}
+    return status.get("phase") in TERMINAL and status.get("jobName") == build.job_name(obj, spec)
+
+
+async def observe(ctx: Context, obj: Obj) -> Facts:
     try:
         spec = parse_spec(obj)
     except InvalidObject as exc:
-        await commit(
-            ctx,
-            obj,
-            {**kept, "phase": TrainingPhase.FAILED},
-            standard(False, Reason.INVALID_SPEC, f"spec is invalid: {exc}", progressing=False, degraded=True),
-        )
-        return Result(phase=TrainingPhase.FAILED)
-
-    name = build.job_name(obj, spec)
-    if status.get("phase") in TERMINAL and status.get("jobName") == name:
-        await commit(
-            ctx,
-            obj,
-            {**kept, "phase": status["phase"]},
-            _conditions_of(status),
-            message=status.get("message"),
-        )
-        return Result(phase=status["phase"])
-
-    job = await ctx.kube.get("batch/v1", "Job", name, ns)
-    # Before a Job exists, dependencies and policy gate it. Once it runs, a later dataset change does not
-    # stop it (it trains on the version it started with, recorded in lineage).
-    ds_name = spec.dataset_ref.name
-    ds = ctx.store.get(DATASET, ns, ds_name)
+        return Facts(spec=None, invalid=str(exc))
+    if _finished(obj, spec):
+        return Facts(spec=spec)
+    ns = obj["metadata"]["namespace"]
+    job = await ctx.kube.get("batch/v1", "Job", build.job_name(obj, spec), ns)
     policies, _ = admission.governing_policies(ctx.store, obj)
-    violations = admission.check(obj, policies, ctx.store)
+    pods: list[Obj] = []
+    if job is not None and jobs.view(job).state in (jobs.JobState.SUCCEEDED, jobs.JobState.FAILED):
+        pods = await ctx.kube.list(
+            "v1", "Pod", ns, labels={"batch.kubernetes.io/controller-uid": job["metadata"]["uid"]}
+        )
+    return Facts(
+        spec=spec,
+        dataset=ctx.store.get(DATASET, ns, spec.dataset_ref.name),
+        policies=tuple(policies),
+        violations=tuple(admission.check(obj, policies, ctx.store)),
+        job=job,
+        pods=tuple(pods),
+    )
+
+
+async def reconcile(ctx: Context, obj: Obj) -> Result:
+    facts = await observe(ctx, obj)
+    return await execute(
+        ctx,
+        obj,
+        decide(obj, facts, ctx.settings, ctx.poll_seconds),
+        lambda error: decide(obj, replace(facts, apply_error=error), ctx.settings, ctx.poll_seconds),
+    )
+
+
+def decide(obj: Obj, facts: Facts, settings: Settings, poll_seconds: float) -> Plan:
+    """Pure: the training job's children and status from its spec and what was observed."""
+    status = status_of(LLMTrainingJobStatus, obj)
+    kept = LLMTrainingJobStatus.model_validate(status.model_dump(include=_KEPT))
+    if facts.spec is None:
+        return Plan(
+            kept.model_copy(update={"phase": TrainingPhase.FAILED}),
+            standard(
+                False,
+                Reason.INVALID_SPEC,
+                f"spec is invalid: {facts.invalid}",
+                progressing=False,
+                degraded=True,
+            ),
+        )
+    spec = facts.spec
+    if _finished(obj, spec):
+        return Plan(
+            kept.model_copy(update={"phase": status.phase}), conditions_of(obj), message=status.message
+        )
+    name = build.job_name(obj, spec)
+    violations = facts.violations
     admitted = cond(
         ConditionType.POLICY_ADMITTED,
         not violations,
@@ -106,53 +159,52 @@ async def reconcile(ctx: Context, obj: Obj) -> Result:
         "; ".join(map(str, violations))
         if violations
         else (
-            f"admitted by {', '.join(p['metadata']['name'] for p in policies)}"
-            if policies
+            f"admitted by {', '.join(p['metadata']['name'] for p in facts.policies)}"
+            if facts.policies
             else "no LLMPolicy governs this job"
         ),
     )
-    ds_cond, ds_input = _dataset_condition(ds, ds_name, spec.dataset_ref.version)
+    ds_cond, ds_input = _dataset_condition(facts.dataset, spec.dataset_ref.name, spec.dataset_ref.version)
+    job = facts.job
+    children: dict[ChildRef, Obj | None] = {}
     if job is None:
+        # Before a Job exists, dependencies and policy gate it. Once it runs, a later dataset change does
+        # not stop it (it trains on the version it started with, recorded in lineage).
 
-        async def wait(reason: str, message: str, degraded: bool) -> None:
+        def wait(reason: str, message: str, degraded: bool, requeue: float | None = None) -> Plan:
             """The job cannot start yet: Waiting, with why on Ready (and Degraded when a person must act)."""
             ready = standard(False, reason, message, progressing=False, degraded=degraded)
-            await commit(ctx, obj, {**kept, "phase": TrainingPhase.WAITING}, [*ready, ds_cond, admitted])
+            return Plan(
+                kept.model_copy(update={"phase": TrainingPhase.WAITING}),
+                [*ready, ds_cond, admitted],
+                requeue_after=requeue,
+            )
 
         if ds_input is None:
-            await wait(ds_cond.reason, ds_cond.message, is_permanent(ds_cond.reason))
-            return Result(phase=TrainingPhase.WAITING)
+            return wait(ds_cond.reason, ds_cond.message, is_permanent(ds_cond.reason))
         if violations:
-            await wait(Reason.POLICY_DENIED, admitted.message, True)
-            return Result(phase=TrainingPhase.WAITING)
-        children = [
-            m for m in (build.build_pvc(obj, spec, ctx.settings), build.build_service(obj, spec)) if m
-        ]
-        manifest = build.build_job(obj, spec, ds_input, ctx.settings)
-        try:
-            for child in children:
-                await apply(ctx, child)
-            job = await apply(ctx, manifest)
-        except ApplyRejected as exc:
+            return wait(Reason.POLICY_DENIED, admitted.message, True)
+        if facts.apply_error:
             # Still Waiting (not terminal): the apply is tried again on the next poll and resync.
-            await wait(Reason.APPLY_FAILED, str(exc), True)
-            return Result(requeue_after=ctx.poll_seconds, phase=TrainingPhase.WAITING)
-        await _delete_superseded(ctx, obj, keep=name)
+            return wait(Reason.APPLY_FAILED, facts.apply_error, True, poll_seconds)
+        for child in (build.build_pvc(obj, spec, settings), build.build_service(obj, spec)):
+            if child is not None:
+                children[ChildRef.of(child)] = child
+        job = build.build_job(obj, spec, ds_input, settings)
+        children[ChildRef.of(job)] = job
 
     annotations = (job.get("metadata") or {}).get("annotations") or {}
-    lineage = {
-        "datasetVersion": annotations.get(build.ANNOTATION_DATASET_VERSION),
-        "baseModel": spec.base_model.uri
-        + (f"@{spec.base_model.revision}" if spec.base_model.revision else ""),
-        "image": annotations.get(build.ANNOTATION_IMAGE),
-    }
-    view = jobs.view(job)
-    fields: Obj = {
-        **kept,
-        "jobName": name,
-        "lineage": {k: v for k, v in lineage.items() if v},
-        "startTime": view.start_time or kept.get("startTime"),
-    }
+    lineage = TrainingLineage(
+        dataset_version=annotations.get(build.ANNOTATION_DATASET_VERSION) or None,
+        base_model=spec.base_model.uri + (f"@{spec.base_model.revision}" if spec.base_model.revision else ""),
+        image=annotations.get(build.ANNOTATION_IMAGE) or None,
+    )
+    view = jobs.view(job) if facts.job is not None else jobs.JobView(jobs.JobState.PENDING)
+    fields = kept.model_copy(
+        update={"job_name": name, "lineage": lineage, "start_time": view.start_time or kept.start_time}
+    )
+    # the Job exists once its children are applied: superseded Jobs of this object go then
+    exclusive = {("batch/v1", "Job"): name} if children else {}
     # A policy that appears after the job started blocks nothing retroactively, but says so.
     policy_conds = [
         ds_cond
@@ -175,7 +227,7 @@ async def reconcile(ctx: Context, obj: Obj) -> Result:
             ),
             jobs.JobState.RUNNING: (TrainingPhase.RUNNING, Reason.TRAINING, f"Job {name} is training"),
         }[view.state]
-        if view.state is jobs.JobState.RUNNING and (kept.get("progress") or {}).get("stage") == "evaluating":
+        if view.state is jobs.JobState.RUNNING and kept.progress and kept.progress.stage == "evaluating":
             # the trainer said so through the progress endpoint: training is over, the gates are not
             phase, reason, msg = (
                 TrainingPhase.EVALUATING,
@@ -183,10 +235,8 @@ async def reconcile(ctx: Context, obj: Obj) -> Result:
                 f"Job {name} is evaluating the trained model",
             )
         degraded = bool(violations)
-        await commit(
-            ctx,
-            obj,
-            {**fields, "phase": phase},
+        return Plan(
+            fields.model_copy(update={"phase": phase}),
             [
                 *standard(
                     False,
@@ -198,12 +248,25 @@ async def reconcile(ctx: Context, obj: Obj) -> Result:
                 cond(ConditionType.TRAINED, False, reason, msg),
                 *policy_conds,
             ],
+            children=children,
+            force=bool(children),
+            exclusive=exclusive,
         )
-        return Result(phase=phase)
-
-    pods = await ctx.kube.list(
-        "v1", "Pod", ns, labels={"batch.kubernetes.io/controller-uid": job["metadata"]["uid"]}
+    return _finished_plan(
+        fields, spec, view, list(facts.pods), build.output_claim(obj, spec), name, policy_conds
     )
+
+
+def _finished_plan(
+    fields: LLMTrainingJobStatus,
+    spec: LLMTrainingJobSpec,
+    view: jobs.JobView,
+    pods: list[Obj],
+    output_claim: str,
+    name: str,
+    policy_conds: list[Cond],
+) -> Plan:
+    """The Job is done: the trainer's summary becomes the results."""
     term = jobs.termination(pods, build.CONTAINER, index="0" if spec.resources.nodes > 1 else None)
     summary: contract.Summary | None = None
     parse_error = ""
@@ -212,21 +275,21 @@ async def reconcile(ctx: Context, obj: Obj) -> Result:
             summary = contract.parse_summary(term.message)
         except ValueError as exc:
             parse_error = str(exc)
-    fields["completionTime"] = view.completion_time
+    fields = fields.model_copy(update={"completion_time": view.completion_time})
     if summary is not None:
-        fields.update(_results(summary, spec, build.output_claim(obj, spec), fields["lineage"]))
+        fields = _results(summary, spec, output_claim, fields)
     conds: list[Cond]
     if (
         view.state == jobs.JobState.SUCCEEDED
         and summary is not None
         and summary.get("passed")
         and summary.get("model")
+        and fields.model is not None
     ):
-        msg = f"trained {fields['model'].get('uri')} ({fields['model'].get('digest')})"
+        msg = f"trained {fields.model.uri} ({fields.model.digest})"
         phase = TrainingPhase.SUCCEEDED
-        progress = dict(fields.get("progress") or {})
-        progress.update({"percent": 100, "etaSeconds": 0})
-        fields["progress"] = progress
+        progress = (fields.progress or Progress()).model_copy(update={"percent": 100, "eta_seconds": 0})
+        fields = fields.model_copy(update={"progress": progress})
         conds = [
             *standard(True, Reason.SUCCEEDED, msg, progressing=False),
             cond(ConditionType.TRAINED, True, Reason.SUCCEEDED, msg),
@@ -247,8 +310,7 @@ async def reconcile(ctx: Context, obj: Obj) -> Result:
         ]
         if trained:
             conds.append(cond(ConditionType.EVALUATION_PASSED, False, reason, msg))
-    await commit(ctx, obj, {**fields, "phase": phase}, [*conds, *policy_conds])
-    return Result(phase=phase)
+    return Plan(fields.model_copy(update={"phase": phase}), [*conds, *policy_conds])
 
 
 def _dataset_condition(ds: Obj | None, name: str, pin: str | None) -> tuple[Cond, build.DatasetInput | None]:
@@ -297,35 +359,35 @@ def _dataset_condition(ds: Obj | None, name: str, pin: str | None) -> tuple[Cond
     ), inp
 
 
-def _results(summary: contract.Summary, spec: LLMTrainingJobSpec, output_claim: str, lineage: Obj) -> Obj:
-    out: Obj = {}
+def _results(
+    summary: contract.Summary, spec: LLMTrainingJobSpec, output_claim: str, fields: LLMTrainingJobStatus
+) -> LLMTrainingJobStatus:
+    """The trainer's summary → model, evaluation, final progress and lineage."""
+    update: dict[str, Any] = {}
     model = summary.get("model")
     if model:
-        out["model"] = {
-            "uri": model_uri(model["uri"], output_claim),
-            "digest": model["digest"],
-            "format": model_format(model["format"], spec.output.merge),
-        }
+        update["model"] = TrainedModel(
+            uri=model_uri(model["uri"], output_claim),
+            digest=model["digest"],
+            format=model_format(model["format"], spec.output.merge),
+        )
     ev = summary.get("evaluation")
     if ev is not None:
-        out["evaluation"] = _evaluation_status(ev)
+        update["evaluation"] = EvaluationResult.model_validate(_evaluation_status(ev))
     metrics = summary.get("metrics")
     if metrics:
-        out["progress"] = {
-            k: v
-            for k, v in {
-                "step": metrics.get("steps"),
-                "totalSteps": metrics.get("steps"),
-                "loss": metrics.get("trainLoss"),
-                "tokensPerSecond": metrics.get("tokensPerSecond"),
-                "epoch": metrics.get("epochs"),
-            }.items()
-            if v is not None
-        }
+        update["progress"] = Progress(
+            step=metrics.get("steps"),
+            total_steps=metrics.get("steps"),
+            loss=metrics.get("trainLoss"),
+            tokens_per_second=metrics.get("tokensPerSecond"),
+            epoch=metrics.get("epochs"),
+        )
     lin = summary.get("lineage")
     if lin:
-        out["lineage"] = {**lineage, **{k: v for k, v in lin.items() if v}}
-    return out
+        current = fields.lineage.model_dump(by_alias=True, exclude_none=True) if fields.lineage else {}
+        update["lineage"] = TrainingLineage.model_validate({**current, **{k: v for k, v in lin.items() if v}})
+    return fields.model_copy(update=update)
 
 
 def _compact(d: Obj) -> Obj:
@@ -421,19 +483,3 @@ def _failure(
             f"Job {job} failed {view.failure_message or ''} (last exit {code}): {text}",
         )
     return Reason.TRAINING_FAILED, f"Job {job} failed (exit {code}): {text or view.failure_message}"
-
-
-async def _delete_superseded(ctx: Context, obj: Obj, keep: str) -> None:
-    ns, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
-    for job in await ctx.kube.list(
-        "batch/v1", "Job", ns, labels={LABEL_OWNER_KIND: TRAINING, LABEL_OWNER_NAME: name}
-    ):
-        if job["metadata"]["name"] != keep:
-            await ctx.kube.delete("batch/v1", "Job", job["metadata"]["name"], ns)
-
-
-def _conditions_of(status: Obj) -> list[Cond]:
-    return [
-        Cond(c["type"], c["status"], c.get("reason", ""), c.get("message", ""))
-        for c in status.get("conditions") or []
-    ]

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import pytest
 
-from maestro.controllers import state, webhook
+from maestro.controllers import handlers, state, webhook
 from maestro.controllers.config import OperatorConfig
 from maestro.controllers.handlers import slim_deployment
-from maestro.controllers.queue import WorkQueue
 from maestro.k8s import rbac
 from maestro.reconcile.context import Context
 from maestro.reconcile.store import Store
@@ -30,23 +30,36 @@ def test_webhook_names_the_field_and_the_rule(training_obj: dict[str, Any]) -> N
             "spec": {"admission": {"maxGPUsPerJob": 0}},
         }
     )
-    state.set_runtime(
-        state.Runtime(
-            config=OperatorConfig(),
-            ctx=Context(kube=None, settings=None, store=store),  # type: ignore[arg-type]
-            queue=WorkQueue(lambda k: None),
-        )
-    )  # type: ignore[arg-type,return-value]
-    try:
-        big = {**training_obj, "spec": {**training_obj["spec"], "resources": {"gpus": 1}}}
-        problem = webhook.validate(big)
-        assert problem is not None and 'LLMPolicy "cap" rule admission.maxGPUsPerJob' in problem
-        assert (
-            webhook.validate({**training_obj, "spec": {**training_obj["spec"], "resources": {"gpus": 0}}})
-            is None
-        )
-    finally:
-        state.set_runtime(None)
+    big = {**training_obj, "spec": {**training_obj["spec"], "resources": {"gpus": 1}}}
+    problem = webhook.validate(big, store)
+    assert problem is not None and 'LLMPolicy "cap" rule admission.maxGPUsPerJob' in problem
+    assert (
+        webhook.validate({**training_obj, "spec": {**training_obj["spec"], "resources": {"gpus": 0}}}, store)
+        is None
+    )
+
+
+async def test_handlers_find_the_runtime_in_kopfs_memo() -> None:
+    """The handlers keep no module state: the runtime travels in the memo Kopf hands every handler."""
+    import kopf
+
+    memo = kopf.Memo()
+    assert state.of(memo) is None
+    rt = state.Runtime(
+        config=OperatorConfig(),
+        ctx=Context(kube=None, settings=None, store=Store()),  # type: ignore[arg-type]
+    )
+    state.attach(memo, rt)
+    per_object = copy.copy(memo)  # what Kopf hands a resource handler
+    assert state.of(per_object) is rt
+    await handlers._on_maestro_event("LLMPolicy")(
+        event={
+            "type": "ADDED",
+            "object": {"metadata": {"name": "p", "namespace": "n", "resourceVersion": "1"}},
+        },
+        memo=per_object,
+    )
+    assert rt.ctx.store.get("LLMPolicy", "n", "p") is not None and len(rt.queue) == 1
 
 
 def test_config_from_env() -> None:

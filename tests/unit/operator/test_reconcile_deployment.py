@@ -58,7 +58,10 @@ class NothingYetKube:
         self.reject = reject  # the kind the API server refuses with 422
 
     async def get(self, api: str, kind: str, name: str, ns: str) -> dict[str, Any] | None:
-        return {"metadata": {"name": name, "namespace": ns}} if kind == "PersistentVolumeClaim" else None
+        if kind == "PersistentVolumeClaim":
+            return {"metadata": {"name": name, "namespace": ns}}
+        # what was applied exists from then on (the Deployment controller has not acted on it yet)
+        return next((m for m in self.applied if m["kind"] == kind and m["metadata"]["name"] == name), None)
 
     async def list(self, *_: Any, **__: Any) -> list[dict[str, Any]]:
         return self.pods
@@ -145,7 +148,8 @@ async def test_a_guard_that_is_not_ready_next_to_a_ready_vllm_is_guard_unhealthy
     store.put(policy("quickstart"))
     kube = NothingYetKube(pods=[serving_pod(vllm_ready=vllm_ready, guard_ready=False)])
     ctx = Context(kube=kube, settings=Settings(), store=store, on_transition=_ignore)  # type: ignore[arg-type]
-    await deployment.reconcile(ctx, deployment_obj)
+    await deployment.reconcile(ctx, deployment_obj)  # creates the children
+    await deployment.reconcile(ctx, deployment_obj)  # the watch event of the new Deployment
     ready = next(c for c in kube.patches[-1]["conditions"] if c["type"] == "Ready")
     assert ready["status"] == "False" and ready["reason"] == reason, ready
     if reason == "GuardUnhealthy":

@@ -138,7 +138,7 @@ def test_dataset_summary_maps_to_status() -> None:
         "gates": [{"name": "minRecords", "passed": True, "value": 8, "threshold": 5}],
         "artifact": {"uri": "pvc://c/sha256-x", "reportUri": "pvc://c/sha256-x/report.json"},
     }
-    st = dataset.summary_status(summary)
+    st = dataset.summary_status(summary).model_dump(by_alias=True, exclude_none=True, mode="json")
     assert st["version"] == "sha256:" + "a" * 64
     assert st["records"]["duplicates"] == 2 and st["stats"]["languages"] == {"en": 6, "de": 2}
     assert st["stats"]["piiByEntity"] == {"EMAIL": 2}
