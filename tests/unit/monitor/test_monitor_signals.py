@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from maestro.workers.monitor.signals import UNDETERMINED, TextAnalyzer, fallback_language, is_refusal
+from maestro.text.langid import detect as fallback_language  # the monitor's detector is maestro.text's
+from maestro.text.refusal import is_refusal
+from maestro.workers.monitor.signals import UNDETERMINED, TextAnalyzer
 
 pytestmark = pytest.mark.unit
 

@@ -1,5 +1,5 @@
 """Per-record filters (length, language, profanity, Gopher/C4-style heuristics) and dataset stats
-(representation counts, distinct-n diversity).
+(representation counts, distinct-n diversity). Language and profanity themselves are `maestro.text`'s.
 
 Thresholds follow datatrove's Gopher/C4 defaults (research §3). Gopher's ratio checks need a
 document's worth of words, so they apply from `HEURISTIC_MIN_WORDS` words on: short chat turns
@@ -11,12 +11,8 @@ from __future__ import annotations
 import re
 import string
 from collections import Counter
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from itertools import pairwise
-from typing import Any
-
-from maestro.workers.data.lexicons import DEMOGRAPHIC_GROUPS, PROFANITY, PROFANITY_VARIANTS, STRIP_CHARS
 
 HEURISTIC_MIN_WORDS = 50
 MIN_AVG_WORD_LEN, MAX_AVG_WORD_LEN = 3.0, 10.0
@@ -32,31 +28,16 @@ _NO_ALPHA_TOKEN = re.compile(r"(?<!\S)[^\sA-Za-z\u00c0-\u024f\u0370-\u1fff\u3040
 
 @dataclass(frozen=True)
 class FilterConfig:
+    """`spec.processing.filters`, as config.Config.from_spec reads it from the API model.
+
+    The Gopher/C4 heuristics always run, and a language filter always keeps `und` records (too short
+    or mixed to tell): the API has no switch for either.
+    """
+
     min_chars: int = 1
     max_chars: int | None = None
-    languages: frozenset[str] | None = None  # keep only these (plus `und` when keep_undetermined)
-    keep_undetermined: bool = True
+    languages: frozenset[str] | None = None  # keep only these, plus `und`
     max_profanity: float | None = None  # share of a record's words
-    heuristics: bool = True
-
-    @classmethod
-    def from_spec(cls, filters: Mapping[str, Any] | None) -> FilterConfig:
-        f = filters or {}
-        langs = f.get("languages")
-        return cls(
-            min_chars=int(f.get("minChars") or 1),
-            max_chars=int(f["maxChars"]) if f.get("maxChars") else None,
-            languages=frozenset(langs) if langs else None,
-            keep_undetermined=bool(f.get("keepUndetermined", True)),
-            max_profanity=float(f["maxProfanity"]) if f.get("maxProfanity") is not None else None,
-            heuristics=bool(f.get("heuristics", True)),
-        )
-
-
-def profanity_count(words: list[str]) -> int:
-    if PROFANITY_VARIANTS.isdisjoint(words):  # C-speed fast path for the common clean record
-        return 0
-    return sum(1 for w in words if w.strip(STRIP_CHARS) in PROFANITY)
 
 
 def heuristic_reason(text: str, words: list[str]) -> str | None:
@@ -107,32 +88,6 @@ class Representation:
                 for t in terms:
                     self._terms.setdefault(t.lower(), []).append((group, member))
         self._keys = frozenset(self._terms)
-
-    @classmethod
-    def from_spec(cls, rep: Mapping[str, Any] | None) -> Representation | None:
-        """`groups` may name built-in groups (`[gender]`), or give `{group: {member: [terms]}}`, or a list
-        of `{name, members: {member: [terms]}}`."""
-        if not rep or not rep.get("groups"):
-            return None
-        raw = rep["groups"]
-        groups: dict[str, dict[str, list[str]]] = {}
-        items = raw.items() if isinstance(raw, Mapping) else ((g, None) for g in raw)
-        for key, value in items:
-            if isinstance(key, Mapping):  # list form: {name, members} or {name, terms...}
-                name = str(key.get("name"))
-                value = key.get("members") or {k: v for k, v in key.items() if k != "name"}
-                key = name
-            if not value:
-                if key not in DEMOGRAPHIC_GROUPS:
-                    raise ValueError(
-                        f"representation group {key!r} is not built in ({', '.join(DEMOGRAPHIC_GROUPS)}); "
-                        "give its members and terms"
-                    )
-                value = DEMOGRAPHIC_GROUPS[key]
-            if not isinstance(value, Mapping) or len(value) < 2:
-                raise ValueError(f"representation group {key!r} needs at least two members with term lists")
-            groups[str(key)] = {str(m): [str(t) for t in ts] for m, ts in value.items()}
-        return cls(groups)
 
     def add(self, words: list[str]) -> None:
         hits = self._keys.intersection(words)

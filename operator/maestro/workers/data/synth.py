@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from maestro.workers.data import pii
+from maestro.text import pii
 
 _FIRST = [
     "alice",

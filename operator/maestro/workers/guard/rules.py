@@ -1,10 +1,10 @@
 """Content rules: PII, blocked terms/patterns and token caps, on request bodies and response text.
 
-PII detection is the data worker's engine (`maestro.workers.data.pii`), so a dataset and an endpoint
-governed by the same policy agree on what an e-mail address is. `maxInputTokens` is enforced by the
-proxy: exactly, with the model server's own `/tokenize`, when a prompt is long enough to possibly
-exceed it; as an estimate, ceil(chars / 4), where the server has no `/tokenize`. Token budgets use
-the upstream's exact `usage`.
+PII and refusal detection are `maestro.text`'s, shared with the data and training workers, so a
+dataset and an endpoint governed by the same policy agree on what an e-mail address (or a refusal)
+is. `maxInputTokens` is enforced by the proxy: exactly, with the model server's own `/tokenize`,
+when a prompt is long enough to possibly exceed it; as an estimate, ceil(chars / 4), where the
+server has no `/tokenize`. Token budgets use the upstream's exact `usage`.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from hashlib import blake2b
 from typing import Any
 
+from maestro.text.refusal import is_refusal as is_refusal  # re-exported: proxy and stream import it here
 from maestro.workers.guard.config import Policy
 from maestro.workers.guard.errors import GuardError, bad_request
 
@@ -37,7 +38,7 @@ class Hit:
 
 
 def _pii_scanner(entities: frozenset[str] | None) -> Any:
-    from maestro.workers.data import pii
+    from maestro.text import pii  # lazily: it loads maestro.api (pydantic), which a PII-free policy skips
 
     scanner = pii.PIIScanner(pii.REGEX_ENTITIES if entities is None else entities)
     if scanner.unsupported:
@@ -50,9 +51,9 @@ def _pii_scanner(entities: frozenset[str] | None) -> Any:
 
 def placeholder(entity: str) -> str:
     """The typed placeholder of the shared PII engine, so datasets and endpoints redact alike."""
-    from maestro.workers.data import pii
+    from maestro.text import pii
 
-    return str(pii.placeholder(entity))
+    return pii.placeholder(entity)
 
 
 #: Input texts up to this size have their verdicts memoized (see `Scanner.check`).
@@ -250,26 +251,6 @@ def check_input(
     if want_text:
         result.prompt_text = "\n".join(texts)
     return result
-
-
-_REFUSAL_PREFIXES = (
-    "i'm sorry",
-    "i am sorry",
-    "sorry,",
-    "i cannot",
-    "i can't",
-    "i can not",
-    "i'm unable",
-    "i am unable",
-    "i won't",
-    "i will not",
-    "as an ai",
-)
-
-
-def is_refusal(text: str) -> bool:
-    """Cheap refusal heuristic for the monitor's refusal rate: the answer opens with a stock refusal."""
-    return text[:40].lstrip().lower().startswith(_REFUSAL_PREFIXES)
 
 
 def clamp_max_tokens(policy: Policy, route: str, body: dict[str, Any]) -> dict[str, str] | None:

@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
+from maestro.text.refusal import is_refusal
 from maestro.workers.monitor import contract as c
 from maestro.workers.monitor.metrics import MonitorMetrics
-from maestro.workers.monitor.signals import TextAnalyzer, is_refusal
+from maestro.workers.monitor.signals import TextAnalyzer
 
 log = logging.getLogger(__name__)
 

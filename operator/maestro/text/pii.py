@@ -2,13 +2,14 @@
 
 Stdlib only, plus the shared entity list from the API.
 
-Shared by the dataset worker (every record) and the guard sidecar (every request), so it is built
-for the common case of text that holds no PII at all: each recognizer sits behind a prefilter that
-costs a substring test (`'@' in text`, a digit search), and the regexes run only when it passes.
-Candidates then go through validators (Luhn, IBAN mod-97, SSN area rules, `ipaddress` parsing),
-which is what keeps precision up on numbers that merely look like PII.
+Shared by the dataset worker (every record) and the guard sidecar (every request), so a dataset and an
+endpoint governed by the same policy agree on what an e-mail address is. It is built for the common
+case of text that holds no PII at all: each recognizer sits behind a prefilter that costs a substring
+test (`'@' in text`, a digit search), and the regexes run only when it passes. Candidates then go
+through validators (Luhn, IBAN mod-97, SSN area rules, `ipaddress` parsing), which is what keeps
+precision up on numbers that merely look like PII.
 
-PERSON and LOCATION need a NER model; pass one as `ner` (see `maestro.workers.data.ner`).
+PERSON and LOCATION need a NER model; pass one as `ner` (see `maestro.text.ner`).
 Without it those entities are not detected, and `PIIScanner.unsupported` says so.
 """
 
@@ -20,9 +21,9 @@ import re
 from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
-from maestro.workers.data.contract import PII_ENTITIES
+from maestro.api.common import PIIEntity
 
-ENTITIES: tuple[str, ...] = PII_ENTITIES  # the API enum, in its order
+ENTITIES: tuple[str, ...] = tuple(e.value for e in PIIEntity)  # the API enum, in its order
 REGEX_ENTITIES: frozenset[str] = frozenset(ENTITIES) - {"PERSON", "LOCATION"}
 NER_ENTITIES: frozenset[str] = frozenset({"PERSON", "LOCATION"})
 
