@@ -122,6 +122,10 @@ def build_job(owner: Obj, spec: LLMTrainingJobSpec, dataset: DatasetInput, setti
         {"name": "HOME", "value": "/tmp"},
         {"name": "HF_HOME", "value": "/cache/huggingface"},
     ]
+    if not spec.base_model.uri.startswith("hf://"):
+        # The model is on a claim or in a bucket: nothing may reach out to a model hub (transformers
+        # and peft otherwise look up configs there), so a job behaves the same with or without egress.
+        env += [{"name": "HF_HUB_OFFLINE", "value": "1"}, {"name": "TRANSFORMERS_OFFLINE", "value": "1"}]
     url = progress_url(owner, settings)
     if url:
         env += [

@@ -1,8 +1,7 @@
-"""Source URIs, streaming readers, http(s) and s3 (against loopback fakes), SigV4 signing."""
+"""Source URIs, streaming readers, http(s) against a loopback server (s3://: test_data_s3_server.py)."""
 
 from __future__ import annotations
 
-import datetime as dt
 import gzip
 import hashlib
 import threading
@@ -11,15 +10,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import ClassVar
 
-import data_helpers
 import pytest
-from data_helpers import Run, chat
 
 from maestro.workers.data import contract, sources
 from maestro.workers.data.errors import InputError, SourceIOError
 
 pytestmark = pytest.mark.unit
-run_validate = data_helpers.run_validate  # the fixture, shared without a conftest.py
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -133,71 +129,6 @@ def test_http_source_with_token_and_errors(server: tuple[str, type[_Handler]]) -
         pass
 
 
-def test_sigv4_matches_the_aws_documented_example() -> None:
-    # "Example: GET Object" from the AWS SigV4 documentation for S3
-    headers = {
-        "host": "examplebucket.s3.amazonaws.com",
-        "range": "bytes=0-9",
-        "x-amz-content-sha256": hashlib.sha256(b"").hexdigest(),
-    }
-    auth = sources.sigv4_authorization(
-        "GET",
-        "/test.txt",
-        "",
-        headers,
-        hashlib.sha256(b"").hexdigest(),
-        "AKIAIOSFODNN7EXAMPLE",
-        "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
-        "us-east-1",
-        dt.datetime(2013, 5, 24, tzinfo=dt.UTC),
-    )
-    assert headers["x-amz-date"] == "20130524T000000Z"
-    assert "Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request" in auth
-    assert "SignedHeaders=host;range;x-amz-content-sha256;x-amz-date" in auth
-    assert auth.endswith("Signature=f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41")
-
-
-def test_s3_source_through_a_custom_endpoint(
-    tmp_path: Path, server: tuple[str, type[_Handler]], run_validate: object, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    base, handler = server
-    body = b"".join(
-        (
-            __import__("json").dumps(chat(f"question {i} about things", f"answer {i} with detail")) + "\n"
-        ).encode()
-        for i in range(25)
-    )
-    handler.files["/my-bucket/sets/d.jsonl"] = body
-    monkeypatch.setenv("AWS_ENDPOINT_URL", base)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
-    monkeypatch.setenv("AWS_SESSION_TOKEN", "session")
-    run: Run = run_validate(
-        "s3://my-bucket/sets/d.jsonl", {"source": {"sha256": hashlib.sha256(body).hexdigest()}}
-    )  # type: ignore[operator]
-    assert run.code == 0 and run.summary["records"]["kept"] == 25
-    req = handler.seen[-1]
-    assert req["path"] == "/my-bucket/sets/d.jsonl"
-    assert req["authorization"].startswith("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/")
-    assert req["x-amz-security-token"] == "session"
-    assert req["x-amz-content-sha256"] == "UNSIGNED-PAYLOAD"
-
-
-def test_s3_errors_are_actionable(server: tuple[str, type[_Handler]]) -> None:
-    base, _ = server
-    env = {"AWS_ENDPOINT_URL": base}
-    with (
-        pytest.raises(InputError, match="404"),
-        sources.open_source(sources.resolve("s3://b/none.jsonl"), env),
-    ):
-        pass
-    with (
-        pytest.raises(InputError, match="credentialsSecretRef"),
-        sources.open_source(sources.resolve("s3://denied/x.jsonl"), env),
-    ):
-        pass
-
-
 def test_parquet_over_http_is_spooled(tmp_path: Path, server: tuple[str, type[_Handler]]) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -218,5 +149,14 @@ def test_unknown_scheme_says_what_to_install() -> None:
     with (
         pytest.raises(InputError, match="no reader for"),
         sources.open_source(sources.resolve("foo://x/y.jsonl")),
+    ):
+        pass
+
+
+def test_http_denied_names_the_secret_keys(server: tuple[str, type[_Handler]]) -> None:
+    base, _ = server
+    with (
+        pytest.raises(InputError, match=r"HTTP 403; check source\.credentialsSecretRef .*SOURCE_TOKEN"),
+        sources.open_source(sources.resolve(f"{base}/denied/x.jsonl"), {}),
     ):
         pass

@@ -22,12 +22,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from maestro.workers.data import langid, normalize, sources
+from maestro.text import langid, profanity
+from maestro.text.pii import NER_ENTITIES, PIIScanner, apply_redactions
+from maestro.workers.data import normalize, sources
 from maestro.workers.data.config import Config
 from maestro.workers.data.dedup import ExactDedup, NearDedup
 from maestro.workers.data.errors import ChecksumMismatch, InputError, SchemaMismatch, SourceIOError
-from maestro.workers.data.pii import NER_ENTITIES, PIIScanner, apply_redactions
-from maestro.workers.data.quality import Diversity, Representation, heuristic_reason, profanity_count
+from maestro.workers.data.quality import Diversity, Representation, heuristic_reason
 from maestro.workers.data.schema import FieldMap, Record, RecordError, map_row
 from maestro.workers.data.split import Splitter
 
@@ -192,7 +193,7 @@ class Pipeline:
         self.progress = progress  # called every PROGRESS_EVERY records with (result so far, seconds)
         entities = cfg.pii_entities
         if entities & NER_ENTITIES and ner is None:
-            from maestro.workers.data.ner import load_ner
+            from maestro.text.ner import load_ner
 
             ner = load_ner()
         self.scanner = PIIScanner(entities, ner=ner) if cfg.pii_action != "allow" or entities else None
@@ -279,12 +280,12 @@ class Pipeline:
         fm: FieldMap = cfg.fields
         filters = cfg.filters
         min_chars, max_chars = filters.min_chars, filters.max_chars
-        languages, keep_und = filters.languages, filters.keep_undetermined
-        max_prof, heuristics = filters.max_profanity, filters.heuristics
+        languages, max_prof = filters.languages, filters.max_profanity
         exact_seen = self.exact.seen if cfg.exact_dedup else None
         scan = self.scanner.scan if self.scanner is not None else None
         action = cfg.pii_action
-        norm, key_of, detect = normalize.normalize_text, normalize.dedup_key, langid.detect
+        norm, key_of, detect = normalize.normalize_text, normalize.dedup_key, langid.detect_with_model
+        count_profane = profanity.count
         filtered = res.filtered
         pii_by_type = res.pii_by_type
         pending: list[tuple[Record, bytes, list[str], str, int, int]] = []
@@ -347,18 +348,17 @@ class Pipeline:
                                 res.duplicates += 1
                                 continue
             lang = detect(joined, words)
-            if languages is not None and lang not in languages and not (keep_und and lang == "und"):
+            if languages is not None and lang not in languages and lang != "und":
                 filtered["language"] += 1
                 continue
-            profane = profanity_count(words)
+            profane = count_profane(words)
             if max_prof is not None and words and profane / len(words) > max_prof:
                 filtered["profanity"] += 1
                 continue
-            if heuristics:
-                reason = heuristic_reason(joined, words)
-                if reason is not None:
-                    filtered[reason] += 1
-                    continue
+            reason = heuristic_reason(joined, words)
+            if reason is not None:
+                filtered[reason] += 1
+                continue
             if self.near is None:
                 keep(rec, key, words, lang, nchars, profane)
                 continue

@@ -17,7 +17,6 @@ from maestro.workers.data.contract import (
     EXIT_PII_REJECTED,
     EXIT_SCHEMA_MISMATCH,
     Summary,
-    dump_summary,
 )
 from maestro.workers.data.gates import INVALID_GATE, PII_REJECT_GATE
 from maestro.workers.data.pipeline import Result
@@ -132,7 +131,7 @@ def build_report(
                 "maxChars": cfg.filters.max_chars,
                 "languages": sorted(cfg.filters.languages or []),
                 "maxProfanity": cfg.filters.max_profanity,
-                "heuristics": cfg.filters.heuristics,
+                "heuristics": True,  # Gopher/C4 rules always run (quality.FilterConfig)
             },
             "split": {"validationRatio": cfg.validation_ratio, "seed": cfg.seed},
         },
@@ -232,7 +231,3 @@ def write_json(path: str, data: Any) -> None:
         json.dump(data, fh, indent=2, sort_keys=False)
         fh.write("\n")
     os.replace(tmp, path)
-
-
-def summary_text(summary: Summary) -> str:
-    return dump_summary(summary)

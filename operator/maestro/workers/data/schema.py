@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from maestro.workers.data.errors import InputError, SchemaMismatch
+from maestro.workers.data.errors import SchemaMismatch
 
 KINDS = ("chat", "prompt-completion", "text")
 # JSON string literal without ASCII escaping (the C implementation json.dumps uses)
@@ -28,27 +28,16 @@ class RecordError(ValueError):
 
 @dataclass(frozen=True)
 class FieldMap:
-    kind: str
+    """`spec.schema`: the record type and the field names it may override (config.Config.from_spec).
+
+    Chat messages are `{role, content}` objects, as in the OpenAI format; the API names no others.
+    """
+
+    kind: str  # one of KINDS, or "auto": inferred from the first record
     messages: str = "messages"
-    role: str = "role"
-    content: str = "content"
     prompt: str = "prompt"
     completion: str = "completion"
     text: str = "text"
-
-    @classmethod
-    def from_spec(cls, schema: Mapping[str, Any] | None) -> FieldMap:
-        """`spec.schema`: `type` plus optional `<name>Field` overrides (e.g. `promptField: question`)."""
-        schema = schema or {}
-        kind = schema.get("type") or "auto"
-        if kind not in (*KINDS, "auto"):
-            raise InputError(f"spec.schema.type {kind!r} is not one of {', '.join(KINDS)}")
-        names = {}
-        for attr in ("messages", "role", "content", "prompt", "completion", "text"):
-            value = schema.get(f"{attr}Field") or (schema.get("fields") or {}).get(attr)
-            if value:
-                names[attr] = str(value)
-        return cls(kind=kind, **names)
 
     def infer(self, row: Any) -> FieldMap:
         """Resolve `auto` from the first row's keys."""
@@ -68,7 +57,7 @@ class FieldMap:
                 f"cannot infer spec.schema.type from the first record (keys {keys}); set it to chat, "
                 "prompt-completion or text, and name the fields if they differ"
             )
-        return FieldMap(kind, self.messages, self.role, self.content, self.prompt, self.completion, self.text)
+        return replace(self, kind=kind)
 
 
 class Record:
@@ -78,16 +67,6 @@ class Record:
         self.kind = kind
         self.roles = roles
         self.texts = texts
-
-    def to_obj(self) -> dict[str, Any]:
-        if self.kind == "chat":
-            assert self.roles is not None
-            return {
-                "messages": [{"role": r, "content": c} for r, c in zip(self.roles, self.texts, strict=True)]
-            }
-        if self.kind == "prompt-completion":
-            return {"prompt": self.texts[0], "completion": self.texts[1]}
-        return {"text": self.texts[0]}
 
     def to_json(self) -> str:
         """The output line; hand-assembled around the C string encoder (2x faster than dumps of a dict)."""
@@ -149,7 +128,7 @@ def map_row(row: Any, fm: FieldMap) -> Record:
         raise RecordError(fm.messages, "is an empty list")
     roles: list[str] = []
     texts: list[str] = []
-    role_f, content_f = fm.role, fm.content
+    role_f, content_f = "role", "content"
     for i, msg in enumerate(messages):
         if type(msg) is not dict and not isinstance(msg, Mapping):
             raise RecordError(f"{fm.messages}[{i}]", f"expected an object, got {type(msg).__name__}")

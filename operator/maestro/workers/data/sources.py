@@ -1,20 +1,19 @@
 """Open a dataset source by URI and stream it, hashing the raw bytes on the way.
 
 Schemes: local paths and `file://`, `pvc://claim/path` (mounted under MAESTRO_PVC_ROOT), `http(s)://`
-(stdlib, optional bearer token), `s3://` (stdlib SigV4 signer: no boto, works with MinIO through
-AWS_ENDPOINT_URL), and anything else fsspec has a filesystem for (e.g. `gs://` with gcsfs installed).
-Memory stays flat: sources are read in 1 MiB chunks; Parquet, which needs random access, is spooled
-to a temporary file first when it is not local.
+(stdlib, optional bearer token), and `s3://`, `gs://` or anything else fsspec has a filesystem for,
+through maestro.workers.storage (s3fs/gcsfs, credentials and a custom S3 endpoint from the
+credentialsSecretRef env). Memory stays flat: sources are read in 1 MiB chunks (object stores in
+ranged GETs of storage.BLOCK_SIZE); Parquet, which needs random access, is spooled to a temporary file
+first when it is not local.
 """
 
 from __future__ import annotations
 
 import bz2
 import contextlib
-import datetime as dt
 import gzip
 import hashlib
-import hmac
 import io
 import lzma
 import os
@@ -25,10 +24,11 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import IO, BinaryIO, cast
+from typing import IO, cast
 
+from maestro.workers import storage
 from maestro.workers.data.contract import DEFAULT_PVC_ROOT, ENV_PVC_ROOT
-from maestro.workers.data.errors import InputError, SourceIOError
+from maestro.workers.data.errors import DataWorkerError, InputError, SourceIOError
 
 CHUNK = 1 << 20
 FORMATS = ("jsonl", "csv", "parquet", "text")
@@ -125,7 +125,9 @@ class HashingReader(io.RawIOBase):
     def read(self, size: int = -1) -> bytes:
         try:
             data = self._raw.read(size if size is not None and size >= 0 else CHUNK * 64)
-        except (OSError, urllib.error.URLError) as exc:
+        except DataWorkerError:
+            raise
+        except Exception as exc:  # OSError, URLError, or what an object-store client raises mid-stream
             raise SourceIOError(f"reading the source failed after {self.bytes_read} bytes: {exc}") from exc
         if data:
             self.sha256.update(data)
@@ -153,10 +155,8 @@ def open_source(loc: Location, env: Mapping[str, str] | None = None) -> Iterator
             raw = open(loc.target, "rb")  # noqa: SIM115 - closed below
         elif loc.scheme == "http":
             raw = _open_http(loc.target, env)
-        elif loc.scheme == "s3":
-            raw = _open_s3(loc.target, env)
-        else:
-            raw = _open_fsspec(loc.target)
+        else:  # s3 and every other fsspec scheme
+            raw = _open_object(loc.target, env)
     except FileNotFoundError as exc:
         raise InputError(f"source not found: {loc.target} ({exc.strerror})") from exc
     except PermissionError as exc:
@@ -235,8 +235,8 @@ def _urlopen(req: urllib.request.Request, shown: str) -> IO[bytes]:
     except urllib.error.HTTPError as exc:
         if exc.code in (401, 403):
             raise InputError(
-                f"{shown}: HTTP {exc.code}; check source.credentialsSecretRef (the worker reads "
-                "AWS_* keys for s3:// and MAESTRO_SOURCE_TOKEN for https://)"
+                f"{shown}: HTTP {exc.code}; check source.credentialsSecretRef (the worker sends "
+                "MAESTRO_SOURCE_AUTHORIZATION, or MAESTRO_SOURCE_TOKEN as a bearer token, for https://)"
             ) from exc
         if exc.code == 404:
             raise InputError(f"{shown}: HTTP 404, no such object") from exc
@@ -245,72 +245,24 @@ def _urlopen(req: urllib.request.Request, shown: str) -> IO[bytes]:
         raise SourceIOError(f"{shown}: {getattr(exc, 'reason', exc)}") from exc
 
 
-def _open_s3(uri: str, env: Mapping[str, str]) -> IO[bytes]:
-    parsed = urllib.parse.urlsplit(uri)
-    bucket, key = parsed.netloc, parsed.path.lstrip("/")
-    region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1"
-    endpoint = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
-    if endpoint:  # MinIO, Ceph, R2...: path-style addressing
-        base = urllib.parse.urlsplit(endpoint.rstrip("/"))
-        host, path = base.netloc, f"{base.path}/{bucket}/{key}"
-        scheme = base.scheme or "https"
-    else:
-        host, path, scheme = f"{bucket}.s3.{region}.amazonaws.com", f"/{key}", "https"
-    canonical_path = urllib.parse.quote(path, safe="/-_.~")
-    headers = {"host": host, "x-amz-content-sha256": "UNSIGNED-PAYLOAD"}
-    access, secret = env.get("AWS_ACCESS_KEY_ID"), env.get("AWS_SECRET_ACCESS_KEY")
-    if access and secret:
-        now = dt.datetime.now(dt.UTC)
-        if env.get("AWS_SESSION_TOKEN"):
-            headers["x-amz-security-token"] = env["AWS_SESSION_TOKEN"]
-        headers["authorization"] = sigv4_authorization(
-            "GET", canonical_path, "", headers, "UNSIGNED-PAYLOAD", access, secret, region, now
-        )
-    url = f"{scheme}://{host}{canonical_path}"
-    return _urlopen(urllib.request.Request(url, headers=headers), uri)
-
-
-def sigv4_authorization(
-    method: str,
-    canonical_path: str,
-    query: str,
-    headers: dict[str, str],
-    payload_hash: str,
-    access_key: str,
-    secret_key: str,
-    region: str,
-    now: dt.datetime,
-    service: str = "s3",
-) -> str:
-    """AWS Signature V4 `Authorization` header; sets `x-amz-date` in `headers`."""
-    amz_date = now.strftime("%Y%m%dT%H%M%SZ")
-    day = amz_date[:8]
-    headers["x-amz-date"] = amz_date
-    names = sorted(k.lower() for k in headers if k.lower() != "authorization")
-    lower = {k.lower(): " ".join(str(v).split()) for k, v in headers.items()}
-    canonical_headers = "".join(f"{k}:{lower[k]}\n" for k in names)
-    signed = ";".join(names)
-    request = "\n".join([method, canonical_path, query, canonical_headers, signed, payload_hash])
-    scope = f"{day}/{region}/{service}/aws4_request"
-    to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(request.encode()).hexdigest()])
-    key = f"AWS4{secret_key}".encode()
-    for part in (day, region, service, "aws4_request"):
-        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
-    signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
-    return f"AWS4-HMAC-SHA256 Credential={access_key}/{scope}, SignedHeaders={signed}, Signature={signature}"
-
-
-def _open_fsspec(uri: str) -> BinaryIO:
+def _open_object(uri: str, env: Mapping[str, str]) -> IO[bytes]:
+    """An object-store source (s3://, gs://, ...), streamed; errors say what to fix."""
+    scheme = storage.protocol_of(uri)
     try:
-        import fsspec
-    except ImportError as exc:  # pragma: no cover - fsspec ships in the data extra
-        raise InputError(f"no reader for {uri!r}: install the data extra (fsspec)") from exc
-    try:
-        f: BinaryIO = fsspec.open(uri, "rb").open()
-        return f
-    except (ImportError, ValueError) as exc:
-        scheme = uri.split("://", 1)[0]
+        return storage.open_read(uri, env)
+    except ImportError as exc:
+        raise InputError(f"no reader for {scheme}:// sources: {exc}") from exc
+    except ValueError as exc:  # fsspec knows no such protocol
         raise InputError(
-            f"no reader for {scheme}:// sources ({exc}); use s3://, https://, pvc:// or file://, "
+            f"no reader for {scheme}:// sources ({exc}); use s3://, gs://, https://, pvc:// or file://, "
             f"or install the fsspec backend for {scheme}"
         ) from exc
+    except FileNotFoundError as exc:
+        raise InputError(f"source not found: {uri} (no such bucket or object: {exc})") from exc
+    except PermissionError as exc:
+        raise InputError(
+            f"{uri}: access denied ({exc}); check source.credentialsSecretRef (the worker reads AWS_* keys "
+            "for s3://, GOOGLE_APPLICATION_CREDENTIALS for gs://)"
+        ) from exc
+    except OSError as exc:
+        raise SourceIOError(f"cannot open {uri}: {exc}") from exc

@@ -2,7 +2,8 @@
 
 URIs: a plain path or `file://` (dev), `pvc://claim/path` (the claim is mounted under
 $MAESTRO_PVC_ROOT), `hf://org/name[@revision]` (HF cache; honours HF_HUB_OFFLINE and a token file),
-`s3://bucket/prefix` (fsspec + s3fs, copied to a local cache first).
+`s3://bucket/prefix` (maestro.workers.storage: s3fs with the credentialsSecretRef's AWS_* keys and
+endpoint, copied to a local cache first).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def resolve_base_model(
     if scheme == "hf":
         return _from_hub(rest, revision, cache_dir, env)
     if scheme == "s3":
-        return _from_s3(uri, cache_dir)
+        return _from_s3(uri, cache_dir, env)
     raise ConfigError(
         f"spec.baseModel.uri {uri!r}: unsupported scheme {scheme!r} (use hf://, pvc://, s3://, file://)"
     )
@@ -85,23 +86,38 @@ def _from_hub(repo: str, revision: str | None, cache_dir: Path, env: dict[str, s
     return _check_dir(Path(path), f"hf://{repo}")
 
 
-def _from_s3(uri: str, cache_dir: Path) -> Path:
-    try:
-        import fsspec
-    except ImportError:
-        raise ConfigError(f"{uri}: s3:// needs fsspec and s3fs in the worker image") from None
+def _from_s3(uri: str, cache_dir: Path, env: dict[str, str]) -> Path:
+    """Download the prefix once into the cache; a finished copy is reused, a half-done one never is."""
+    import shutil
+    import tempfile
+
+    from maestro.workers import storage
+
     dest = cache_dir / "s3" / uri.removeprefix("s3://").strip("/")
     if (dest / "config.json").is_file():
         return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
     try:
-        fs = fsspec.filesystem("s3")
-        dest.mkdir(parents=True, exist_ok=True)
-        fs.get(uri.rstrip("/") + "/", str(dest) + "/", recursive=True)
+        storage.download(uri, str(tmp), env)
+        if not (tmp / "config.json").is_file():
+            raise ConfigError(f"base model {uri} is not a model directory (no config.json under the prefix)")
+        shutil.rmtree(dest, ignore_errors=True)  # a stale copy without config.json
+        tmp.rename(dest)
     except ImportError as e:
-        raise ConfigError(f"{uri}: s3:// needs s3fs in the worker image ({e})") from None
-    except Exception as e:
+        raise ConfigError(f"{uri}: {e}") from None
+    except FileNotFoundError:
+        raise ConfigError(f"base model {uri}: no such bucket, or no objects under the prefix") from None
+    except PermissionError as e:
+        raise ConfigError(
+            f"{uri}: access denied ({e}); check spec.baseModel.credentialsSecretRef (AWS_* keys, "
+            "AWS_ENDPOINT_URL for S3-compatible servers)"
+        ) from None
+    except OSError as e:
         raise ModelSourceError(f"{uri}: download failed: {e}") from None
-    return _check_dir(dest, uri)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest
 
 
 @dataclass
