@@ -291,6 +291,15 @@ class RequestPolicy(SpecModel):
         )
     )
 
+    @classmethod
+    def pass_through(cls) -> RequestPolicy:
+        """The request rules of an endpoint no LLMPolicy governs: open, and PII neither redacted nor blocked.
+
+        The operator renders it when a deployment has no policy; the guard applies it when it has no
+        policy file at all. Everything else is the model's defaults.
+        """
+        return cls(pii=RequestPII(input=PIIMode.ALLOW, output=PIIMode.ALLOW, entities=[]))
+
     @model_validator(mode="after")
     def _tokens(self) -> RequestPolicy:
         tpm = self.rate_limits.tokens_per_minute
@@ -326,6 +335,22 @@ class LLMPolicySpec(SpecModel):
     admission: AdmissionPolicy = Field(default_factory=AdmissionPolicy, description="Admission rules.")
     request: RequestPolicy = Field(default_factory=RequestPolicy, description="Request rules for the guard.")
     audit: AuditPolicy = Field(default_factory=AuditPolicy, description="Audit log.")
+
+
+class GuardConfig(StatusModel):
+    """The guard's policy.json (not a kind): an LLMPolicy's request and audit rules for one deployment.
+
+    builders/guard_config.py renders it into the deployment's ConfigMap and the guard validates it back
+    with this model, so both sides agree on every field and default by construction. Written by the
+    operator and hot-reloaded by guards that may be one release older or newer, so unknown top-level
+    fields are ignored; `request` and `audit` stay strict (they are the CRD's own models).
+    """
+
+    name: str = Field("", description="Name of the LLMPolicy; empty when no policy governs the deployment.")
+    digest: str = Field("", description="Digest of the LLMPolicy spec (status.digest).")
+    request: RequestPolicy = Field(default_factory=RequestPolicy, description="Request rules.")
+    audit: AuditPolicy = Field(default_factory=AuditPolicy, description="Audit log.")
+    served_model_name: str | None = Field(None, description="Model name clients send.")
 
 
 # --- status ---------------------------------------------------------------------------------------

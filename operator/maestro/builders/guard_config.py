@@ -1,7 +1,8 @@
 """LLMPolicy (+ the deployment's model name) -> the guard's policy.json, and its digest.
 
-The digest covers exactly what the guard reads, so the pod-template annotation changes when, and
-only when, the guard's behaviour would change.
+The document is a `maestro.api.policy.GuardConfig`, the model the guard validates it back with. The
+digest covers exactly what the guard reads, so the pod-template annotation changes when, and only
+when, the guard's behaviour would change.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from maestro.api.policy import LLMPolicySpec
+from maestro.api.policy import AuditPolicy, GuardConfig, LLMPolicySpec, RequestPolicy
 from maestro.builders.meta import digest
 
 Obj = dict[str, Any]
@@ -22,22 +23,25 @@ def policy_digest(spec: LLMPolicySpec) -> str:
 def render(policy_name: str | None, policy: LLMPolicySpec | None, served_model_name: str) -> Obj:
     """The document at /etc/maestro/policy/policy.json. No policy: an explicit pass-through."""
     if policy is None or policy_name is None:
-        doc: Obj = {
+        # Only what differs from the model defaults, plus the audit switches, spelled out: the document
+        # (and so its digest, which rolls the pods) stays what every release before rendered.
+        return {
             "name": "",
             "digest": "",
-            "request": {"pii": {"input": "allow", "output": "allow", "entities": []}},
-            "audit": {"enabled": True, "logPrompts": False},
+            "request": RequestPolicy.pass_through().model_dump(
+                by_alias=True, exclude_defaults=True, mode="json"
+            ),
+            "audit": AuditPolicy().model_dump(by_alias=True, include={"enabled", "log_prompts"}, mode="json"),
             "servedModelName": served_model_name,
         }
-    else:
-        doc = {
-            "name": policy_name,
-            "digest": policy_digest(policy),
-            "request": policy.request.model_dump(by_alias=True, exclude_none=True, mode="json"),
-            "audit": policy.audit.model_dump(by_alias=True, exclude_none=True, mode="json"),
-            "servedModelName": served_model_name,
-        }
-    return doc
+    cfg = GuardConfig(
+        name=policy_name,
+        digest=policy_digest(policy),
+        request=policy.request,
+        audit=policy.audit,
+        served_model_name=served_model_name,
+    )
+    return cfg.model_dump(by_alias=True, exclude_none=True, mode="json")
 
 
 def dumps(doc: Obj) -> str:

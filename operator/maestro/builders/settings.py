@@ -1,84 +1,193 @@
 """Operator settings that shape generated workloads (images, placement, endpoints).
 
-A frozen dataclass built from an env mapping, so builders stay pure: the controllers read
-`os.environ` once at start-up and pass the result down.
+Read with pydantic-settings from an env mapping: a field's variable is `MAESTRO_` + its name in
+capitals (placement for Jobs: MAESTRO_JOB_*), its default is the field's, written once. `Settings()`
+is the defaults (plus keyword overrides) and never looks at `os.environ`, so builders stay pure: the
+controllers read the environment once at start-up (`OperatorConfig.from_env`) and pass it down.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+import os
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, Self
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
+
+from maestro.api.deployment import DEFAULT_VLLM_IMAGE
 
 DEFAULT_WORKER_IMAGE = "ghcr.io/maestro-llmops/maestro-worker:0.1.0"
 DEFAULT_SIDECAR_IMAGE = "ghcr.io/maestro-llmops/maestro-sidecar:0.1.0"
-DEFAULT_VLLM_IMAGE = "vllm/vllm-openai:v0.33.0"
 PROGRESS_AUDIENCE = "maestro-progress"
+ENV_PREFIX = "MAESTRO_"
 
 
-@dataclass(frozen=True)
-class Placement:
+class _EnvMapping(EnvSettingsSource):
+    """pydantic-settings' environment source over a given mapping instead of `os.environ`."""
+
+    def __init__(self, settings_cls: type[BaseSettings], env: Mapping[str, str]) -> None:
+        super().__init__(settings_cls)
+        self.env_vars = {k if self.case_sensitive else k.lower(): v for k, v in env.items()}
+
+
+class EnvSettings(BaseSettings):
+    """Base of the operator's process settings: `MAESTRO_*` variables from a mapping, nothing implicit.
+
+    An empty variable means "not set" (the default applies), except for the fields in `keep_empty`,
+    where empty is a value of its own. Nested models read `<PREFIX><FIELD>_<SUBFIELD>` (see
+    `Placement`). Values are never JSON-decoded implicitly: fields that take JSON parse it
+    themselves, so an error names the variable and says what is wrong with it.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="_",
+        env_nested_max_split=1,
+        enable_decoding=False,
+        extra="ignore",
+        frozen=True,
+        validate_by_name=True,
+    )
+
+    #: Fields whose empty variable is kept as an empty string instead of meaning "use the default".
+    keep_empty: ClassVar[frozenset[str]] = frozenset()
+    #: Fields no variable sets (programmatic only).
+    not_from_env: ClassVar[frozenset[str]] = frozenset()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)  # the environment only through from_env: constructing stays pure
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any, info: ValidationInfo) -> Any:
+        if value == "" and info.field_name is not None and info.field_name not in cls.keep_empty:
+            return cls.model_fields[info.field_name].get_default(call_default_factory=True)
+        return value
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Self:
+        """The settings the variables in `env` (default: the process's) describe, plus `overrides`.
+
+        Raises ValueError naming the variable that is wrong and why.
+        """
+        env = os.environ if env is None else env
+        values = {k: v for k, v in _EnvMapping(cls, env)().items() if k not in cls.not_from_env}
+        try:
+            return cls(**{**values, **overrides})
+        except ValidationError as exc:
+            raise ValueError(cls._describe(exc, env)) from None
+
+    @classmethod
+    def _describe(cls, exc: ValidationError, env: Mapping[str, str]) -> str:
+        """The first error as `VARIABLE[index]: message`, the value shown when it is not a JSON one."""
+        err = exc.errors(include_url=False)[0]
+        loc = [str(p) for p in err["loc"]]
+        if not loc:
+            return f"{cls.__name__}: {err['msg']}"
+        field = cls.model_fields.get(loc[0])
+        alias = field.validation_alias if field is not None else None
+        parts = [alias if isinstance(alias, str) else ENV_PREFIX + loc[0]]
+        rest = loc[1:]
+        if (
+            field is not None
+            and isinstance(field.annotation, type)
+            and issubclass(field.annotation, BaseModel)
+        ):
+            parts += rest[:1]  # a nested model's field is a variable of its own
+            rest = rest[1:]
+        name = "_".join(parts).upper() + "".join(f"[{p}]" for p in rest)
+        cause = err.get("ctx", {}).get("error")
+        if isinstance(cause, ValueError):  # our own parsers: the message says what is wrong
+            return f"{name} {cause}"
+        shown = f"={env[name]!r}" if name in env else ""
+        return f"{name}{shown}: {err['msg']}"
+
+
+def _json(kind: type, what: str) -> Callable[[Any], Any]:
+    """A before-validator for a field given as JSON text in one variable."""
+
+    def parse(value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        try:
+            decoded = json.loads(value)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"must be JSON ({e.msg} at character {e.pos})") from None
+        if not isinstance(decoded, kind):
+            raise ValueError(f"must be a JSON {what}, got {value[:80]!r}")
+        return decoded
+
+    return parse
+
+
+class Placement(BaseModel):
     """Operator-wide scheduling defaults for one kind of workload (a node pool for training Jobs,
     another for serving). A spec's own `resources.nodeSelector` wins key by key; its tolerations are
-    added to these."""
+    added to these. Each field is one JSON variable, e.g. MAESTRO_JOB_NODE_SELECTOR='{"pool": "gpu"}'."""
 
-    node_selector: dict[str, str] = field(default_factory=dict)
-    tolerations: tuple[dict[str, Any], ...] = ()
+    model_config = ConfigDict(frozen=True)
 
+    node_selector: dict[str, str] = Field(default_factory=dict, description="JSON object.")
+    tolerations: tuple[dict[str, Any], ...] = Field((), description="JSON array of Kubernetes tolerations.")
+
+    @field_validator("node_selector", mode="before")
     @classmethod
-    def from_env(cls, env: Mapping[str, str], prefix: str) -> Placement:
-        selector = _json_env(env, f"{prefix}_NODE_SELECTOR", dict)
-        tolerations = _json_env(env, f"{prefix}_TOLERATIONS", list)
-        return cls(
-            {str(k): str(v) for k, v in (selector or {}).items()},
-            tuple(dict(t) for t in tolerations or []),
-        )
+    def _selector(cls, value: Any) -> Any:
+        value = _json(dict, "object")(value) if value != "" else {}
+        return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else value
+
+    @field_validator("tolerations", mode="before")
+    @classmethod
+    def _tolerations(cls, value: Any) -> Any:
+        return _json(list, "array")(value) if value != "" else ()
 
 
-def _json_env(env: Mapping[str, str], name: str, kind: type) -> Any:
-    raw = env.get(name)
-    if not raw:
-        return None
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{name} must be JSON ({e.msg} at character {e.pos})") from e
-    if not isinstance(value, kind):
-        raise ValueError(f"{name} must be a JSON {'object' if kind is dict else 'array'}, got {raw[:80]!r}")
-    return value
+class Settings(EnvSettings):
+    """What the builders need from the operator's deployment: images, placement, endpoints, storage.
 
+    Variables: MAESTRO_WORKER_IMAGE, MAESTRO_SIDECAR_IMAGE, MAESTRO_VLLM_IMAGE, MAESTRO_JOB_NODE_SELECTOR,
+    MAESTRO_JOB_TOLERATIONS, MAESTRO_SERVING_NODE_SELECTOR, MAESTRO_SERVING_TOLERATIONS,
+    MAESTRO_PROGRESS_URL, MAESTRO_PROGRESS_AUDIENCE, MAESTRO_STORAGE_CLASS (the Helm chart sets them).
+    """
 
-@dataclass(frozen=True)
-class Settings:
-    #: Image with `maestro data validate` and `maestro train` (env MAESTRO_WORKER_IMAGE).
-    worker_image: str = DEFAULT_WORKER_IMAGE
-    #: Image with `maestro guard` and `maestro monitor` (env MAESTRO_SIDECAR_IMAGE).
-    sidecar_image: str = DEFAULT_SIDECAR_IMAGE
-    #: vLLM image when spec.runtime.image is not set (env MAESTRO_VLLM_IMAGE).
-    vllm_image: str = DEFAULT_VLLM_IMAGE
-    #: Where dataset and training Jobs run (env MAESTRO_JOB_NODE_SELECTOR / MAESTRO_JOB_TOLERATIONS, JSON).
-    jobs: Placement = field(default_factory=Placement)
-    #: Where serving pods run (env MAESTRO_SERVING_NODE_SELECTOR / MAESTRO_SERVING_TOLERATIONS, JSON).
-    serving: Placement = field(default_factory=Placement)
-    #: Base URL training pods POST progress to (env MAESTRO_PROGRESS_URL); empty disables reporting.
-    progress_url: str = "http://maestro-operator.maestro-system.svc:8090"
-    #: Audience of the projected token training pods present (env MAESTRO_PROGRESS_AUDIENCE).
-    progress_audience: str = PROGRESS_AUDIENCE
-    #: Storage class for claims the operator creates when the spec names none (env MAESTRO_STORAGE_CLASS).
-    storage_class: str | None = None
+    worker_image: str = Field(
+        DEFAULT_WORKER_IMAGE, description="Image with `maestro data validate` and `maestro train`."
+    )
+    sidecar_image: str = Field(
+        DEFAULT_SIDECAR_IMAGE, description="Image with `maestro guard` and `maestro monitor`."
+    )
+    vllm_image: str = Field(DEFAULT_VLLM_IMAGE, description="vLLM image when spec.runtime.image is not set.")
+    jobs: Placement = Field(
+        default_factory=Placement,
+        validation_alias=f"{ENV_PREFIX}JOB",
+        description="Where dataset and training Jobs run (MAESTRO_JOB_NODE_SELECTOR, _TOLERATIONS).",
+    )
+    serving: Placement = Field(
+        default_factory=Placement,
+        description="Where serving pods run (MAESTRO_SERVING_NODE_SELECTOR, _TOLERATIONS).",
+    )
+    progress_url: str = Field(
+        "http://maestro-operator.maestro-system.svc:8090",
+        description="Base URL training pods POST progress to; empty disables reporting.",
+    )
+    progress_audience: str = Field(
+        PROGRESS_AUDIENCE, description="Audience of the projected token training pods present."
+    )
+    storage_class: str | None = Field(
+        None, description="Storage class for claims the operator creates when the spec names none."
+    )
     #: Extra labels on every generated pod (not configurable by env; for tests).
-    extra_pod_labels: dict[str, str] = field(default_factory=dict)
+    extra_pod_labels: dict[str, str] = Field(default_factory=dict)
 
-    @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> Settings:
-        return cls(
-            worker_image=env.get("MAESTRO_WORKER_IMAGE") or DEFAULT_WORKER_IMAGE,
-            sidecar_image=env.get("MAESTRO_SIDECAR_IMAGE") or DEFAULT_SIDECAR_IMAGE,
-            vllm_image=env.get("MAESTRO_VLLM_IMAGE") or DEFAULT_VLLM_IMAGE,
-            jobs=Placement.from_env(env, "MAESTRO_JOB"),
-            serving=Placement.from_env(env, "MAESTRO_SERVING"),
-            progress_url=env.get("MAESTRO_PROGRESS_URL", cls.progress_url),
-            progress_audience=env.get("MAESTRO_PROGRESS_AUDIENCE") or PROGRESS_AUDIENCE,
-            storage_class=env.get("MAESTRO_STORAGE_CLASS") or None,
-        )
+    keep_empty: ClassVar[frozenset[str]] = frozenset({"progress_url"})
+    not_from_env: ClassVar[frozenset[str]] = frozenset({"extra_pod_labels"})

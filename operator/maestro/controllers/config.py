@@ -1,82 +1,71 @@
 """Operator process settings (ports, webhook, namespaces), read once from the environment.
 
-| env | default | what |
-|---|---|---|
-| MAESTRO_METRICS_PORT | 8080 | `/metrics`, `/healthz`, `/readyz` (0 disables) |
-| MAESTRO_PROGRESS_PORT | 8090 | training progress endpoint `POST /v1/progress/{ns}/{name}` (0 disables) |
-| MAESTRO_PROGRESS_URL | http://maestro-operator.maestro-system.svc:8090 | base URL training pods use |
-| MAESTRO_WEBHOOK | on | serve the validating webhook (`off` disables) |
-| MAESTRO_WEBHOOK_PORT, _ADDR, _HOST | 9443, 0.0.0.0 | port, address; `_HOST`: URL host for the apiserver |
-| MAESTRO_WEBHOOK_SERVICE | - | `namespace/name` of the operator Service the apiserver calls |
-| MAESTRO_WEBHOOK_CERT_DIR | temp dir | where the self-signed serving certificate is written |
-| MAESTRO_NAMESPACE | maestro-system | the operator's namespace |
-| MAESTRO_WORKERS | 16 | concurrent reconciles |
-| MAESTRO_RESYNC_SECONDS | 600 | full re-apply of every object (repairs children deleted by hand) |
-| MAESTRO_NAMESPACES | - | comma-separated namespaces to manage (set by `maestro run -n`); default all |
-| MAESTRO_POLL_SECONDS | 30 | re-check interval for waits no watch event ends (missing claim, crash loop) |
-| MAESTRO_*_IMAGE, MAESTRO_JOB_NODE_SELECTOR, ... | | see `maestro.builders.settings.Settings` |
+pydantic-settings, like `maestro.builders.settings.Settings` (which this carries as `settings`): each
+field is the variable `MAESTRO_` + its name in capitals, and its default and meaning are on the field.
+
+MAESTRO_METRICS_PORT, MAESTRO_PROGRESS_PORT, MAESTRO_WEBHOOK (on/off), MAESTRO_WEBHOOK_PORT,
+MAESTRO_WEBHOOK_ADDR, MAESTRO_WEBHOOK_HOST, MAESTRO_WEBHOOK_SERVICE, MAESTRO_WEBHOOK_CERT_DIR,
+MAESTRO_NAMESPACE, MAESTRO_WORKERS, MAESTRO_RESYNC_SECONDS, MAESTRO_NAMESPACES, MAESTRO_POLL_SECONDS;
+MAESTRO_*_IMAGE, MAESTRO_PROGRESS_URL, MAESTRO_JOB_NODE_SELECTOR, ...: see `Settings`.
+An empty variable is the same as an unset one.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
-from maestro.builders.settings import Settings
+from pydantic import Field, field_validator
 
-
-def _int(env: Mapping[str, str], key: str, default: int) -> int:
-    raw = env.get(key)
-    if raw is None or raw == "":
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise SystemExit(f"{key}={raw!r} is not an integer") from None
+from maestro.builders.settings import EnvSettings, Settings
 
 
-def _settings(env: Mapping[str, str]) -> Settings:
-    try:
-        return Settings.from_env(env)
-    except ValueError as e:
-        raise SystemExit(str(e)) from None
-
-
-@dataclass(frozen=True)
-class OperatorConfig:
-    settings: Settings = field(default_factory=Settings)
-    metrics_port: int = 8080
-    progress_port: int = 8090
-    webhook: bool = True
-    webhook_port: int = 9443
-    webhook_addr: str = "0.0.0.0"
-    webhook_host: str | None = None
-    webhook_service: str | None = None
-    webhook_cert_dir: str | None = None
-    namespace: str = "maestro-system"
-    workers: int = 16
-    resync_seconds: float = 600.0
+class OperatorConfig(EnvSettings):
+    settings: Settings = Field(
+        default_factory=Settings, description="What shapes the generated workloads (read from the same env)."
+    )
+    metrics_port: int = Field(8080, description="`/metrics`, `/healthz`, `/readyz` (0 disables).")
+    progress_port: int = Field(
+        8090, description="Training progress endpoint `POST /v1/progress/{ns}/{name}` (0 disables)."
+    )
+    webhook: bool = Field(True, description="Serve the validating webhook (`off` disables).")
+    webhook_port: int = Field(9443, description="Port of the webhook server.")
+    webhook_addr: str = Field("0.0.0.0", description="Address the webhook server listens on.")
+    webhook_host: str | None = Field(None, description="Host in the webhook URL the apiserver calls.")
+    webhook_service: str | None = Field(
+        None, description="`namespace/name` of the operator Service the apiserver calls."
+    )
+    webhook_cert_dir: str | None = Field(
+        None, description="Where the self-signed serving certificate is written (default: a temp dir)."
+    )
+    namespace: str = Field("maestro-system", description="The operator's own namespace.")
+    workers: int = Field(16, description="Concurrent reconciles (at least 1).")
+    resync_seconds: float = Field(
+        600.0, description="Full re-apply of every object (repairs children deleted by hand)."
+    )
     #: Namespaces the operator manages (empty: all); `maestro run -n` sets MAESTRO_NAMESPACES.
-    namespaces: tuple[str, ...] = ()
-    poll_seconds: float = 30.0
+    namespaces: tuple[str, ...] = Field((), description="Comma-separated namespaces to manage; default all.")
+    poll_seconds: float = Field(
+        30.0, description="Re-check interval for waits no watch event ends (missing claim, crash loop)."
+    )
+
+    not_from_env: ClassVar[frozenset[str]] = frozenset({"settings"})
+
+    @field_validator("workers")
+    @classmethod
+    def _at_least_one(cls, value: int) -> int:
+        return max(1, value)
+
+    @field_validator("namespaces", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        return tuple(n for n in value.split(",") if n) if isinstance(value, str) else value
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorConfig:
-        env = os.environ if env is None else env
-        return cls(
-            settings=_settings(env),
-            metrics_port=_int(env, "MAESTRO_METRICS_PORT", 8080),
-            progress_port=_int(env, "MAESTRO_PROGRESS_PORT", 8090),
-            webhook=(env.get("MAESTRO_WEBHOOK", "on").lower() not in ("off", "false", "0", "no")),
-            webhook_port=_int(env, "MAESTRO_WEBHOOK_PORT", 9443),
-            webhook_addr=env.get("MAESTRO_WEBHOOK_ADDR") or "0.0.0.0",
-            webhook_host=env.get("MAESTRO_WEBHOOK_HOST") or None,
-            webhook_service=env.get("MAESTRO_WEBHOOK_SERVICE") or None,
-            webhook_cert_dir=env.get("MAESTRO_WEBHOOK_CERT_DIR") or None,
-            namespace=env.get("MAESTRO_NAMESPACE") or "maestro-system",
-            workers=max(1, _int(env, "MAESTRO_WORKERS", 16)),
-            resync_seconds=float(_int(env, "MAESTRO_RESYNC_SECONDS", 600)),
-            poll_seconds=float(_int(env, "MAESTRO_POLL_SECONDS", 30)),
-            namespaces=tuple(n for n in (env.get("MAESTRO_NAMESPACES") or "").split(",") if n),
-        )
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> OperatorConfig:
+        """The process's (or `env`'s) configuration; a bad variable stops the operator, naming it."""
+        try:
+            settings = Settings.from_env(env)
+            return super().from_env(env, **{"settings": settings, **overrides})
+        except ValueError as e:
+            raise SystemExit(str(e)) from None

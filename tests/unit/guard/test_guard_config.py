@@ -18,7 +18,6 @@ FULL = {
     "name": "prod",
     "digest": "abc",
     "servedModelName": "tiny",
-    "upstreamModel": "/models/tiny",
     "request": {
         "auth": {
             "apiKeysSecretRef": {"name": "keys"},
@@ -44,12 +43,7 @@ FULL = {
 
 def test_full_policy_parses_every_field() -> None:
     p = parse_policy(FULL)
-    assert (p.name, p.digest, p.served_model_name, p.upstream_model) == (
-        "prod",
-        "abc",
-        "tiny",
-        "/models/tiny",
-    )
+    assert (p.name, p.digest, p.served_model_name) == ("prod", "abc", "tiny")
     assert p.auth_required and p.keys["alice"].allowed_models == {"tiny"}
     assert p.keys["alice"].requests_per_minute == 5 and p.keys["alice"].tokens_per_minute == 900
     assert (p.requests_per_minute, p.tokens_per_minute) == (60, 1000)
@@ -167,3 +161,41 @@ def test_operator_rendered_documents_parse() -> None:
     assert (p.pii_input, p.pii_output, p.max_output_tokens) == ("block", "redact", 50)
     open_ = parse_policy(json.loads(guard_config.dumps(guard_config.render(None, None, "tiny"))))
     assert not open_.auth_required and not open_.output_checks and open_.pii_input == "allow"
+
+
+def test_access_resolves_each_keys_limits_and_models_once() -> None:
+    """One `Access` per key: its own limits win, its model list narrows the policy's; others get defaults."""
+    p = parse_policy(FULL)
+    alice, other = p.access("alice"), p.access("eve")
+    assert (alice.requests_per_minute, alice.tokens_per_minute) == (5, 900)
+    assert (other.requests_per_minute, other.tokens_per_minute) == (60, 1000)
+    assert other is p.access("anonymous") and alice.limited
+    assert alice.lists("tiny") and not alice.lists("gpt-4") and not other.lists("gpt-4")
+    with pytest.raises(GuardError) as exc:
+        alice.check_model("alice", "gpt-4")
+    assert (exc.value.status, exc.value.rule) == (403, "allowedModels")
+    bob = {"id": "bob", "allowedModels": ["a"]}
+    narrow = parse_policy({"request": {"auth": {"apiKeysSecretRef": {"name": "k"}, "keys": [bob]}}})
+    narrow.access("carol").check_model("carol", "b")  # no policy list: any model
+    with pytest.raises(GuardError) as exc:
+        narrow.access("bob").check_model("bob", "b")
+    assert exc.value.rule == "auth.keys.allowedModels"
+    assert "Key 'bob' may not use model 'b'" in exc.value.message
+    assert not narrow.access("carol").limited
+
+
+def test_no_policy_is_the_rendered_pass_through() -> None:
+    """No file and the operator's no-policy document mean the same rules (RequestPolicy.pass_through)."""
+    from maestro.builders import guard_config
+
+    rendered = parse_policy(json.loads(guard_config.dumps(guard_config.render(None, None, "tiny"))))
+    for field in ("auth_required", "pii_input", "pii_output", "pii_entities", "blocked", "max_request_bytes"):
+        assert getattr(rendered, field) == getattr(NO_POLICY, field), field
+    assert not NO_POLICY.present and rendered.present and not NO_POLICY.output_checks
+
+
+def test_unknown_top_level_fields_are_ignored_but_rules_stay_strict() -> None:
+    """A guard one release behind hot-reloads what a newer operator renders; typos in rules still fail."""
+    assert parse_policy({"request": {}, "renderedBy": "maestro 0.2"}).pii_input == "redact"
+    with pytest.raises(PolicyError, match=r"request\.blockedTerm"):
+        parse_policy({"request": {"blockedTerm": ["x"]}})

@@ -1,9 +1,9 @@
 """The guard in front of a real OpenAI-compatible server serving the locally built tiny model.
 
 The upstream is `transformers serve` from the project venv (starts in seconds, no hub). Its model id
-is the directory path, so the guard maps the served name `tiny` onto it (`upstreamModel`), exactly
-as a deployment maps a served name onto vLLM's. To run the same tests against a vLLM you started
-yourself: MAESTRO_GUARD_TEST_UPSTREAM=http://127.0.0.1:8000 MAESTRO_GUARD_TEST_UPSTREAM_MODEL=<id>.
+is the directory path: clients send it as they send a vLLM its `--served-model-name`, and the guard
+passes it through both ways. To run the same tests against a vLLM you started yourself:
+MAESTRO_GUARD_TEST_UPSTREAM=http://127.0.0.1:8000 MAESTRO_GUARD_TEST_UPSTREAM_MODEL=<id>.
 """
 
 from __future__ import annotations
@@ -89,25 +89,25 @@ def real_upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[st
         shutil.rmtree(model_dir, ignore_errors=True)
 
 
-def start(stack: Stack, real_upstream: tuple[str, str], **rules: object) -> None:
+def start(stack: Stack, real_upstream: tuple[str, str], **rules: object) -> str:
+    """Start the guard in front of the real server; returns the model id to send."""
     url, model = real_upstream
-    stack.start(
-        policy_doc(open_request(**{"auth": {"required": True}}, **rules), upstreamModel=model), upstream=url
-    )
+    stack.start(policy_doc(open_request(**{"auth": {"required": True}}, **rules)), upstream=url)
+    return model
 
 
 MSGS = [{"role": "user", "content": "What is 2 plus 3?"}]
 
 
 def test_sync_chat_and_completions(stack: Stack, real_upstream: tuple[str, str]) -> None:
-    start(stack, real_upstream, maxOutputTokens=8)
+    model = start(stack, real_upstream, maxOutputTokens=8)
     client = stack.client()
-    r = client.chat.completions.create(model="tiny", messages=MSGS, max_tokens=50)
-    assert r.model == "tiny" and r.choices[0].finish_reason in ("length", "stop")
+    r = client.chat.completions.create(model=model, messages=MSGS, max_tokens=50)
+    assert r.model == model and r.choices[0].finish_reason in ("length", "stop")
     assert r.usage is not None and 0 < r.usage.completion_tokens <= 8  # clamped by the policy
-    c = client.completions.create(model="tiny", prompt="One two three", max_tokens=4)
+    c = client.completions.create(model=model, prompt="One two three", max_tokens=4)
     assert c.choices and c.usage is not None
-    assert [m.id for m in client.models.list()] == ["tiny"]
+    assert [m.id for m in client.models.list()] == [model]
     line = stack.audit()[0]
     assert (
         line["promptTokens"] == r.usage.prompt_tokens
@@ -116,27 +116,27 @@ def test_sync_chat_and_completions(stack: Stack, real_upstream: tuple[str, str])
 
 
 async def test_async_stream_usage_and_budget(stack: Stack, real_upstream: tuple[str, str]) -> None:
-    start(stack, real_upstream, rateLimits={"tokensPerMinute": 30})
+    model = start(stack, real_upstream, rateLimits={"tokensPerMinute": 30})
     client = stack.aclient()
-    stream = await client.chat.completions.create(model="tiny", messages=MSGS, max_tokens=24, stream=True)
+    stream = await client.chat.completions.create(model=model, messages=MSGS, max_tokens=24, stream=True)
     chunks = [c async for c in stream]
-    assert chunks and all(c.model == "tiny" for c in chunks)
+    assert chunks and all(c.model == model for c in chunks)
     assert all(c.usage is None for c in chunks)  # the usage the guard asked for is not leaked…
     line = stack.audit()[0]
     assert line["stream"] and line["completionTokens"] > 0  # …but it was read and charged
     with pytest.raises(openai.RateLimitError):
         for _ in range(5):
-            await client.chat.completions.create(model="tiny", messages=MSGS, max_tokens=24)
+            await client.chat.completions.create(model=model, messages=MSGS, max_tokens=24)
     await client.close()
 
 
 def test_sync_stream_with_pii_rules(stack: Stack, real_upstream: tuple[str, str]) -> None:
-    start(stack, real_upstream, pii={"input": "redact", "output": "redact"})
+    model = start(stack, real_upstream, pii={"input": "redact", "output": "redact"})
     client = stack.client()
     msgs = [{"role": "user", "content": "My email is someone@example.com, what is 4 plus 4?"}]
     chunks = list(
         client.chat.completions.create(
-            model="tiny", messages=msgs, max_tokens=16, stream=True, stream_options={"include_usage": True}
+            model=model, messages=msgs, max_tokens=16, stream=True, stream_options={"include_usage": True}
         )
     )
     assert chunks[-1].usage is not None  # asked for by the client: passed through

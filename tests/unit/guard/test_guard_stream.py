@@ -178,19 +178,6 @@ def test_audit_mode_streams_at_once_and_reports_at_the_end() -> None:
     assert filt.pii == {"EMAIL": 1}
 
 
-def test_upstream_model_id_rewritten_to_served_name() -> None:
-    filt = make(
-        {"pii": {"input": "allow", "output": "allow"}}, servedModelName="tiny", upstreamModel="/models/tiny"
-    )
-    out = run(filt, [chunk("hi", model="/models/tiny"), chunk(None, "stop", model="/models/tiny")])
-    assert b"/models/tiny" not in out and out.count(b'"model": "tiny"') == 2
-    filt = make(
-        {"pii": {"input": "allow", "output": "redact"}}, servedModelName="tiny", upstreamModel="/models/tiny"
-    )
-    out = run(filt, [chunk("hi", model="/models/tiny"), chunk(None, "stop", model="/models/tiny")])
-    assert b"/models/tiny" not in out and contents(out)[0] == "hi"
-
-
 def test_stream_without_done_is_flushed_at_eof() -> None:  # `transformers serve` ends this way
     filt = make({"pii": {"input": "allow", "output": "redact"}})
     out = run(filt, [chunk("mail a@b.example"), chunk(None, "stop")])

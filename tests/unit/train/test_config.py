@@ -70,3 +70,22 @@ def test_load_spec_from_env_file_and_manifest(tmp_path: Path, monkeypatch: pytes
     monkeypatch.delenv("MAESTRO_SPEC")
     with pytest.raises(ConfigError, match="MAESTRO_SPEC"):
         load_spec(None)
+
+
+def test_trainer_settings_are_plain_values_taken_from_the_validated_spec() -> None:
+    """No second copy of the defaults, and no enums or models leak into the checkpoint fingerprint."""
+    from dataclasses import asdict
+
+    from maestro.api.training import LLMTrainingJobSpec
+
+    cfg, api = parse_spec(BASE), LLMTrainingJobSpec.model_validate(BASE)
+    assert cfg.hyper.learning_rate == api.hyperparameters.learning_rate
+    assert (cfg.keep_last, cfg.evaluation.max_new_tokens) == (
+        api.checkpointing.keep_last,
+        api.evaluation.max_new_tokens,
+    )
+    assert parse_spec(api) == cfg  # a model is taken as it is
+    hyper = asdict(cfg.hyper)
+    assert all(type(v) in (int, float, str, bool, type(None)) for k, v in hyper.items() if k != "lora")
+    assert type(cfg.method) is str and type(cfg.hyper.epochs) is float
+    assert json.loads(json.dumps(hyper))["lora"]["target_modules"] == ["all-linear"]

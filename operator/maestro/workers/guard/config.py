@@ -1,10 +1,12 @@
-"""The guard's policy: parse the operator-rendered JSON once into an immutable, precompiled `Policy`.
+"""The guard's policy: the operator-rendered JSON, validated with the API's models, compiled once.
 
-Everything the hot path needs is computed here, at load time: regexes combined into one pattern,
-allow-lists turned into frozensets, timeouts into floats. A request takes a reference to
-the current `Policy` at its start and keeps it to the end, so a reload never changes the rules under
-an in-flight stream. A bad update raises `PolicyError` naming the field; the watcher keeps the last
-good policy.
+The file is a `maestro.api.policy.GuardConfig` (builders/guard_config.py renders it from the
+LLMPolicy), so it is read back with the very models the CRD is generated from: every default lives
+in one place, the API model's `Field`. `Policy.compile` then precomputes what the hot path needs:
+regexes combined into one pattern, allow-lists turned into frozensets, timeouts into floats, and each
+key's effective limits and model access into one `Access`. A request takes a reference to the current
+`Policy` at its start and keeps it to the end, so a reload never changes the rules under an in-flight
+stream. A bad update raises `PolicyError` naming the field; the watcher keeps the last good policy.
 """
 
 from __future__ import annotations
@@ -13,17 +15,16 @@ import json
 import logging
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger("maestro.guard")
+from pydantic import ValidationError
 
-PII_ACTIONS = ("redact", "block", "allow")
-OUTPUT_MODES = ("window", "buffer", "audit")
-DEFAULT_MAX_REQUEST_BYTES = 1024 * 1024
-DEFAULT_CONNECT_S = 5.0
-DEFAULT_READ_S = 300.0  # generation of a long answer on a busy server can take minutes
+from maestro.api.policy import AuditPolicy, GuardConfig, RequestPolicy
+from maestro.workers.guard.errors import GuardError
+
+log = logging.getLogger("maestro.guard")
 
 
 class PolicyError(ValueError):
@@ -32,93 +33,182 @@ class PolicyError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class KeySpec:
-    """Per-key overrides from `request.auth.keys[]`; None means "use the policy default"."""
+    """Per-key overrides as declared in `request.auth.keys[]`; None means "use the policy default"."""
 
     id: str
-    allowed_models: frozenset[str] | None = None
-    requests_per_minute: float | None = None
-    tokens_per_minute: float | None = None
+    allowed_models: frozenset[str] | None
+    requests_per_minute: int | None
+    tokens_per_minute: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Access:
+    """What one API key may do under a policy, resolved once at compile time.
+
+    The single answer to "which limits and which models for this key": the inference routes admit
+    and check the requested model with it, `/v1/models` filters its listing with it, and the token
+    budget is charged against its `tokens_per_minute`. A key's own limit replaces the policy's; its
+    model list narrows the policy's (a model must be in both).
+    """
+
+    requests_per_minute: int | None
+    tokens_per_minute: int | None
+    #: the policy's `allowedModels`; None allows every served model
+    policy_models: frozenset[str] | None
+    #: the key's own `allowedModels`; None allows the policy's
+    key_models: frozenset[str] | None
+
+    @property
+    def limited(self) -> bool:
+        return self.requests_per_minute is not None or self.tokens_per_minute is not None
+
+    def check_model(self, key: str, model: str) -> None:
+        """Raise the 403 for a model this key may not use (the policy's list is checked first)."""
+        if self.policy_models is not None and model not in self.policy_models:
+            raise GuardError(
+                403,
+                f"Model {model!r} is not allowed on this endpoint.",
+                "model_not_allowed",
+                param="model",
+                rule="allowedModels",
+            )
+        if self.key_models is not None and model not in self.key_models:
+            raise GuardError(
+                403,
+                f"Key {key!r} may not use model {model!r}.",
+                "model_not_allowed",
+                param="model",
+                rule="auth.keys.allowedModels",
+            )
+
+    def lists(self, model_id: Any) -> bool:
+        """Whether `/v1/models` shows this model id to the key."""
+        return (self.policy_models is None or model_id in self.policy_models) and (
+            self.key_models is None or model_id in self.key_models
+        )
 
 
 @dataclass(frozen=True, slots=True)
 class Policy:
-    name: str = ""
-    digest: str = ""
+    """The compiled request rules. Build it with `Policy.compile` (or `parse_policy` from the file)."""
+
+    name: str
+    digest: str
     #: False when no policy file exists: pass-through, auth off.
-    present: bool = True
-    auth_required: bool = False
-    keys: dict[str, KeySpec] = field(default_factory=dict)
-    requests_per_minute: float | None = None
-    tokens_per_minute: float | None = None
-    pii_input: str = "allow"
-    pii_output: str = "allow"
+    present: bool
+    auth_required: bool
+    keys: dict[str, KeySpec]
+    requests_per_minute: int | None
+    tokens_per_minute: int | None
+    pii_input: str
+    pii_output: str
     #: Entity names to act on; None = every entity the detector knows.
-    pii_entities: frozenset[str] | None = None
+    pii_entities: frozenset[str] | None
     #: Blocked terms and patterns, combined into one pattern (named groups say which rule fired).
-    blocked: re.Pattern[str] | None = None
-    blocked_rules: tuple[str, ...] = ()
-    max_input_tokens: int | None = None
-    max_output_tokens: int | None = None
-    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
-    allowed_models: frozenset[str] | None = None
-    output_mode: str = "window"
-    window_chars: int = 256
-    window_overlap: int = 64
-    connect_timeout_s: float = DEFAULT_CONNECT_S
-    read_timeout_s: float = DEFAULT_READ_S
-    audit_enabled: bool = True
-    log_prompts: bool = False
-    served_model_name: str | None = None
-    upstream_model: str | None = None
+    blocked: re.Pattern[str] | None
+    blocked_rules: tuple[str, ...]
+    max_input_tokens: int | None
+    max_output_tokens: int | None
+    max_request_bytes: int
+    allowed_models: frozenset[str] | None
+    output_mode: str
+    window_chars: int
+    window_overlap: int
+    connect_timeout_s: float
+    read_timeout_s: float
+    audit_enabled: bool
+    log_prompts: bool
+    served_model_name: str | None
+    #: `Access` of every key the policy lists; all other keys (and anonymous callers) get `default_access`.
+    grants: dict[str, Access]
+    default_access: Access
+
+    @classmethod
+    def compile(
+        cls,
+        request: RequestPolicy,
+        audit: AuditPolicy,
+        *,
+        name: str = "",
+        digest: str = "",
+        served_model_name: str | None = None,
+        present: bool = True,
+    ) -> Policy:
+        """The runtime form of an LLMPolicy's request and audit rules (already validated models).
+
+        Raises `PolicyError` only for what the models cannot see: blocked patterns that are valid one
+        by one but cannot be combined into one alternation.
+        """
+        auth = request.auth
+        keys = {
+            k.id: KeySpec(
+                id=k.id,
+                allowed_models=frozenset(k.allowed_models) or None,
+                requests_per_minute=k.requests_per_minute,
+                tokens_per_minute=k.tokens_per_minute,
+            )
+            for k in (auth.keys if auth is not None else ())
+        }
+        limits = request.rate_limits
+        allowed = frozenset(request.allowed_models) or None
+        default_access = Access(limits.requests_per_minute, limits.tokens_per_minute, allowed, None)
+        grants = {
+            kid: Access(
+                k.requests_per_minute if k.requests_per_minute is not None else limits.requests_per_minute,
+                k.tokens_per_minute if k.tokens_per_minute is not None else limits.tokens_per_minute,
+                allowed,
+                k.allowed_models,
+            )
+            for kid, k in keys.items()
+        }
+        blocked, blocked_rules = compile_blocked(request.blocked_terms, request.blocked_patterns)
+        pii = request.pii
+        return cls(
+            name=name,
+            digest=digest,
+            present=present,
+            # no `auth` block = open endpoint (as the CRD documents); with one, `required` decides
+            auth_required=auth is not None and auth.required,
+            keys=keys,
+            requests_per_minute=limits.requests_per_minute,
+            tokens_per_minute=limits.tokens_per_minute,
+            pii_input=pii.input.value,
+            pii_output=pii.output.value,
+            pii_entities=frozenset(e.value for e in pii.entities) or None,
+            blocked=blocked,
+            blocked_rules=blocked_rules,
+            max_input_tokens=request.max_input_tokens,
+            max_output_tokens=request.max_output_tokens,
+            max_request_bytes=request.max_request_bytes,
+            allowed_models=allowed,
+            output_mode=request.streaming_output_mode.value,
+            window_chars=request.output_window.chars,
+            window_overlap=request.output_window.overlap,
+            connect_timeout_s=float(request.timeouts.connect_seconds),
+            read_timeout_s=float(request.timeouts.read_seconds),
+            audit_enabled=audit.enabled,
+            log_prompts=audit.log_prompts,
+            served_model_name=served_model_name or None,
+            grants=grants,
+            default_access=default_access,
+        )
 
     @property
     def output_checks(self) -> bool:
         """Whether responses must be scanned at all (if not, streams pass through untouched)."""
         return self.pii_output != "allow" or self.blocked is not None
 
-    def key_spec(self, key_id: str) -> KeySpec | None:
-        return self.keys.get(key_id)
-
-
-#: The "no policy file" policy: a loud pass-through.
-NO_POLICY = Policy(name="", digest="", present=False, auth_required=False, audit_enabled=True)
-
-
-def _get(obj: dict[str, Any], key: str, path: str, kind: type | tuple[type, ...], default: Any = None) -> Any:
-    value = obj.get(key, default)
-    if value is None:
-        return default
-    if kind in (int, float) or kind == (int, float):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise PolicyError(f"{path}.{key}: expected a number, got {type(value).__name__}")
-        return value
-    if not isinstance(value, kind):
-        names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
-        raise PolicyError(f"{path}.{key}: expected {names}, got {type(value).__name__}")
-    return value
-
-
-def _positive(value: Any, where: str) -> Any:
-    if value is not None and value <= 0:
-        raise PolicyError(f"{where}: must be > 0, got {value}")
-    return value
-
-
-def _str_list(obj: dict[str, Any], key: str, path: str) -> list[str]:
-    items: list[Any] = _get(obj, key, path, list, [])
-    out: list[str] = []
-    for i, item in enumerate(items):
-        if not isinstance(item, str) or not item:
-            raise PolicyError(f"{path}.{key}[{i}]: expected a non-empty string")
-        out.append(item)
-    return out
+    def access(self, key_id: str) -> Access:
+        """The limits and model access of one key (see `Access`)."""
+        return self.grants.get(key_id, self.default_access)
 
 
 def compile_blocked(terms: list[str], patterns: list[str]) -> tuple[re.Pattern[str] | None, tuple[str, ...]]:
     """One case-insensitive pattern for all blocked terms and patterns: a single scan per text.
 
     Terms match as whole words where they start/end with a word character (so "ass" does not hit
-    "class"); each alternative is a named group `r<i>` whose index maps back to the rule.
+    "class"); each alternative is a named group `r<i>` whose index maps back to the rule. Each
+    pattern was already checked on its own by the API model.
     """
     parts: list[str] = []
     rules: list[str] = []
@@ -131,10 +221,6 @@ def compile_blocked(terms: list[str], patterns: list[str]) -> tuple[re.Pattern[s
         parts.append(body)
         rules.append(f"blockedTerms[{i}]")
     for i, pattern in enumerate(patterns):
-        try:
-            re.compile(pattern)
-        except re.error as exc:
-            raise PolicyError(f"request.blockedPatterns[{i}]: invalid regex {pattern!r}: {exc}") from None
         parts.append(pattern)
         rules.append(f"blockedPatterns[{i}]")
     if not parts:
@@ -142,136 +228,26 @@ def compile_blocked(terms: list[str], patterns: list[str]) -> tuple[re.Pattern[s
     combined = "|".join(f"(?P<r{i}>{p})" for i, p in enumerate(parts))
     try:
         return re.compile(combined, re.IGNORECASE), tuple(rules)
-    except re.error as exc:  # e.g. a pattern with a global inline flag in the middle
+    except re.error as exc:  # e.g. the same group name in two patterns
         raise PolicyError(f"request.blockedPatterns: patterns cannot be combined: {exc}") from None
 
 
-def _validate_with_api(
-    request: dict[str, Any], audit: dict[str, Any]
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Validate against the CRD models when `maestro.api` ships them (one source of truth)."""
-    try:
-        from maestro.api import AuditPolicy, RequestPolicy
-    except ImportError:
-        return request, audit
-    from pydantic import ValidationError
-
-    out = []
-    for where, model, value in (("request", RequestPolicy, request), ("audit", AuditPolicy, audit)):
-        try:
-            out.append(model.model_validate(value).model_dump(mode="json", by_alias=True, exclude_none=True))
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            loc = ".".join(str(p) for p in (where, *err["loc"]))
-            raise PolicyError(f"{loc}: {err['msg']}") from None
-    req, aud = out
-    return req, aud
+#: The "no policy file" policy: a loud pass-through (audit as the API defaults it).
+NO_POLICY = Policy.compile(RequestPolicy.pass_through(), AuditPolicy(), present=False)
 
 
 def parse_policy(doc: Any) -> Policy:
-    """Turn the guard config document into a `Policy`; raise `PolicyError` naming the bad field."""
+    """Validate the guard config document with the API models, then compile it; errors name the field."""
     if not isinstance(doc, dict):
         raise PolicyError(f"policy document: expected a JSON object, got {type(doc).__name__}")
-    request = _get(doc, "request", "policy", dict, {})
-    audit = _get(doc, "audit", "policy", dict, {})
-    request, audit = _validate_with_api(request, audit)
-    p = "request"
-
-    auth_spec = _get(request, "auth", p, dict)
-    auth = auth_spec or {}
-    keys: dict[str, KeySpec] = {}
-    for i, k in enumerate(_get(auth, "keys", f"{p}.auth", list, [])):
-        where = f"{p}.auth.keys[{i}]"
-        if not isinstance(k, dict) or not isinstance(k.get("id"), str) or not k["id"]:
-            raise PolicyError(f"{where}.id: every key needs a non-empty string id")
-        models = _str_list(k, "allowedModels", where)
-        keys[k["id"]] = KeySpec(
-            id=k["id"],
-            allowed_models=frozenset(models) if models else None,
-            requests_per_minute=_positive(
-                _get(k, "requestsPerMinute", where, (int, float)), f"{where}.requestsPerMinute"
-            ),
-            tokens_per_minute=_positive(
-                _get(k, "tokensPerMinute", where, (int, float)), f"{where}.tokensPerMinute"
-            ),
-        )
-
-    limits = _get(request, "rateLimits", p, dict, {})
-    pii = _get(request, "pii", p, dict, {})
-    pii_in = _get(pii, "input", f"{p}.pii", str, "redact")  # CRD defaults: redact both ways
-    pii_out = _get(pii, "output", f"{p}.pii", str, "redact")
-    for name, value in (("input", pii_in), ("output", pii_out)):
-        if value not in PII_ACTIONS:
-            raise PolicyError(f"{p}.pii.{name}: must be one of {', '.join(PII_ACTIONS)}, got {value!r}")
-    entities = _str_list(pii, "entities", f"{p}.pii")
-
-    blocked, blocked_rules = compile_blocked(
-        _str_list(request, "blockedTerms", p), _str_list(request, "blockedPatterns", p)
-    )
-    mode = _get(request, "streamingOutputMode", p, str, "window")
-    if mode not in OUTPUT_MODES:
-        raise PolicyError(f"{p}.streamingOutputMode: must be one of {', '.join(OUTPUT_MODES)}, got {mode!r}")
-    window = _get(request, "outputWindow", p, dict, {})
-    chars = int(
-        _positive(_get(window, "chars", f"{p}.outputWindow", (int, float), 256), f"{p}.outputWindow.chars")
-    )
-    overlap = int(_get(window, "overlap", f"{p}.outputWindow", (int, float), 64))
-    if not 0 <= overlap < chars:
-        raise PolicyError(f"{p}.outputWindow.overlap: must be >= 0 and < chars ({chars}), got {overlap}")
-    timeouts = _get(request, "timeouts", p, dict, {})
-    connect = float(
-        _positive(
-            _get(timeouts, "connectSeconds", f"{p}.timeouts", (int, float), DEFAULT_CONNECT_S),
-            f"{p}.timeouts.connectSeconds",
-        )
-    )
-    read = float(
-        _positive(
-            _get(timeouts, "readSeconds", f"{p}.timeouts", (int, float), DEFAULT_READ_S),
-            f"{p}.timeouts.readSeconds",
-        )
-    )
-    allowed = _str_list(request, "allowedModels", p)
-
-    def opt_int(key: str) -> int | None:
-        value = _positive(_get(request, key, p, (int, float)), f"{p}.{key}")
-        return None if value is None else int(value)
-
-    served = _get(doc, "servedModelName", "policy", str)
-    upstream = _get(doc, "upstreamModel", "policy", str)
-    return Policy(
-        name=_get(doc, "name", "policy", str, ""),
-        digest=_get(doc, "digest", "policy", str, ""),
-        present=True,
-        # no `auth` block = open endpoint (as the CRD documents); with one, keys are required by default
-        auth_required=auth_spec is not None and bool(_get(auth, "required", f"{p}.auth", bool, True)),
-        keys=keys,
-        requests_per_minute=_positive(
-            _get(limits, "requestsPerMinute", f"{p}.rateLimits", (int, float)),
-            f"{p}.rateLimits.requestsPerMinute",
-        ),
-        tokens_per_minute=_positive(
-            _get(limits, "tokensPerMinute", f"{p}.rateLimits", (int, float)),
-            f"{p}.rateLimits.tokensPerMinute",
-        ),
-        pii_input=pii_in,
-        pii_output=pii_out,
-        pii_entities=frozenset(entities) if entities else None,
-        blocked=blocked,
-        blocked_rules=blocked_rules,
-        max_input_tokens=opt_int("maxInputTokens"),
-        max_output_tokens=opt_int("maxOutputTokens"),
-        max_request_bytes=opt_int("maxRequestBytes") or DEFAULT_MAX_REQUEST_BYTES,
-        allowed_models=frozenset(allowed) if allowed else None,
-        output_mode=mode,
-        window_chars=chars,
-        window_overlap=overlap,
-        connect_timeout_s=connect,
-        read_timeout_s=read,
-        audit_enabled=bool(_get(audit, "enabled", "audit", bool, True)),
-        log_prompts=bool(_get(audit, "logPrompts", "audit", bool, False)),
-        served_model_name=served or None,
-        upstream_model=upstream or None,
+    try:
+        cfg = GuardConfig.model_validate(doc)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"]) or "policy"
+        raise PolicyError(f"{loc}: {err['msg']}") from None
+    return Policy.compile(
+        cfg.request, cfg.audit, name=cfg.name, digest=cfg.digest, served_model_name=cfg.served_model_name
     )
 
 

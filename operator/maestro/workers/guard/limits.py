@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from maestro.workers.guard.errors import GuardError
+
 
 class Bucket:
     __slots__ = ("capacity", "level", "rate", "stamp")
@@ -59,6 +61,18 @@ class Denied:
     rule: str  # "rateLimit" | "tokenBudget"
     retry_after: float
     limit: float
+
+    def error(self, key: str) -> GuardError:
+        """The OpenAI-shaped 429 for this refusal, with Retry-After."""
+        rate = self.rule == "rateLimit"
+        what = f"{self.limit:g} requests per minute" if rate else f"{self.limit:g} tokens per minute"
+        return GuardError(
+            429,
+            f"Rate limit reached for key {key!r}: {what}. Retry after {self.retry_after:.1f} s.",
+            "rate_limit_exceeded" if rate else "token_budget_exceeded",
+            retry_after=self.retry_after,
+            rule=self.rule,
+        )
 
 
 class Limiter:

@@ -90,12 +90,6 @@ class StreamFilter:
         self.overlap = policy.window_overlap
         self.strip_usage = strip_usage
         self.keep_text = keep_text or self.mode == "audit"
-        self.served = policy.served_model_name if policy.upstream_model else None
-        self.upstream = policy.upstream_model
-        self._model_swaps: tuple[tuple[bytes, bytes], ...] = ()
-        if self.served and self.upstream:
-            up, to = codec.dumps(self.upstream), codec.dumps(self.served)
-            self._model_swaps = ((b'"model":' + up, b'"model":' + to), (b'"model": ' + up, b'"model": ' + to))
         self.framer = SSEFramer()
         self.choices: dict[int, _Choice] = {}
         self.usage: dict[str, Any] | None = None
@@ -152,12 +146,6 @@ class StreamFilter:
 
     # -- internals ------------------------------------------------------------------------------
 
-    def _swap_model(self, event: bytes) -> bytes:
-        for old, new in self._model_swaps:
-            if old in event:
-                return event.replace(old, new)
-        return event
-
     def _choice(self, index: int) -> _Choice:
         choice = self.choices.get(index)
         if choice is None:
@@ -197,7 +185,7 @@ class StreamFilter:
         if not isinstance(choices, list) or not choices:
             if usage is not None and self.strip_usage:
                 return  # the usage chunk the guard asked for on the client's behalf
-            out.append(self._swap_model(event))
+            out.append(event)
             return
         key = "delta" if self.route == ROUTE_CHAT else None
         holding = self.mode in ("window", "buffer")
@@ -246,14 +234,9 @@ class StreamFilter:
         elif not self.first_content and self.response_chars:
             self.first_content = True
         if modified:
-            out.append(b"data: " + self._dump(obj) + b"\n\n")
+            out.append(b"data: " + codec.dumps(obj) + b"\n\n")
         else:
-            out.append(self._swap_model(event))
-
-    def _dump(self, obj: dict[str, Any]) -> bytes:
-        if self.served and obj.get("model") == self.upstream:
-            obj["model"] = self.served
-        return codec.dumps(obj)
+            out.append(event)
 
     def _block(self, hit: Hit, out: list[bytes]) -> None:
         rule = hit.label if hit.kind == "blocked" else "pii.output"
@@ -300,7 +283,7 @@ class StreamFilter:
         piece = redact(text[:cut], released_hits) if released_hits else text[:cut]
         choice.pending = text[cut:]
         choice.released += cut
-        out.append(b"data: " + self._dump(self._content_event(index, piece)) + b"\n\n")
+        out.append(b"data: " + codec.dumps(self._content_event(index, piece)) + b"\n\n")
         self.first_content = True
 
     def _content_event(self, index: int, piece: str) -> dict[str, Any]:
