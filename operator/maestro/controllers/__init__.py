@@ -11,6 +11,7 @@ from maestro.controllers import handlers, login
 from maestro.controllers.config import OperatorConfig
 
 handlers.register(kopf.get_default_registry())
+login.register(kopf.get_default_registry())
 if OperatorConfig.from_env().webhook:
     from maestro.controllers import webhook
 

@@ -1,8 +1,8 @@
 """The async API client: raw JSON dicts in and out, server-side apply under the `maestro` manager.
 
 Manifests stay plain dicts end to end (builders produce them, the server returns them), so there is
-no model round-trip per request. lightkube supplies only what is tedious to get right: kubeconfig
-and in-cluster configuration, TLS and authentication.
+no model round-trip per request. Configuration and authentication (kubeconfig, in-cluster service
+account, exec plugins, token refresh) come from the official `kubernetes` client, through k8s.config.
 """
 
 from __future__ import annotations
@@ -14,11 +14,13 @@ from collections.abc import Mapping
 from typing import Any
 
 import httpx2 as httpx
-from lightkube.config.client_adapter import ConnectionParams
-from lightkube.config.kubeconfig import KubeConfig, SingleConfig
+from kubernetes.client import Configuration
 
+from maestro.k8s.config import ConfigAuth, explicit_proxy, load_config, ssl_context
 from maestro.k8s.errors import ApiError, NotFound, from_status
 from maestro.k8s.resources import ResourceType, resource_type
+
+__all__ = ["FIELD_MANAGER", "Kube", "load_config"]
 
 #: The one field manager every write uses, so ownership of fields is unambiguous.
 FIELD_MANAGER = "maestro"
@@ -29,26 +31,23 @@ ObjList = list[Obj]
 RETRIES_429 = 5
 
 
-def load_config(kubeconfig: str | None = None) -> SingleConfig:
-    """In-cluster service account, $KUBECONFIG or ~/.kube/config (lightkube's resolution order)."""
-    cfg = KubeConfig.from_file(kubeconfig).get() if kubeconfig else KubeConfig.from_env().get()
-    if cfg is None:
-        raise ApiError(0, "NoConfig", "no Kubernetes configuration: set KUBECONFIG or run in a cluster")
-    return cfg
-
-
 class Kube:
     """A small typed facade over the REST API (one connection pool per process)."""
 
     def __init__(
-        self, config: SingleConfig | None = None, *, timeout: float = 15.0, max_connections: int = 64
+        self, config: Configuration | None = None, *, timeout: float = 15.0, max_connections: int = 64
     ) -> None:
-        cfg = config or load_config()
-        params = ConnectionParams(timeout=httpx.Timeout(timeout)).httpx_params(cfg)
-        params["limits"] = httpx.Limits(
-            max_connections=max_connections, max_keepalive_connections=max_connections
+        cfg = load_config() if config is None else config
+        self._http = httpx.AsyncClient(
+            base_url=cfg.host,
+            verify=ssl_context(cfg),
+            auth=ConfigAuth(cfg),
+            proxy=explicit_proxy(cfg),
+            timeout=httpx.Timeout(timeout),
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
         )
-        self._http = httpx.AsyncClient(**params)
+        # kubeconfig `tls-server-name`: the name the server's certificate is checked against (and SNI)
+        self._extensions = {"sni_hostname": cfg.tls_server_name} if cfg.tls_server_name else None
         self.config = cfg
 
     async def close(self) -> None:
@@ -70,7 +69,9 @@ class Kube:
             headers["Content-Type"] = content_type
         for attempt in range(RETRIES_429 + 1):
             try:
-                resp = await self._http.request(method, path, content=content, params=params, headers=headers)
+                resp = await self._http.request(
+                    method, path, content=content, params=params, headers=headers, extensions=self._extensions
+                )
             except httpx.HTTPError as exc:  # connection refused, timeouts: transient by nature
                 raise ApiError(0, "Unreachable", f"{method} {path}: {exc.__class__.__name__}: {exc}") from exc
             if resp.status_code != 429 or attempt == RETRIES_429:
