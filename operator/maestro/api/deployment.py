@@ -14,6 +14,8 @@ from maestro.api.common import (
     KindModel,
     LocalObjectReference,
     PrinterColumn,
+    PVCStorage,
+    Quantity,
     ScaleSubresource,
     SecretReference,
     SpecModel,
@@ -262,6 +264,14 @@ class BiasProbes(SpecModel):
     interval_seconds: int = Field(3600, ge=60, le=604800, description="Seconds between probe rounds.")
 
 
+class FeedbackStorage(PVCStorage):
+    """The feedback claim: small (JSON lines), so 1Gi unless said otherwise."""
+
+    size: Quantity = Field(
+        "1Gi", description="Size of the claim the operator creates (ignored with claimName)."
+    )
+
+
 class Monitoring(SpecModel):
     """The monitor sidecar: LLM quality signals next to vLLM's own metrics."""
 
@@ -272,7 +282,19 @@ class Monitoring(SpecModel):
     otlp_endpoint: OTLPEndpoint | None = Field(
         None, description="OpenTelemetry collector (http(s)://host:4318) for traces from the guard."
     )
-    feedback: bool = Field(True, description="Accept user feedback at POST /v1/feedback on the guard.")
+    feedback: bool = Field(
+        True,
+        description="Accept user feedback at POST /v1/feedback on the guard (same API keys as chat). "
+        "Records go to feedbackStorage: feedback.jsonl (every verdict) and corrections.jsonl "
+        "(prompt/completion pairs of corrected answers whose prompt was logged, the LLMDataset "
+        "prompt-completion schema): point an LLMDataset at pvc://<claim>/corrections.jsonl to retrain.",
+    )
+    feedback_storage: FeedbackStorage = Field(
+        default_factory=FeedbackStorage,
+        description="Claim the feedback is written to: <name>-feedback, created ReadWriteOnce and owned by "
+        "this LLMDeployment (deleted with it), or an existing claimName (kept). Replicas on several "
+        "nodes need a ReadWriteMany claim (claimName); appends are locked per record.",
+    )
     bias_probes: BiasProbes = Field(default_factory=BiasProbes, description="Periodic bias probes.")
 
 

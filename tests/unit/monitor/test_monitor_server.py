@@ -231,3 +231,33 @@ async def test_feedback_is_rate_limited(start_monitor) -> None:
     mon.monitor.feedback_budget = RateBudget(3, clock=lambda: 0.0)
     codes = [(await mon.post_feedback({"requestId": f"r{i}", "thumbs": "up"}))[0] for i in range(5)]
     assert codes == [202, 202, 202, 429, 429]
+
+
+def _non_loopback_address() -> str | None:
+    """An address of this machine other than loopback (the route a pod next door would take)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.1", 9))  # no packet is sent: this only picks the outgoing interface
+            addr = s.getsockname()[0]
+        except OSError:
+            return None
+    return None if addr.startswith("127.") else str(addr)
+
+
+async def test_feedback_from_outside_the_pod_is_refused(start_monitor) -> None:
+    """The monitor's port is open to scrapers; only the guard (same pod, loopback) may hand it feedback."""
+    addr = _non_loopback_address()
+    if addr is None:
+        pytest.skip("this machine has no non-loopback IPv4 address")
+    mon = await start_monitor(host="0.0.0.0", feedback_dir=None)
+    port = mon.url.rsplit(":", 1)[1]
+    async with mon.session.post(
+        f"http://{addr}:{port}/v1/feedback", json={"requestId": "r", "thumbs": "up"}
+    ) as r:
+        assert r.status == 403 and "guard" in (await r.json())["error"]["message"]
+    async with mon.session.get(f"http://{addr}:{port}/metrics") as r:
+        assert r.status == 200  # scraping from outside still works
+    status, _ = await mon.post_feedback({"requestId": "r", "thumbs": "up"})  # loopback: accepted
+    assert status == 202

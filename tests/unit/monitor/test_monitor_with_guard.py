@@ -79,3 +79,70 @@ async def test_guard_events_become_monitor_metrics(start_monitor, tmp_path) -> N
     assert status == 202 and fb["known"] is True
     pairs = [json.loads(line) for line in (fdir / c.CORRECTIONS_FILE).read_text().splitlines()]
     assert pairs == [{"prompt": "What is the capital of France?", "completion": "Paris."}]
+
+
+async def test_feedback_through_the_guard_is_authenticated_redacted_and_stored(
+    start_monitor, tmp_path
+) -> None:
+    """POST /v1/feedback on the guard: the policy's key is required, PII in the correction is redacted
+    as in prompts, and the monitor writes the pair the corrections export (an LLMDataset source) holds."""
+    upstream = await Served(FakeChat(lambda p: "Refunds take 30 days.").app).start()
+    fdir = tmp_path / "feedback"
+    mon = await start_monitor(vllm_metrics_url="http://127.0.0.1:9/metrics", feedback_dir=str(fdir))
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    (keys / "dev").write_text("mk-test-key")
+    doc = {
+        "name": "p",
+        "digest": "d1",
+        "servedModelName": "tiny",
+        "request": {
+            "auth": {"required": True, "apiKeysSecretRef": {"name": "keys"}},
+            "pii": {"input": "redact", "output": "allow"},
+        },
+        "audit": {"enabled": False, "logPrompts": True},
+    }
+    (tmp_path / "policy.json").write_text(json.dumps(doc))
+    guard = guard_proxy.Guard(
+        upstream.url,
+        config_path=str(tmp_path / "policy.json"),
+        keys_dir=str(keys),
+        events_path=mon.monitor.settings.events_socket,
+        feedback_url=mon.url + c.FEEDBACK_PATH,
+        reload_interval=0,
+    )
+    off = guard_proxy.Guard(upstream.url, config_path=str(tmp_path / "policy.json"), keys_dir=str(keys))
+    served_guard = await Served(guard.app).start()
+    served_off = await Served(off.app).start()
+    auth = {"Authorization": "Bearer mk-test-key"}
+    try:
+        async with aiohttp.ClientSession() as session:
+            chat = {
+                "model": "tiny",
+                "messages": [{"role": "user", "content": "How long is the refund window?"}],
+            }
+            async with session.post(
+                served_guard.url + "/v1/chat/completions", json=chat, headers=auth
+            ) as resp:
+                assert resp.status == 200
+                rid = resp.headers["x-request-id"]
+            await mon.settle(1)
+            fb = {"requestId": rid, "thumbs": "down", "correction": "45 days; write to help@example.com"}
+            async with session.post(served_guard.url + "/v1/feedback", json=fb) as resp:
+                assert resp.status == 401  # no key: refused before anything is stored
+            async with session.post(served_guard.url + "/v1/feedback", json=fb, headers=auth) as resp:
+                body = await resp.json()
+                assert resp.status == 202 and body["known"] is True and body["stored"] is True, body
+            async with session.post(
+                served_guard.url + "/v1/feedback", json={"requestId": rid}, headers=auth
+            ) as resp:
+                assert resp.status == 400  # the monitor's verdict (no rating/thumbs/correction) comes back
+            async with session.post(served_off.url + "/v1/feedback", json=fb, headers=auth) as resp:
+                assert resp.status == 404 and (await resp.json())["error"]["code"] == "feedback_disabled"
+    finally:
+        await served_guard.stop()
+        await served_off.stop()
+        await upstream.stop()
+    pairs = [json.loads(line) for line in (fdir / c.CORRECTIONS_FILE).read_text().splitlines()]
+    assert pairs == [{"prompt": "How long is the refund window?", "completion": "45 days; write to <EMAIL>"}]
+    assert "help@example.com" not in (fdir / c.FEEDBACK_FILE).read_text()

@@ -520,3 +520,40 @@ def test_every_reason_is_exactly_one_of_retriable_permanent_settled() -> None:
 
     for reason in Reason:
         assert [reason in RETRIABLE, reason in PERMANENT, reason in SETTLED].count(True) == 1, reason
+
+
+@pytest.mark.parametrize(
+    ("monitoring", "claim", "owned"),
+    [
+        ({}, "support-bot-feedback", True),
+        ({"feedbackStorage": {"claimName": "team-feedback"}}, "team-feedback", False),
+        ({"feedback": False}, None, False),
+    ],
+)
+def test_feedback_goes_to_a_claim(
+    deployment_obj: dict[str, Any], monitoring: dict[str, Any], claim: str | None, owned: bool
+) -> None:
+    """Feedback is durable (a claim, not an emptyDir); switching it off never deletes the claim."""
+    spec = LLMDeploymentSpec.model_validate(
+        {**deployment_obj["spec"], "monitoring": {"enabled": True, **monitoring}}
+    )
+    children = serving.build_children(deployment_obj, spec, MODEL, SETTINGS, serving.Capabilities(), {})
+    pvcs = {r.name: m for r, m in children.items() if r.kind == "PersistentVolumeClaim"}
+    assert pvcs == ({claim: pvcs[claim]} if owned else {})  # never mapped to None: user data stays
+    if owned:
+        assert pvcs[claim]["spec"]["resources"]["requests"]["storage"] == "1Gi"
+    dep = next(m for r, m in children.items() if r.kind == "Deployment")
+    assert dep is not None
+    vol = next(v for v in dep["spec"]["template"]["spec"]["volumes"] if v["name"] == "feedback")
+    assert vol.get("persistentVolumeClaim", {}).get("claimName") == claim
+
+
+@pytest.mark.parametrize(("uri", "offline"), [("pvc://inputs/models/base", True), ("hf://org/model", False)])
+def test_a_trainer_whose_model_is_not_on_a_hub_never_calls_one(
+    training_obj: dict[str, Any], uri: str, offline: bool
+) -> None:
+    spec = LLMTrainingJobSpec.model_validate({**training_obj["spec"], "baseModel": {"uri": uri}})
+    inp = train_build.DatasetInput(claim="c", sub_path="v", version="sha256:x", schema_type="chat")
+    job = train_build.build_job(training_obj, spec, inp, SETTINGS)
+    env = {e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert (env.get("HF_HUB_OFFLINE") == "1") == offline

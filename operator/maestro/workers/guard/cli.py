@@ -52,6 +52,12 @@ def _parser() -> argparse.ArgumentParser:
         "--events-socket", default=None, help="monitor event socket (default $MAESTRO_EVENTS_SOCKET)"
     )
     p.add_argument(
+        "--feedback-url",
+        default=env(contract.FEEDBACK_URL_ENV),
+        help=f"the monitor's feedback route POST {contract.FEEDBACK_PATH} is relayed to (default "
+        f"${contract.FEEDBACK_URL_ENV}; unset: feedback is off)",
+    )
+    p.add_argument(
         "--reload-seconds",
         type=float,
         default=float(env(contract.RELOAD_INTERVAL_ENV, contract.DEFAULT_RELOAD_INTERVAL_S)),
@@ -107,6 +113,7 @@ def main(argv: list[str]) -> int:
             keys_dir=args.keys_dir,
             audit_path=args.audit_log,
             events_path=args.events_socket,
+            feedback_url=args.feedback_url or None,
             reload_interval=args.reload_seconds,
             prompt_digest=load_prompt_digest(os.environ),
         )

@@ -55,6 +55,13 @@ READY_PATH = "/readyz"  # readiness: the upstream's /health answers 200
 METRICS_PATH = "/metrics"
 UPSTREAM_HEALTH_PATH = "/health"  # vLLM (and `transformers serve`) health route
 
+#: Where the guard relays `POST /v1/feedback` after authenticating it: the monitor sidecar's feedback
+#: route on the pod's loopback (unset: feedback is off and the route answers 404).
+FEEDBACK_URL_ENV = "MAESTRO_GUARD_FEEDBACK_URL"
+FEEDBACK_PATH = "/v1/feedback"
+#: Largest feedback body the guard accepts (the monitor's own limit).
+MAX_FEEDBACK_BYTES = 64 * 1024
+
 #: Response header carrying the request id (also in audit lines and monitor events).
 REQUEST_ID_HEADER = "x-request-id"
 

@@ -1,11 +1,14 @@
 """The guard: an aiohttp reverse proxy that enforces the request side of an LLMPolicy.
 
-Per request, in order (cheapest refusal first): authenticate → rate/budget admission → read the
-body within the size limit → parse → model allow-lists → content rules (blocked terms, PII, token
-caps) → forward over a pooled keep-alive connection → relay the answer (streamed events pass
-through as they arrive unless the output mode holds them) → charge the token budget from the
-upstream's usage → one audit line, one monitor event, metrics. The body is re-serialized only when
-a rule changed it; otherwise the client's bytes go upstream untouched.
+An inference request (`Guard._serve`) runs as named steps, cheapest refusal first, each a method
+that raises a `GuardError` to refuse: authorize (the key, and its `Access`: limits and models,
+resolved once per policy) → admit (rate limit and token budget) → read the JSON body within the
+size limit → check the model against the key's access → check the stream flag → input rules
+(blocked terms, PII) → token caps → the upstream body → forward over a pooled keep-alive connection
+→ relay the answer with the output rules (streamed events pass through as they arrive unless the
+output mode holds them) and charge the token budget from the upstream's usage → finish: one audit
+line, one monitor event, metrics. The body is re-serialized only when a rule changed it; otherwise
+the client's bytes go upstream untouched.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from aiohttp import web
 from maestro.workers.guard import codec, contract
 from maestro.workers.guard.audit import AuditLog, EventSender, PromptDigest
 from maestro.workers.guard.auth import KeyStore, authenticate, keys_signature, load_keys
-from maestro.workers.guard.config import NO_POLICY, Policy, PolicyError, file_signature, load_policy
+from maestro.workers.guard.config import NO_POLICY, Access, Policy, PolicyError, file_signature, load_policy
 from maestro.workers.guard.errors import GuardError, bad_request, error_body, sse_error_event
 from maestro.workers.guard.limits import Limiter
 from maestro.workers.guard.rules import (
@@ -37,6 +40,7 @@ from maestro.workers.guard.rules import (
     clamp_max_tokens,
     input_too_long,
     is_refusal,
+    redact,
 )
 from maestro.workers.guard.stream import StreamFilter
 from maestro.workers.guard.telemetry import Telemetry
@@ -65,11 +69,9 @@ class Active:
 
 
 def compile_active(policy: Policy) -> Active:
-    try:
-        inp = Scanner(policy, policy.pii_input) if (policy.pii_input != "allow" or policy.blocked) else None
-        out = Scanner(policy, policy.pii_output) if policy.output_checks else None
-    except ImportError as exc:  # pragma: no cover - the PII engine ships in the same package
-        raise PolicyError(f"request.pii: PII detection is unavailable in this image: {exc}") from None
+    """The policy with the scanners its input and output rules need (None where nothing is checked)."""
+    inp = Scanner(policy, policy.pii_input) if (policy.pii_input != "allow" or policy.blocked) else None
+    out = Scanner(policy, policy.pii_output) if policy.output_checks else None
     return Active(policy, inp, out)
 
 
@@ -88,6 +90,7 @@ class _Req:
     """Accounting for one request, filled in as it goes and written out once at the end."""
 
     __slots__ = (
+        "access",
         "completion_tokens",
         "decisions",
         "error",
@@ -118,6 +121,8 @@ class _Req:
         self.t0 = time.perf_counter()
         self.start_ns = time.time_ns()
         self.key = ""
+        #: the key's limits and model access, once authorized
+        self.access: Access | None = None
         self.model = ""
         self.stream = False
         self.status = 200
@@ -146,12 +151,16 @@ class Guard:
         keys_dir: str = contract.DEFAULT_KEYS_DIR,
         audit_path: str | None = None,
         events_path: str | None = None,
+        feedback_url: str | None = None,
         reload_interval: float = contract.DEFAULT_RELOAD_INTERVAL_S,
         telemetry: Telemetry | None = None,
         body_timeout: float = _BODY_READ_TIMEOUT_S,
         prompt_digest: PromptDigest | None = None,
     ) -> None:
         self.body_timeout = body_timeout
+        #: the monitor's feedback route (same pod); None: feedback is off
+        self.feedback_url = feedback_url
+        self._feedback_client: aiohttp.ClientSession | None = None
         #: keyed digest of prompts in audit lines (a random per-process key unless one is given)
         self.prompt_digest = prompt_digest or PromptDigest()
         self.upstream = upstream.rstrip("/")
@@ -264,6 +273,8 @@ class Guard:
         if self._watcher is not None:
             self._watcher.cancel()
         self._pool.close()
+        if self._feedback_client is not None:
+            await self._feedback_client.close()
         self.audit.close()
         self.events.close()
 
@@ -275,6 +286,7 @@ class Guard:
         app.router.add_post("/v1/completions", self.completions)
         app.router.add_post("/v1/embeddings", self.embeddings)
         app.router.add_get("/v1/models", self.models)
+        app.router.add_post(contract.FEEDBACK_PATH, self.feedback)
         app.router.add_get(contract.HEALTH_PATH, self.healthz)
         app.router.add_get(contract.READY_PATH, self.readyz)
         app.router.add_get(contract.METRICS_PATH, self.metrics)
@@ -326,8 +338,8 @@ class Guard:
             body=error_body(
                 404,
                 f"Unknown route {request.method} {request.path}. The guard serves "
-                "/v1/chat/completions, /v1/completions, /v1/embeddings and "
-                "/v1/models.",
+                "/v1/chat/completions, /v1/completions, /v1/embeddings, "
+                "/v1/models and /v1/feedback.",
                 "unknown_route",
             ),
         )
@@ -336,8 +348,8 @@ class Guard:
         r = _Req(self._rid(request), "models")
         active = self.active
         try:
-            r.key = authenticate(active.policy, self.keys, request.headers.get("Authorization"))
-            data, status, ctype = await self._get_models(active.policy, r.key)
+            access = self._authorize(request, r, active.policy)
+            data, status, ctype = await self._get_models(active.policy, access)
             r.status = status
             return web.Response(
                 body=data, status=status, headers={"Content-Type": ctype, contract.REQUEST_ID_HEADER: r.rid}
@@ -347,7 +359,8 @@ class Guard:
         finally:
             self._finish(r, active.policy)
 
-    async def _get_models(self, policy: Policy, key: str) -> tuple[bytes, int, str]:
+    async def _get_models(self, policy: Policy, access: Access) -> tuple[bytes, int, str]:
+        """The upstream's model list, filtered to the models this key may use."""
         try:
             resp = await self._pool.request(
                 "GET",
@@ -370,18 +383,86 @@ class Guard:
             items = doc["data"]
         except (ValueError, KeyError, TypeError):
             return data, status, ctype
-        spec = policy.keys.get(key)
-        allowed = [s for s in (policy.allowed_models, spec.allowed_models if spec else None) if s is not None]
-        out = []
-        for item in items:
-            if not isinstance(item, dict):
-                continue
-            if policy.upstream_model and item.get("id") == policy.upstream_model and policy.served_model_name:
-                item = {**item, "id": policy.served_model_name}
-            if all(item.get("id") in a for a in allowed):
-                out.append(item)
-        doc["data"] = out
+        doc["data"] = [item for item in items if isinstance(item, dict) and access.lists(item.get("id"))]
         return codec.dumps(doc), status, _JSON
+
+    # -- feedback ----------------------------------------------------------------------------------
+
+    async def feedback(self, request: web.Request) -> web.StreamResponse:
+        """`POST /v1/feedback`: a verdict on an answer, under the same keys and request rate as chat.
+        Free text (correction, comment) gets the policy's input PII rule; the monitor (same pod) writes
+        the record to the deployment's feedback claim."""
+        r = _Req(self._rid(request), "feedback")
+        active = self.active
+        try:
+            if self.feedback_url is None:
+                raise GuardError(
+                    404,
+                    "Feedback is off for this deployment (spec.monitoring.feedback).",
+                    "feedback_disabled",
+                )
+            access = self._authorize(request, r, active.policy)
+            self._admit(r, access)
+            raw = await self._read_body(request, contract.MAX_FEEDBACK_BYTES)
+            try:
+                body = codec.loads(raw)
+            except ValueError:
+                raise bad_request("The feedback body is not JSON.", "invalid_json") from None
+            if not isinstance(body, dict):
+                raise bad_request("The feedback body must be a JSON object.", "invalid_body")
+            self._redact_feedback(r, active, body)
+            status, data = await self._relay_feedback(codec.dumps(body))
+            r.status = status
+            return web.Response(
+                body=data, status=status, content_type=_JSON, headers={contract.REQUEST_ID_HEADER: r.rid}
+            )
+        except GuardError as exc:
+            return self._error(exc, r)
+        finally:
+            self._finish(r, active.policy)
+
+    @staticmethod
+    def _redact_feedback(r: _Req, active: Active, body: dict[str, Any]) -> None:
+        """PII in the correction or comment, as the policy treats it in prompts (redact, or 400)."""
+        scanner = active.input_scanner
+        if scanner is None or scanner.pii_action == "allow":
+            return
+        for field_ in ("correction", "comment"):
+            text = body.get(field_)
+            if not isinstance(text, str) or not text:
+                continue
+            hits = scanner.pii(text)
+            if not hits:
+                continue
+            for h in hits:
+                r.pii[h.label] = r.pii.get(h.label, 0) + 1
+            if scanner.pii_action == "reject":
+                found = ", ".join(sorted({h.label for h in hits}))
+                raise GuardError(
+                    400,
+                    f"The feedback {field_} contains personal data ({found}); the policy rejects it.",
+                    "pii_rejected",
+                    field_,
+                    rule="pii",
+                )
+            body[field_] = redact(text, hits)
+            r.decisions.append({"rule": "pii", "action": "redact"})
+
+    async def _relay_feedback(self, payload: bytes) -> tuple[int, bytes]:
+        assert self.feedback_url is not None
+        if self._feedback_client is None:
+            self._feedback_client = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
+        try:
+            async with self._feedback_client.post(
+                self.feedback_url, data=payload, headers={"Content-Type": _JSON}
+            ) as resp:
+                return resp.status, await resp.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise GuardError(
+                503,
+                f"The monitor did not take the feedback ({type(exc).__name__}); retry.",
+                "feedback_unavailable",
+            ) from None
 
     # -- inference endpoints --------------------------------------------------------------------
 
@@ -474,36 +555,43 @@ class Guard:
             ) from None
 
     async def _serve(self, request: web.Request, r: _Req, active: Active) -> web.StreamResponse:
+        """One inference request, step by step; any step refuses by raising a `GuardError`."""
         policy = active.policy
-        route = r.route
-        r.key = key = authenticate(policy, self.keys, request.headers.get("Authorization"))
-        spec = policy.keys.get(key)
-        rpm = (
-            spec.requests_per_minute
-            if spec and spec.requests_per_minute is not None
-            else policy.requests_per_minute
-        )
-        tpm = (
-            spec.tokens_per_minute
-            if spec and spec.tokens_per_minute is not None
-            else policy.tokens_per_minute
-        )
-        if rpm is not None or tpm is not None:
-            denied = self.limiter.admit(key, rpm, tpm, time.monotonic())
-            if denied is not None:
-                what = (
-                    f"{denied.limit:g} requests per minute"
-                    if denied.rule == "rateLimit"
-                    else f"{denied.limit:g} tokens per minute"
-                )
-                raise GuardError(
-                    429,
-                    f"Rate limit reached for key {key!r}: {what}. Retry after {denied.retry_after:.1f} s.",
-                    "rate_limit_exceeded" if denied.rule == "rateLimit" else "token_budget_exceeded",
-                    retry_after=denied.retry_after,
-                    rule=denied.rule,
-                )
+        access = self._authorize(request, r, policy)
+        self._admit(r, access)
+        raw, body = await self._read_json(request, policy)
+        self._check_model(r, body, access)
+        stream = self._check_stream(r, body)
+        modified = self._check_input(r, active, body)
+        modified = await self._check_token_caps(r, policy, body, raw) or modified
+        payload, client_usage = self._upstream_body(body, raw, stream, modified)
+        upstream = await self._forward(request, r, policy, payload)
+        try:
+            if stream and upstream.status == 200 and upstream.content_type == "text/event-stream":
+                return await self._relay_stream(request, r, active, upstream, strip_usage=not client_usage)
+            return await self._relay_json(r, active, upstream)
+        finally:
+            upstream.release()
 
+    # -- the steps of a request, in order ----------------------------------------------------------
+
+    def _authorize(self, request: web.Request, r: _Req, policy: Policy) -> Access:
+        """Who calls (401 where keys are required and none is valid) and what that key may do."""
+        r.key = authenticate(policy, self.keys, request.headers.get("Authorization"))
+        r.access = access = policy.access(r.key)
+        return access
+
+    def _admit(self, r: _Req, access: Access) -> None:
+        """The key's request rate and token budget, before any byte of the body is read (429)."""
+        if access.limited:
+            denied = self.limiter.admit(
+                r.key, access.requests_per_minute, access.tokens_per_minute, time.monotonic()
+            )
+            if denied is not None:
+                raise denied.error(r.key)
+
+    async def _read_json(self, request: web.Request, policy: Policy) -> tuple[bytes, dict[str, Any]]:
+        """The body within maxRequestBytes (413, 408 when it trickles), parsed as a JSON object (400)."""
         raw = await self._read_body(request, policy.max_request_bytes)
         try:
             body = codec.loads(raw)
@@ -511,64 +599,70 @@ class Guard:
             raise bad_request("The request body is not valid JSON (UTF-8 encoded).", "invalid_json") from None
         if not isinstance(body, dict):
             raise bad_request("The request body must be a JSON object.", "invalid_json")
+        return raw, body
 
+    @staticmethod
+    def _check_model(r: _Req, body: dict[str, Any], access: Access) -> None:
+        """A model is named (400) and this key may use it (403)."""
         model = body.get("model")
         if not isinstance(model, str) or not model:
             raise bad_request("'model' is required and must be a string.", param="model")
         r.model = model
-        if policy.allowed_models is not None and model not in policy.allowed_models:
-            raise GuardError(
-                403,
-                f"Model {model!r} is not allowed on this endpoint.",
-                "model_not_allowed",
-                param="model",
-                rule="allowedModels",
-            )
-        if spec is not None and spec.allowed_models is not None and model not in spec.allowed_models:
-            raise GuardError(
-                403,
-                f"Key {key!r} may not use model {model!r}.",
-                "model_not_allowed",
-                param="model",
-                rule="auth.keys.allowedModels",
-            )
+        access.check_model(r.key, model)
+
+    @staticmethod
+    def _check_stream(r: _Req, body: dict[str, Any]) -> bool:
+        """Whether the answer streams (embeddings never do); a non-boolean `stream` is a 400."""
         stream = body.get("stream")
         if stream is not None and not isinstance(stream, bool):
             raise bad_request("'stream' must be a boolean.", param="stream")
-        r.stream = stream = bool(stream) and route != ROUTE_EMBEDDINGS
+        r.stream = stream = bool(stream) and r.route != ROUTE_EMBEDDINGS
+        return stream
 
-        checked = check_input(policy, active.input_scanner, route, body, want_text=True)
+    @staticmethod
+    def _check_input(r: _Req, active: Active, body: dict[str, Any]) -> bool:
+        """Blocked terms (400) and PII (redacted in place, or 400) in the prompt; True if the body changed."""
+        checked = check_input(active.policy, active.input_scanner, r.route, body, want_text=True)
         r.pii = checked.pii
         r.decisions.extend(checked.decisions)
         r.prompt_text = checked.prompt_text
         r.prompt_chars = len(checked.prompt_text)
         r.est_tokens = checked.est_tokens
-        modified = checked.modified
+        return checked.modified
+
+    async def _check_token_caps(self, r: _Req, policy: Policy, body: dict[str, Any], raw: bytes) -> bool:
+        """maxInputTokens (400) and maxOutputTokens (max_tokens clamped); True if the body changed."""
         cap = policy.max_input_tokens
         # every token is at least one byte, so a body no longer than the cap cannot exceed it
         if cap is not None and len(raw) > cap:
-            exact = await self._count_tokens(route, body, policy)
-            tokens = exact if exact is not None else checked.est_tokens
+            exact = await self._count_tokens(r.route, body, policy)
+            tokens = exact if exact is not None else r.est_tokens
             if tokens > cap:
                 raise input_too_long(policy, tokens, exact is not None)
-        clamp = clamp_max_tokens(policy, route, body)
-        if clamp is not None:
-            r.decisions.append(clamp)
-            modified = True
-        if policy.upstream_model and model == policy.served_model_name:
-            body["model"] = policy.upstream_model
-            modified = True
+        clamp = clamp_max_tokens(policy, r.route, body)
+        if clamp is None:
+            return False
+        r.decisions.append(clamp)
+        return True
+
+    @staticmethod
+    def _upstream_body(body: dict[str, Any], raw: bytes, stream: bool, modified: bool) -> tuple[bytes, bool]:
+        """The bytes to forward (the client's own unless a rule changed the body) and whether the client
+        asked for streamed usage itself; budgets and audit need the upstream's count, so a stream always
+        asks for it and the extra event is stripped again on the way back."""
         client_usage = True
         if stream:
             opts = body.get("stream_options")
             if opts is not None and not isinstance(opts, dict):
                 raise bad_request("'stream_options' must be an object.", param="stream_options")
             client_usage = bool(opts and opts.get("include_usage") is True)
-            if not client_usage:  # budgets and audit need the upstream's count
+            if not client_usage:
                 body["stream_options"] = {**(opts or {}), "include_usage": True}
                 modified = True
-        payload = codec.dumps(body) if modified else raw
+        return (codec.dumps(body) if modified else raw), client_usage
 
+    async def _forward(self, request: web.Request, r: _Req, policy: Policy, payload: bytes) -> Response:
+        """Send the request upstream with its id and trace context (502 unreachable, 504 too slow)."""
         headers = {"Content-Type": _JSON, contract.REQUEST_ID_HEADER: r.rid}
         if r.span is not None:
             self.telemetry.otel.inject(r.span, headers)  # type: ignore[union-attr]
@@ -578,9 +672,9 @@ class Guard:
                 if v is not None:
                     headers[h] = v
         try:
-            upstream = await self._pool.request(
+            return await self._pool.request(
                 "POST",
-                ROUTE_PATHS[route],
+                ROUTE_PATHS[r.route],
                 payload,
                 headers,
                 connect_timeout=policy.connect_timeout_s,
@@ -594,14 +688,6 @@ class Guard:
             raise GuardError(
                 502, f"The model server is unreachable ({exc}); retry shortly.", "upstream_unavailable"
             ) from None
-        try:
-            if stream and upstream.status == 200 and upstream.content_type == "text/event-stream":
-                return await self._relay_stream(
-                    request, r, active, upstream, strip_usage=not client_usage, tpm=tpm
-                )
-            return await self._relay_json(r, active, upstream, tpm)
-        finally:
-            upstream.release()
 
     async def _count_tokens(self, route: str, body: dict[str, Any], policy: Policy) -> int | None:
         """The model server's exact prompt token count (vLLM `/tokenize`), or None where it has none.
@@ -611,12 +697,7 @@ class Guard:
         """
         if route == ROUTE_EMBEDDINGS or time.monotonic() < self._no_tokenize_until:
             return None
-        model = (
-            policy.upstream_model
-            if policy.upstream_model and body.get("model") == policy.served_model_name
-            else body.get("model")
-        )
-        query: dict[str, Any] = {"model": model}
+        query: dict[str, Any] = {"model": body.get("model")}
         if route == ROUTE_CHAT:
             query["messages"] = body.get("messages")
         else:
@@ -643,9 +724,8 @@ class Guard:
             return None
         return count if isinstance(count, int) else None
 
-    async def _relay_json(
-        self, r: _Req, active: Active, upstream: Response, tpm: float | None
-    ) -> web.Response:
+    async def _relay_json(self, r: _Req, active: Active, upstream: Response) -> web.Response:
+        """A whole answer: output rules on its first choice, usage charged, refusal noted."""
         policy = active.policy
         try:
             data = await upstream.read()
@@ -676,7 +756,7 @@ class Guard:
             changed = False
             usage = obj.get("usage")
             if isinstance(usage, dict):
-                self._usage(r, usage, tpm)
+                self._usage(r, usage)
             choices = obj.get("choices")
             if isinstance(choices, list) and choices and isinstance(choices[0], dict):
                 c0 = choices[0]
@@ -693,13 +773,6 @@ class Guard:
                     r.refusal = is_refusal(text) or bool((c0.get("message") or {}).get("refusal"))
                     if policy.log_prompts:
                         r.response_text = text
-            if (
-                policy.upstream_model
-                and obj.get("model") == policy.upstream_model
-                and policy.served_model_name
-            ):
-                obj["model"] = policy.served_model_name
-                changed = True
             if changed:
                 data = codec.dumps(obj)
         return web.Response(
@@ -714,8 +787,8 @@ class Guard:
         upstream: Response,
         *,
         strip_usage: bool,
-        tpm: float | None,
     ) -> web.StreamResponse:
+        """An SSE answer relayed event by event through the output-mode filter; usage charged at the end."""
         policy = active.policy
         filt = StreamFilter(
             policy, active.output_scanner, r.route, strip_usage=strip_usage, keep_text=policy.log_prompts
@@ -780,7 +853,7 @@ class Guard:
             if not clean:
                 upstream.close()  # drop the connection so the model server aborts the generation
             if filt.usage is not None:
-                self._usage(r, filt.usage, tpm)
+                self._usage(r, filt.usage)
             r.decisions.extend(filt.decisions)
             for k, v in filt.pii.items():
                 r.pii[k] = r.pii.get(k, 0) + v
@@ -793,13 +866,15 @@ class Guard:
             r.error = filt.blocked.code
         return resp
 
-    def _usage(self, r: _Req, usage: dict[str, Any], tpm: float | None) -> None:
+    def _usage(self, r: _Req, usage: dict[str, Any]) -> None:
+        """Record the upstream's token counts and charge them to the key's token budget."""
         pt, ct = usage.get("prompt_tokens"), usage.get("completion_tokens")
         r.prompt_tokens = pt if isinstance(pt, int) else None
         r.completion_tokens = ct if isinstance(ct, int) else None
         total = usage.get("total_tokens")
         if not isinstance(total, int):
             total = (r.prompt_tokens or 0) + (r.completion_tokens or 0)
+        tpm = r.access.tokens_per_minute if r.access is not None else None
         if tpm is not None:
             self.limiter.charge(r.key, tpm, total, time.monotonic())
 
@@ -814,6 +889,7 @@ class Guard:
         return "other"
 
     def _finish(self, r: _Req, policy: Policy) -> None:
+        """The last step of every request, refused or not: metrics, one monitor event, one audit line."""
         duration = time.perf_counter() - r.t0
         pii = r.pii
         tel = self.telemetry

@@ -9,6 +9,7 @@ second file is the improvement loop: point an LLMDataset at it and retrain.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import logging
 import os
@@ -97,7 +98,14 @@ class FeedbackSink:
                     path, os.path.join(self.directory, f"{stem}-{time.strftime('%Y%m%dT%H%M%S')}{ext}")
                 )
             with open(path, "a", encoding="utf-8") as fh:
-                fh.write(line)
+                # replicas share the claim: one whole line per lock, so records never interleave
+                fcntl.flock(fh, fcntl.LOCK_EX)
+                try:
+                    fh.write(line)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                finally:
+                    fcntl.flock(fh, fcntl.LOCK_UN)
 
     def write(self, record: dict[str, Any], correction: dict[str, str] | None) -> None:
         self._append(c.FEEDBACK_FILE, record)

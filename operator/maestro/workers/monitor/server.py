@@ -173,6 +173,13 @@ class Monitor:
         )
 
     async def _feedback(self, request: web.Request) -> web.Response:
+        # Clients send feedback to the guard (authenticated with the policy's keys), which relays it
+        # here over the pod's loopback; the monitor's port is reachable from other pods (for
+        # scraping), so anything not from this pod is refused.
+        if not _loopback(request.remote):
+            return _error(
+                403, "send feedback to the guard: POST /v1/feedback on the endpoint, with your API key"
+            )
         if not self.feedback_budget.take():
             return _error(429, "too much feedback right now; retry in a second", type_="rate_limit_exceeded")
         if request.content_length is not None and request.content_length > MAX_BODY:
@@ -251,3 +258,13 @@ class Monitor:
             await stop.wait()
         finally:
             await self.stop()
+
+
+def _loopback(remote: str | None) -> bool:
+    """True for a peer in this pod (loopback), which is where the guard relays from."""
+    import ipaddress
+
+    try:
+        return remote is not None and ipaddress.ip_address(remote).is_loopback
+    except ValueError:
+        return False
