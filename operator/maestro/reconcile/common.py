@@ -16,17 +16,18 @@ mistaken for success.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from maestro.api.common import StatusModel
-from maestro.api.conditions import ConditionType
+from maestro.api.conditions import ConditionType, Reason
 from maestro.builders.meta import LABEL_OWNER_KIND, LABEL_OWNER_NAME, ChildRef, digest
+from maestro.builders.settings import Settings
 from maestro.k8s.errors import ApiError, NotFound
-from maestro.reconcile.context import Context, Result
+from maestro.reconcile.context import Context, InvalidObject, Result
 from maestro.status.conditions import Cond, cond, merge, now_rfc3339, status_diff
 
 Obj = dict[str, Any]
@@ -80,6 +81,18 @@ class Plan:
         return Result(requeue_after=self.requeue_after, phase=self.phase)
 
 
+M = TypeVar("M", bound=BaseModel)
+
+
+def spec_of(model: type[M], obj: Obj) -> M:
+    """The object's spec through its model; InvalidObject (with pydantic's field-naming message) when it
+    does not parse — the webhook normally stops such a spec, reconcile reports it as InvalidSpec."""
+    try:
+        return model.model_validate(obj.get("spec") or {})
+    except ValueError as exc:
+        raise InvalidObject(str(exc)) from exc
+
+
 def status_of(model: type[S], obj: Obj) -> S:
     """The object's current status read through its model (an unreadable one reads as empty: the
     reconcile then rewrites it from facts)."""
@@ -111,6 +124,15 @@ def standard(
     ]
 
 
+def invalid_spec(status: StatusModel, problem: str) -> Plan:
+    """The plan for a spec that does not parse (`status` carries the kind's Failed phase): InvalidSpec,
+    Degraded, nothing applied."""
+    return Plan(
+        status,
+        standard(False, Reason.INVALID_SPEC, f"spec is invalid: {problem}", progressing=False, degraded=True),
+    )
+
+
 def conditions_of(obj: Obj, *, without: tuple[str, ...] = ()) -> list[Cond]:
     """The conditions an object carries now, to restate them unchanged (terminal objects)."""
     return [
@@ -121,6 +143,25 @@ def conditions_of(obj: Obj, *, without: tuple[str, ...] = ()) -> list[Cond]:
 
 
 # -- apply ------------------------------------------------------------------------------------------
+
+
+F = TypeVar("F")
+
+
+async def run(
+    ctx: Context,
+    obj: Obj,
+    observe: Callable[[Context, Obj], Awaitable[F]],
+    decide: Callable[[Obj, F, Settings, float], Plan],
+) -> Result:
+    """One reconcile of any kind: observe, decide, execute; an ApplyRejected is decided again with the
+    server's message as a fact (`apply_error` on the kind's Facts dataclass)."""
+    facts = await observe(ctx, obj)
+
+    def redecide(error: str) -> Plan:
+        return decide(obj, replace(facts, apply_error=error), ctx.settings, ctx.poll_seconds)  # type: ignore[type-var]
+
+    return await execute(ctx, obj, decide(obj, facts, ctx.settings, ctx.poll_seconds), redecide)
 
 
 async def apply(ctx: Context, manifest: Obj) -> Obj:

@@ -26,7 +26,7 @@ from maestro.builders import dataset as build
 from maestro.builders.meta import ChildRef
 from maestro.builders.settings import Settings
 from maestro.reconcile import admission
-from maestro.reconcile.common import Plan, conditions_of, execute, standard, status_of
+from maestro.reconcile.common import Plan, conditions_of, invalid_spec, run, spec_of, standard, status_of
 from maestro.reconcile.context import Context, InvalidObject, Result
 from maestro.status import jobs
 from maestro.status.conditions import Cond, cond
@@ -49,13 +49,6 @@ _EXIT_REASON = {
 }
 #: Exit codes whose reason is more specific than "a gate failed" even when the summary lists gates.
 _SPECIFIC_EXITS = {contract.EXIT_CHECKSUM_MISMATCH, contract.EXIT_SCHEMA_MISMATCH, contract.EXIT_PII_REJECTED}
-
-
-def parse_spec(obj: Obj) -> LLMDatasetSpec:
-    try:
-        return LLMDatasetSpec.model_validate(obj.get("spec") or {})
-    except ValueError as exc:
-        raise InvalidObject(str(exc)) from exc
 
 
 def normalize_version(version: str | None) -> str | None:
@@ -139,7 +132,7 @@ def _terminal(obj: Obj) -> bool:
 
 async def observe(ctx: Context, obj: Obj) -> Facts:
     try:
-        spec = parse_spec(obj)
+        spec = spec_of(LLMDatasetSpec, obj)
     except InvalidObject as exc:
         return Facts(spec=None, invalid=str(exc))
     policies, _ = admission.governing_policies(ctx.store, obj)
@@ -158,29 +151,14 @@ async def observe(ctx: Context, obj: Obj) -> Facts:
 
 
 async def reconcile(ctx: Context, obj: Obj) -> Result:
-    facts = await observe(ctx, obj)
-    return await execute(
-        ctx,
-        obj,
-        decide(obj, facts, ctx.settings, ctx.poll_seconds),
-        lambda error: decide(obj, replace(facts, apply_error=error), ctx.settings, ctx.poll_seconds),
-    )
+    return await run(ctx, obj, observe, decide)
 
 
 def decide(obj: Obj, facts: Facts, settings: Settings, poll_seconds: float) -> Plan:
     """Pure: the dataset's children and status from its spec and what was observed."""
     status = status_of(LLMDatasetStatus, obj)
     if facts.spec is None:
-        return Plan(
-            LLMDatasetStatus(phase=DatasetPhase.FAILED),
-            standard(
-                False,
-                Reason.INVALID_SPEC,
-                f"spec is invalid: {facts.invalid}",
-                progressing=False,
-                degraded=True,
-            ),
-        )
+        return invalid_spec(LLMDatasetStatus(phase=DatasetPhase.FAILED), facts.invalid)
     spec = facts.spec
     if facts.violations:
         msg = "; ".join(map(str, facts.violations))

@@ -6,7 +6,7 @@ are, and conditions say what blocks the next rollout.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from maestro.api.conditions import ConditionType, Reason
@@ -20,13 +20,13 @@ from maestro.api.deployment import (
     ServedModel,
 )
 from maestro.api.policy import LLMPolicySpec
-from maestro.api.training import LoRA, TrainingPhase
+from maestro.api.training import LLMTrainingJobStatus, LoRA, TrainedModel, TrainingPhase
 from maestro.builders import guard_config, serving
 from maestro.builders.meta import ChildRef
 from maestro.builders.pods import split_pvc_uri
 from maestro.builders.settings import Settings
 from maestro.reconcile import admission
-from maestro.reconcile.common import Plan, execute, standard, status_of
+from maestro.reconcile.common import Plan, invalid_spec, run, spec_of, standard, status_of
 from maestro.reconcile.context import Context, InvalidObject, Result
 from maestro.reconcile.store import TRAINING
 from maestro.status import deployments
@@ -43,38 +43,41 @@ class Blocked:
     poll: bool = False
 
 
-def parse_spec(obj: Obj) -> LLMDeploymentSpec:
-    try:
-        return LLMDeploymentSpec.model_validate(obj.get("spec") or {})
-    except ValueError as exc:
-        raise InvalidObject(str(exc)) from exc
+@dataclass(frozen=True)
+class TrainedJob:
+    """A Succeeded LLMTrainingJob as a deployment uses it: its object and its status, read as a model."""
+
+    obj: Obj
+    status: LLMTrainingJobStatus
+    model: TrainedModel
 
 
-def _training_model(ctx: Context, ns: str, name: str, need_eval: bool) -> tuple[Obj | None, Blocked | None]:
+def _training_model(
+    ctx: Context, ns: str, name: str, need_eval: bool
+) -> tuple[TrainedJob | None, Blocked | None]:
     tj = ctx.store.get(TRAINING, ns, name)
     if tj is None:
         return None, Blocked(
             Reason.TRAINING_JOB_NOT_FOUND, f"LLMTrainingJob {name!r} does not exist in this namespace"
         )
-    st = tj.get("status") or {}
-    phase = st.get("phase")
-    if phase == TrainingPhase.FAILED:
+    st = status_of(LLMTrainingJobStatus, tj)
+    if st.phase == TrainingPhase.FAILED:
         return None, Blocked(
             Reason.TRAINING_JOB_FAILED,
-            f"LLMTrainingJob {name!r} failed: {st.get('message') or 'see its conditions'}; "
+            f"LLMTrainingJob {name!r} failed: {st.message or 'see its conditions'}; "
             "fix it and re-run it (or point model at another job or uri)",
         )
-    if phase != TrainingPhase.SUCCEEDED or not (st.get("model") or {}).get("uri"):
+    if st.phase != TrainingPhase.SUCCEEDED or st.model is None or not st.model.uri:
         return None, Blocked(
             Reason.TRAINING_JOB_NOT_SUCCEEDED,
-            f"LLMTrainingJob {name!r} has not succeeded yet (phase {phase or 'Pending'})",
+            f"LLMTrainingJob {name!r} has not succeeded yet (phase {st.phase or 'Pending'})",
         )
-    if need_eval and (st.get("evaluation") or {}).get("passed") is not True:
+    if need_eval and (st.evaluation is None or st.evaluation.passed is not True):
         return None, Blocked(
             Reason.EVALUATION_NOT_PASSED,
             f"the policy requires evaluation to pass and LLMTrainingJob {name!r} has no passed evaluation",
         )
-    return tj, None
+    return TrainedJob(tj, st, st.model), None
 
 
 def lora_rank(tj: Obj) -> int:
@@ -100,11 +103,11 @@ def resolve_model(
             tj, blocked = _training_model(ctx, ns, adapter.training_job_ref.name, need_eval)
             if blocked:
                 return None, lineage, Blocked(blocked.reason, f"adapter {adapter.name}: {blocked.message}")
-            assert tj is not None
-            adapters[adapter.name] = tj["status"]["model"]["uri"]
-            ranks[adapter.name] = lora_rank(tj)
-            if tj["status"]["model"].get("digest"):
-                digests[adapter.name] = tj["status"]["model"]["digest"]
+            assert tj is not None and tj.model.uri
+            adapters[adapter.name] = tj.model.uri
+            ranks[adapter.name] = lora_rank(tj.obj)
+            if tj.model.digest:
+                digests[adapter.name] = tj.model.digest
         elif adapter.uri:
             adapters[adapter.name] = adapter.uri
     if spec.model.training_job_ref is not None:
@@ -112,26 +115,25 @@ def resolve_model(
         tj, blocked = _training_model(ctx, ns, tj_name, need_eval)
         if blocked:
             return None, lineage, blocked
-        assert tj is not None
-        st = tj["status"]
-        model = st["model"]
-        tlin = st.get("lineage") or {}
+        assert tj is not None and tj.model.uri
+        model, model_uri = tj.model, tj.model.uri
+        tlin = tj.status.lineage
+        base = (tj.obj.get("spec") or {}).get("baseModel") or {}
         lineage = {
             "trainingJob": tj_name,
-            "datasetVersion": tlin.get("datasetVersion"),
-            "baseModel": tlin.get("baseModel") or (tj.get("spec") or {}).get("baseModel", {}).get("uri"),
+            "datasetVersion": tlin.dataset_version if tlin else None,
+            "baseModel": (tlin.base_model if tlin else None) or base.get("uri"),
         }
-        if model.get("format") == "adapter":
-            base = (tj.get("spec") or {}).get("baseModel") or {}
-            adapters[served] = model["uri"]
-            ranks[served] = lora_rank(tj)
-            if model.get("digest"):
-                digests[served] = model["digest"]
+        if model.format == "adapter":
+            adapters[served] = model_uri
+            ranks[served] = lora_rank(tj.obj)
+            if model.digest:
+                digests[served] = model.digest
             return (
                 serving.ResolvedModel(
                     uri=base.get("uri", ""),
                     served_name=f"{served}-base",
-                    digest=model.get("digest"),
+                    digest=model.digest,
                     adapters=adapters,
                     revision=base.get("revision"),
                     adapter_ranks=ranks,
@@ -142,9 +144,9 @@ def resolve_model(
             )
         return (
             serving.ResolvedModel(
-                uri=model["uri"],
+                uri=model_uri,
                 served_name=served,
-                digest=model.get("digest"),
+                digest=model.digest,
                 adapters=adapters,
                 adapter_ranks=ranks,
                 adapter_digests=digests,
@@ -211,7 +213,7 @@ class Facts:
 async def observe(ctx: Context, obj: Obj) -> Facts:
     ns = obj["metadata"]["namespace"]
     try:
-        spec = parse_spec(obj)
+        spec = spec_of(LLMDeploymentSpec, obj)
     except InvalidObject as exc:
         return Facts(spec=None, invalid=str(exc))
     policies, missing_ref = admission.governing_policies(ctx.store, obj)
@@ -240,13 +242,7 @@ async def observe(ctx: Context, obj: Obj) -> Facts:
 
 
 async def reconcile(ctx: Context, obj: Obj) -> Result:
-    facts = await observe(ctx, obj)
-    return await execute(
-        ctx,
-        obj,
-        decide(obj, facts, ctx.settings, ctx.poll_seconds),
-        lambda error: decide(obj, replace(facts, apply_error=error), ctx.settings, ctx.poll_seconds),
-    )
+    return await run(ctx, obj, observe, decide)
 
 
 def _admission(facts: Facts) -> tuple[Cond, Blocked | None]:
@@ -296,16 +292,7 @@ def decide(obj: Obj, facts: Facts, settings: Settings, poll_seconds: float) -> P
     name = obj["metadata"]["name"]
     status = status_of(LLMDeploymentStatus, obj)
     if facts.spec is None:
-        return Plan(
-            LLMDeploymentStatus(phase=DeploymentPhase.FAILED),
-            standard(
-                False,
-                Reason.INVALID_SPEC,
-                f"spec is invalid: {facts.invalid}",
-                progressing=False,
-                degraded=True,
-            ),
-        )
+        return invalid_spec(LLMDeploymentStatus(phase=DeploymentPhase.FAILED), facts.invalid)
     spec = facts.spec
     admitted, blocked = _admission(facts)
     dep_blocked = facts.model_blocked

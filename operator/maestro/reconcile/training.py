@@ -7,11 +7,11 @@ set the `llmops.dev/retry` annotation, to run again).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from maestro.api.conditions import ConditionType, Reason, is_permanent
-from maestro.api.dataset import DatasetPhase
+from maestro.api.dataset import DatasetPhase, LLMDatasetStatus
 from maestro.api.training import (
     EvaluationResult,
     LLMTrainingJobSpec,
@@ -26,7 +26,7 @@ from maestro.builders.meta import ChildRef
 from maestro.builders.pods import split_pvc_uri
 from maestro.builders.settings import Settings
 from maestro.reconcile import admission
-from maestro.reconcile.common import Plan, conditions_of, execute, standard, status_of
+from maestro.reconcile.common import Plan, conditions_of, invalid_spec, run, spec_of, standard, status_of
 from maestro.reconcile.context import Context, InvalidObject, Result
 from maestro.reconcile.store import DATASET
 from maestro.status import jobs
@@ -39,17 +39,10 @@ RETRY_ANNOTATION = build.RETRY_ANNOTATION
 TERMINAL = (TrainingPhase.SUCCEEDED, TrainingPhase.FAILED)
 
 
-def parse_spec(obj: Obj) -> LLMTrainingJobSpec:
-    try:
-        return LLMTrainingJobSpec.model_validate(obj.get("spec") or {})
-    except ValueError as exc:
-        raise InvalidObject(str(exc)) from exc
-
-
 def dataset_input(ds: Obj) -> tuple[build.DatasetInput | None, str]:
-    st = ds.get("status") or {}
-    art = (st.get("artifact") or {}).get("uri") or ""
-    version = st.get("version") or ""
+    st = status_of(LLMDatasetStatus, ds)
+    art = (st.artifact.uri if st.artifact else None) or ""
+    version = st.version or ""
     if not art.startswith("pvc://"):
         return None, f"dataset artifact {art!r} is not on a claim (pvc://claim/path)"
     claim, sub = split_pvc_uri(art)
@@ -97,7 +90,7 @@ def _finished(obj: Obj, spec: LLMTrainingJobSpec) -> bool:
 
 async def observe(ctx: Context, obj: Obj) -> Facts:
     try:
-        spec = parse_spec(obj)
+        spec = spec_of(LLMTrainingJobSpec, obj)
     except InvalidObject as exc:
         return Facts(spec=None, invalid=str(exc))
     if _finished(obj, spec):
@@ -121,13 +114,7 @@ async def observe(ctx: Context, obj: Obj) -> Facts:
 
 
 async def reconcile(ctx: Context, obj: Obj) -> Result:
-    facts = await observe(ctx, obj)
-    return await execute(
-        ctx,
-        obj,
-        decide(obj, facts, ctx.settings, ctx.poll_seconds),
-        lambda error: decide(obj, replace(facts, apply_error=error), ctx.settings, ctx.poll_seconds),
-    )
+    return await run(ctx, obj, observe, decide)
 
 
 def decide(obj: Obj, facts: Facts, settings: Settings, poll_seconds: float) -> Plan:
@@ -135,16 +122,7 @@ def decide(obj: Obj, facts: Facts, settings: Settings, poll_seconds: float) -> P
     status = status_of(LLMTrainingJobStatus, obj)
     kept = LLMTrainingJobStatus.model_validate(status.model_dump(include=_KEPT))
     if facts.spec is None:
-        return Plan(
-            kept.model_copy(update={"phase": TrainingPhase.FAILED}),
-            standard(
-                False,
-                Reason.INVALID_SPEC,
-                f"spec is invalid: {facts.invalid}",
-                progressing=False,
-                degraded=True,
-            ),
-        )
+        return invalid_spec(kept.model_copy(update={"phase": TrainingPhase.FAILED}), facts.invalid)
     spec = facts.spec
     if _finished(obj, spec):
         return Plan(
@@ -322,34 +300,29 @@ def _dataset_condition(ds: Obj | None, name: str, pin: str | None) -> tuple[Cond
             f"LLMDataset {name!r} does not exist in this namespace; create it (the job starts once "
             "it is Ready)",
         ), None
-    st = ds.get("status") or {}
-    ready = st.get("phase") == DatasetPhase.READY and any(
-        c.get("type") == ConditionType.READY and c.get("status") == "True" for c in st.get("conditions") or []
-    )
-    if not ready:
-        why = st.get("message") or f"phase {st.get('phase') or 'Pending'}"
-        ds_ready: Obj = next(
-            (c for c in st.get("conditions") or [] if c.get("type") == ConditionType.READY), {}
-        )
-        current = st.get("observedGeneration") == (ds.get("metadata") or {}).get("generation")
-        if current and is_permanent(str(ds_ready.get("reason") or "")):
+    st = status_of(LLMDatasetStatus, ds)
+    ds_ready = st.condition(ConditionType.READY)
+    if not (st.phase == DatasetPhase.READY and ds_ready is not None and ds_ready.status == "True"):
+        why = st.message or f"phase {st.phase or 'Pending'}"
+        current = st.observed_generation == (ds.get("metadata") or {}).get("generation")
+        if current and ds_ready is not None and is_permanent(ds_ready.reason):
             # no retry clears this (GateFailed, SchemaMismatch, ...): say so instead of waiting for ever
             return cond(
                 DATASET_READY,
                 False,
                 Reason.DATASET_FAILED,
-                f"LLMDataset {name!r} failed ({ds_ready.get('reason')}): {why}; fix the dataset (the job "
+                f"LLMDataset {name!r} failed ({ds_ready.reason}): {why}; fix the dataset (the job "
                 "starts once it is Ready)",
             ), None
         return cond(
             DATASET_READY, False, Reason.DATASET_NOT_READY, f"LLMDataset {name!r} is not Ready: {why}"
         ), None
-    if pin and st.get("version") != pin:
+    if pin and st.version != pin:
         return cond(
             DATASET_READY,
             False,
             Reason.DATASET_VERSION_MISMATCH,
-            f"LLMDataset {name!r} is at version {st.get('version')}, the job pins {pin}",
+            f"LLMDataset {name!r} is at version {st.version}, the job pins {pin}",
         ), None
     inp, problem = dataset_input(ds)
     if inp is None:

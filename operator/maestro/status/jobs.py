@@ -55,6 +55,10 @@ def view(job: Obj | None) -> JobView:
             start,
             failed.get("lastTransitionTime"),
         )
+    if _condition(job, "SuccessCriteriaMet") or _condition(job, "FailureTarget"):
+        # the pods are done and the Job controller is finishing it (Complete/Failed come next): still
+        # running, not back to "waiting for pods"
+        return JobView(JobState.RUNNING, start_time=start)
     if (job.get("spec") or {}).get("suspend") and not status.get("active"):
         return JobView(JobState.SUSPENDED, start_time=start)
     if status.get("ready") or (status.get("active") and status.get("ready") is None):

@@ -465,7 +465,8 @@ def test_deployment_decide(row: DepRow, deployment_obj: dict[str, Any]) -> None:
         want = kinds(plan)
         assert want["Deployment/support-bot"] and want["ConfigMap/support-bot-guard"]
         # optional children the spec does not want are named, so a spec edit removes them
-        assert want["Service/support-bot-metrics"] is False
+        assert want["PodDisruptionBudget/support-bot"] is False
+        assert want["Service/support-bot-metrics"]  # scrape targets, with or without a ServiceMonitor
         assert "ScaledObject/support-bot" not in want  # no KEDA in this cluster: not managed at all
         assert plan.force == ("deployment" not in row.facts)
     if row.policy:
@@ -557,3 +558,15 @@ def test_a_trainer_whose_model_is_not_on_a_hub_never_calls_one(
     job = train_build.build_job(training_obj, spec, inp, SETTINGS)
     env = {e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert (env.get("HF_HUB_OFFLINE") == "1") == offline
+
+
+def test_a_job_whose_pods_finished_is_not_back_to_waiting_for_pods(training_obj: dict[str, Any]) -> None:
+    """Between the trainer's exit and the Job's Complete condition (SuccessCriteriaMet), the job
+    stays where it was (Evaluating), instead of flickering to Pending/WaitingForResources."""
+    spec = LLMTrainingJobSpec.model_validate(training_obj["spec"])
+    finishing = job([{"type": "SuccessCriteriaMet", "status": "True"}], active=0, ready=0, succeeded=1)
+    evaluating = with_status(training_obj, progress={"stage": "evaluating", "step": 30})
+    plan = training.decide(
+        evaluating, training.Facts(spec=spec, dataset=ready_dataset(), job=finishing), SETTINGS, POLL
+    )
+    assert (plan.phase, ready(plan)["reason"]) == ("Evaluating", "Evaluating")
