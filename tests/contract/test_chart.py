@@ -28,6 +28,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "webhook": {"enabled": False},
         "dashboards": {"enabled": False},
         "networkPolicy": {"enabled": False},
+        "metrics": {"scrapeConfig": {"enabled": False}},
         "operator": {"watchNamespaces": ["team-a", "team-b"]},
         "serviceAccount": {"create": False, "name": "existing-sa"},
     },
@@ -224,3 +225,53 @@ def test_peering_objects_follow_the_watch_scope() -> None:
     }
     args = by_kind(scoped, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--peering" in args
+
+
+def _scrape_config(values: dict[str, Any]) -> dict[str, Any]:
+    cm = next(
+        d for d in by_kind(render(values), "ConfigMap") if d["metadata"]["name"].endswith("-prometheus")
+    )
+    return {k: yaml.safe_load(v) for k, v in cm["data"].items()}
+
+
+def test_plain_prometheus_scrape_config_selects_what_the_operator_creates(tmp_path: Path) -> None:
+    """The jobs keep exactly the metrics Service's label and port names the builders write, and a
+    real promtool accepts them (the e2e tier then scrapes a running deployment with them)."""
+    import re
+    import subprocess
+
+    from maestro.builders import serving
+
+    data = _scrape_config({})
+    jobs = {j["job_name"]: j for j in data["maestro-scrape-configs.yaml"]["scrape_configs"]}
+    relabel = jobs["maestro-serving"]["relabel_configs"]
+    label = "__meta_kubernetes_service_label_" + re.sub(r"[^a-zA-Z0-9_]", "_", serving.METRICS_LABEL)
+    assert relabel[0] == {"source_labels": [label], "action": "keep", "regex": "true"}
+    ports = re.fullmatch(relabel[1]["regex"], serving.METRICS_PORT_NAME) and re.fullmatch(
+        relabel[1]["regex"], serving.GUARD_METRICS_PORT_NAME
+    )
+    assert ports, relabel[1]
+    svc = serving.build_metrics_service(
+        {"kind": "LLMDeployment", "metadata": {"name": "d", "namespace": "n", "uid": "u"}}
+    )
+    assert svc["metadata"]["labels"][serving.METRICS_LABEL] == "true"
+    assert {p["name"] for p in svc["spec"]["ports"]} == {
+        serving.METRICS_PORT_NAME,
+        serving.GUARD_METRICS_PORT_NAME,
+    }
+    targets = {r.get("target_label") for r in relabel}
+    assert {"namespace", "service", "pod"} <= targets  # what dashboards, alerts and KEDA filter on
+    assert jobs["maestro-operator"]["kubernetes_sd_configs"][0]["namespaces"]["names"] == ["maestro-system"]
+    scoped = _scrape_config({"operator": {"watchNamespaces": ["team-a"]}})["maestro-scrape-configs.yaml"]
+    assert scoped["scrape_configs"][0]["kubernetes_sd_configs"][0]["namespaces"]["names"] == ["team-a"]
+
+    adapter = data["maestro-adapter-rules.yaml"]["rules"]
+    assert {r["name"]["as"] for r in adapter} == set(serving.HPA_METRICS.values())
+
+    from prom import tool  # tests/prom.py: hack/prometheus/build.sh's promtool (make test builds it)
+
+    promtool = tool("promtool")
+    cfg = tmp_path / "prometheus.yml"
+    cfg.write_text(yaml.safe_dump(data["maestro-scrape-configs.yaml"]))
+    out = subprocess.run([promtool, "check", "config", str(cfg)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from lightkube.utils.quantity import parse_quantity
+from kubernetes.utils.quantity import parse_quantity
 
 from maestro.api.common import API_VERSION
 from maestro.api.deployment import DEFAULT_VLLM_IMAGE, LLMDeploymentSpec, ScalingMetric
@@ -37,6 +37,10 @@ MONITOR_PORT = monitor.DEFAULT_PORT
 MODEL_ROOT = "/mnt/maestro/models"
 EVENTS_DIR = "/var/run/maestro"
 API_GROUP_VERSION = API_VERSION
+#: Label of the metrics Service (what scrape configurations select) and its port names.
+METRICS_LABEL = "llmops.dev/metrics"
+METRICS_PORT_NAME = "metrics"
+GUARD_METRICS_PORT_NAME = "guard-metrics"
 
 #: HPA Pods-metric names (served by a Prometheus adapter) per scaling signal.
 HPA_METRICS = {
@@ -289,6 +293,14 @@ def build_deployment(
     ]
     if spec.monitoring.otlp_endpoint:
         guard_env.append({"name": guard.OTEL_ENDPOINT_ENV, "value": spec.monitoring.otlp_endpoint})
+    if spec.monitoring.enabled and spec.monitoring.feedback:
+        # clients post feedback to the guard (their key); it relays to the monitor over the pod's loopback
+        guard_env.append(
+            {
+                "name": guard.FEEDBACK_URL_ENV,
+                "value": f"http://127.0.0.1:{MONITOR_PORT}{monitor.FEEDBACK_PATH}",
+            }
+        )
     guard_mounts: list[Obj] = [
         {"name": guard.POLICY_VOLUME, "mountPath": guard.DEFAULT_CONFIG_DIR, "readOnly": True},
         {"name": "events", "mountPath": EVENTS_DIR},
@@ -375,7 +387,8 @@ def build_deployment(
                 "securityContext": pods.container_security_context(read_only_root=True),
             }
         )
-        volumes.append(pods.empty_dir("feedback"))
+        claim = feedback_claim(owner, spec)
+        volumes.append(pods.pvc_volume("feedback", claim) if claim else pods.empty_dir("feedback"))
     pod_spec: Obj = {
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
@@ -418,17 +431,57 @@ def build_service(owner: Obj) -> Obj:
     }
 
 
-def build_metrics_service(owner: Obj) -> Obj:
+def feedback_claim(owner: Obj, spec: LLMDeploymentSpec) -> str | None:
+    """The claim feedback is written to (None: feedback off, the monitor's state stays in an emptyDir)."""
+    m = spec.monitoring
+    if not (m.enabled and m.feedback):
+        return None
+    return m.feedback_storage.claim_name or child_name(owner["metadata"]["name"], "feedback")
+
+
+def build_feedback_pvc(owner: Obj, spec: LLMDeploymentSpec, settings: Settings) -> Obj | None:
+    """The feedback claim the operator creates and owns, or None (feedback off, or an existing claim).
+    Never pruned when feedback is switched off: it holds user data."""
+    claim = feedback_claim(owner, spec)
+    if claim is None:
+        return None
+    return pods.owned_pvc(owner, claim, COMPONENT, spec.monitoring.feedback_storage, settings)
+
+
+def build_metrics_service(owner: Obj, spec: LLMDeploymentSpec | None = None) -> Obj:
+    """The scrape targets of a deployment's pods: the monitor (its own series and vLLM's, re-exported)
+    and the guard (requests, policy decisions, dropped monitor events). Headless, labelled
+    METRICS_LABEL: the ServiceMonitor and the chart's plain-Prometheus scrape configuration
+    (charts/maestro/files/prometheus/) both select it by that label and these port names."""
     return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": object_meta(
-            owner, metrics_service_name(owner), COMPONENT, extra_labels={"llmops.dev/metrics": "true"}
+            owner, metrics_service_name(owner), COMPONENT, extra_labels={METRICS_LABEL: "true"}
         ),
         "spec": {
             "clusterIP": "None",
             "selector": selector(owner),
-            "ports": [{"name": "metrics", "port": MONITOR_PORT, "targetPort": "metrics", "protocol": "TCP"}],
+            "ports": [
+                *(
+                    [
+                        {
+                            "name": METRICS_PORT_NAME,
+                            "port": MONITOR_PORT,
+                            "targetPort": "metrics",
+                            "protocol": "TCP",
+                        }
+                    ]
+                    if spec is None or spec.monitoring.enabled
+                    else []
+                ),
+                {
+                    "name": GUARD_METRICS_PORT_NAME,
+                    "port": GUARD_PORT,
+                    "targetPort": guard.PORT_NAME,
+                    "protocol": "TCP",
+                },
+            ],
         },
     }
 
@@ -554,7 +607,7 @@ def build_service_monitor(owner: Obj, spec: LLMDeploymentSpec, caps: Capabilitie
         "spec": {
             "selector": {
                 "matchLabels": {
-                    "llmops.dev/metrics": "true",
+                    METRICS_LABEL: "true",
                     **{
                         k: v
                         for k, v in object_meta(owner, "", COMPONENT)["labels"].items()
@@ -562,7 +615,10 @@ def build_service_monitor(owner: Obj, spec: LLMDeploymentSpec, caps: Capabilitie
                     },
                 }
             },
-            "endpoints": [{"port": "metrics", "path": monitor.METRICS_PATH, "interval": "30s"}],
+            "endpoints": [
+                {"port": METRICS_PORT_NAME, "path": monitor.METRICS_PATH, "interval": "30s"},
+                {"port": GUARD_METRICS_PORT_NAME, "path": guard.METRICS_PATH, "interval": "30s"},
+            ],
         },
     }
 
@@ -583,6 +639,7 @@ def build_children(
     name = deployment_name(owner)
     out: dict[ChildRef, Obj | None] = {}
     for manifest in (
+        *([feedback] if (feedback := build_feedback_pvc(owner, spec, settings)) else []),
         build_config_map(owner, guard_doc),
         build_deployment(owner, spec, model, settings, api_keys_secret=api_keys_secret),
         build_service(owner),
@@ -601,7 +658,7 @@ def build_children(
     monitor_ = build_service_monitor(owner, spec, caps)
     if caps.service_monitor:
         out[ChildRef("monitoring.coreos.com/v1", "ServiceMonitor", name)] = monitor_
-    out[ChildRef("v1", "Service", metrics_service_name(owner))] = (
-        build_metrics_service(owner) if monitor_ is not None else None
-    )
+    # the scrape targets exist whether or not a ServiceMonitor selects them (a plain Prometheus with
+    # the chart's scrape configuration finds them by label)
+    out[ChildRef("v1", "Service", metrics_service_name(owner))] = build_metrics_service(owner, spec)
     return out

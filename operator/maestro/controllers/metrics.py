@@ -25,6 +25,10 @@ from maestro.reconcile.store import KINDS, Store
 RECONCILE_TOTAL = Counter(
     "maestro_reconcile_total", "Reconciles by kind and result (ok, requeue, error).", ["kind", "result"]
 )
+# every kind's results start at zero: the reconcile-error alert is evaluable before the first error
+for _kind in KINDS:
+    for _result in ("ok", "requeue", "error"):
+        RECONCILE_TOTAL.labels(_kind, _result)
 RECONCILE_DURATION = Histogram(
     "maestro_reconcile_duration_seconds",
     "Duration of one reconcile.",

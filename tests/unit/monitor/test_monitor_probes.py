@@ -105,3 +105,9 @@ def test_api_key_from_a_mounted_secret_directory(tmp_path: pathlib.Path) -> None
     empty.mkdir()
     with pytest.raises(ValueError, match="holds no key"):
         read_api_key(str(empty))
+
+
+def test_the_probes_wait_on_the_guards_own_readiness_route() -> None:
+    from maestro.workers.guard import contract as guard
+
+    assert c.GUARD_READY_PATH == guard.READY_PATH

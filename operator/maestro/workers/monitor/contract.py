@@ -40,6 +40,10 @@ DEFAULT_PORT: Final = 9090
 DEFAULT_VLLM_METRICS_URL: Final = "http://127.0.0.1:8000/metrics"
 DEFAULT_SCRAPE_INTERVAL: Final = 15.0
 DEFAULT_GUARD_URL: Final = "http://127.0.0.1:8080"
+#: The guard's readiness route (200 once vLLM answers): bias probes wait for it before their first
+#: round, so a pod that is still loading its model does not count as probe errors. Equal to the guard
+#: contract's READY_PATH (a unit test keeps the two workers' contracts in step).
+GUARD_READY_PATH: Final = "/readyz"
 DEFAULT_PROBE_INTERVAL: Final = 300.0
 DEFAULT_TEXT_SCORE_RATE: Final = 50.0
 DEFAULT_DRIFT_THRESHOLD: Final = 0.2  # PSI: < 0.1 stable, 0.1-0.2 moderate, > 0.2 significant shift

@@ -167,7 +167,8 @@ def serving_dashboard() -> dict[str, Any]:
     errors = _sel('code=~"5.."')
     b.panel(
         "Error ratio (5xx)",
-        [(f"sum(rate({c.REQUESTS}{errors}[{RI}])) / clamp_min({req}, 1e-9)", "5xx")],
+        # `or 0 * ...`: no 5xx series yet (codes appear with their first request) is a 0% ratio, not "no data"
+        [(f"(sum(rate({c.REQUESTS}{errors}[{RI}])) or 0 * {req}) / clamp_min({req}, 1e-9)", "5xx")],
         unit="percentunit",
         w=8,
         thresholds=[(0.01, "orange"), (0.05, "red")],
@@ -482,6 +483,7 @@ BY = "namespace, service"
 
 
 def alert_rules() -> dict[str, Any]:
+    all_5m = f"sum by ({BY}) (rate({c.REQUESTS}[5m]))"
     serving = [
         _alert(
             "MaestroTTFTHigh",
@@ -494,8 +496,8 @@ def alert_rules() -> dict[str, Any]:
         ),
         _alert(
             "MaestroErrorRateHigh",
-            f'sum by ({BY}) (rate({c.REQUESTS}{{code=~"5.."}}[5m])) / '
-            f"clamp_min(sum by ({BY}) (rate({c.REQUESTS}[5m])), 1e-9) > 0.05",
+            f'(sum by ({BY}) (rate({c.REQUESTS}{{code=~"5.."}}[5m])) or 0 * {all_5m})'
+            f" / clamp_min({all_5m}, 1e-9) > 0.05",
             "10m",
             "critical",
             "More than 5% of requests fail on {{ $labels.namespace }}/{{ $labels.service }}",

@@ -158,6 +158,24 @@ class MonitorMetrics:
         for result in ("ok", "error"):
             self.probe_requests.labels(result)
 
+    def start_series(self, model: str | None) -> None:
+        """Every series a dashboard or alert reads, at zero, before its first event: a panel then shows
+        "0" (or "not yet computed") instead of "no data", and an alert on a rate is evaluable from the
+        start. PSI is NaN until a reference window exists (0 would claim "no drift")."""
+        name = self.model(model)
+        for metric in (self.refusals, self.feedback_corrections):
+            self.child(metric, name)
+        for histogram in (self.ttft, self.itl, self.duration, self.feedback_rating):
+            self.child(histogram, name)
+        for sentiment in ("positive", "negative", "neutral"):
+            self.child(self.feedback, name, sentiment)
+        for direction in ("prompt", "response"):
+            self.child(self.profanity, direction)
+            self.child(self.text_analyzed, direction)
+        for feature in c.DRIFT_FEATURES:
+            self.drift_psi.labels(feature).set(float("nan"))
+            self.drift_alert.labels(feature).set(0)
+
     def child(self, metric: Any, *values: str) -> Any:
         """`metric.labels(*values)`, memoised: labels() re-validates on every call (~2 µs), and the
         event path calls it a dozen times per request. Label values are bounded, so is the memo."""

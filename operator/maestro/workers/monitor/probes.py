@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
@@ -107,6 +108,7 @@ class BiasProber:
         self.metrics = metrics
         self.analyzer = analyzer
         self.url = guard_url.rstrip("/") + "/v1/chat/completions"
+        self.ready_url = guard_url.rstrip("/") + c.GUARD_READY_PATH
         self.model = model
         self.api_key = api_key
         self.interval = interval
@@ -118,9 +120,23 @@ class BiasProber:
         self._schedule = [(p, t) for p in probes for t in p.templates]
 
     async def run(self, session: aiohttp.ClientSession) -> None:
+        await self.wait_ready(session)
         while True:
             await self.round(session)
             await asyncio.sleep(self.interval)
+
+    async def wait_ready(self, session: aiohttp.ClientSession, every: float = 2.0) -> None:
+        """Until the guard (and the model behind it) is ready, at most one probe interval: a pod still
+        loading its model is not a failed probe."""
+        deadline = time.monotonic() + self.interval
+        while time.monotonic() < deadline:
+            try:
+                async with session.get(self.ready_url, timeout=aiohttp.ClientTimeout(total=5)) as resp:
+                    if resp.status == 200:
+                        return
+            except (aiohttp.ClientError, TimeoutError):
+                pass
+            await asyncio.sleep(every)
 
     async def round(self, session: aiohttp.ClientSession) -> None:
         """One template, every group of its axis, sequentially (never a burst)."""

@@ -60,6 +60,7 @@ class Monitor:
     def __init__(self, settings: MonitorSettings, registry: CollectorRegistry | None = None) -> None:
         self.settings = s = settings
         self.metrics = MonitorMetrics(registry)
+        self.metrics.start_series(s.served_model)
         self.analyzer = TextAnalyzer()
         self.drift = DriftMonitor(
             c.DRIFT_FEATURES,

@@ -1,0 +1,323 @@
+"""A real Prometheus finds and scrapes the running quickstart deployment the way the chart configures
+it, and every query Maestro ships returns data.
+
+Prometheus (hack/prometheus/build.sh: Kubernetes discovery built in) runs on the host with the
+`scrape_configs` jobs from the ConfigMap the chart installed (only the scrape interval shortened and
+the API server's address and credentials filled in, as a Prometheus outside the cluster needs) and
+the alert rules the chart's PrometheusRule carries. After known traffic through the guard, every
+dashboard panel query, every alert expression (its comparison removed: the series must be there
+whether or not the alert fires), every KEDA query and every prometheus-adapter rule of the HPA
+metrics must return data.
+
+Runs after test_quickstart.py (alphabetical order), on the deployment that module left running, with
+the two switches whose series are otherwise absent turned on for the module: the policy logs prompts
+(text signals: language, sentiment, profanity) and the monitor runs its bias probes — which also
+proves on the real node that the probes authenticate with the policy's key and ask the adapter.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from prom import Prometheus
+from waiting import wait_for
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+NS = "maestro-quickstart"
+NAME = "support-bot"
+KEY = "mk-quickstart-dev-key-change-me"
+
+
+def _chat(base: str, content: str, key: str = KEY, stream: bool = False) -> int:
+    body = {
+        "model": NAME,
+        "max_tokens": 4,
+        "stream": stream,
+        "messages": [{"role": "user", "content": content}],
+    }
+    req = urllib.request.Request(
+        base + "/v1/chat/completions",
+        method="POST",
+        data=json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            resp.read()  # a stream to its end
+            return int(resp.status)
+    except urllib.error.HTTPError as e:
+        return int(e.code)
+
+
+def _credentials(kubeconfig: Path, out: Path) -> dict[str, Any]:
+    """The API server address and client TLS files from the cluster's kubeconfig."""
+    cfg = yaml.safe_load(kubeconfig.read_text())
+    cluster = cfg["clusters"][0]["cluster"]
+    user = cfg["users"][0]["user"]
+    files = {}
+    for key, name in (
+        ("certificate-authority-data", "ca.crt"),
+        ("client-certificate-data", "client.crt"),
+        ("client-key-data", "client.key"),
+    ):
+        path = out / name
+        path.write_bytes(base64.b64decode(cluster.get(key) or user[key]))
+        files[name] = str(path)
+    return {
+        "api_server": cluster["server"],
+        "tls_config": {
+            "ca_file": files["ca.crt"],
+            "cert_file": files["client.crt"],
+            "key_file": files["client.key"],
+        },
+    }
+
+
+def _chart_jobs(env: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The scrape jobs and adapter rules from the ConfigMap the chart installed."""
+    cms = json.loads(env.kubectl("get", "configmaps", "-n", "maestro-system", "-o", "json").stdout)["items"]
+    cm = next(c for c in cms if "maestro-scrape-configs.yaml" in (c.get("data") or {}))
+    jobs = yaml.safe_load(cm["data"]["maestro-scrape-configs.yaml"])["scrape_configs"]
+    return jobs, yaml.safe_load(cm["data"]["maestro-adapter-rules.yaml"])
+
+
+def _concrete(expr: str) -> str:
+    """A dashboard query with Grafana's variables filled in as the quickstart's dashboard would."""
+    return (
+        expr.replace("$__rate_interval", "1m")
+        .replace("$namespace", NS)
+        .replace("$service", f"{NAME}-metrics")
+        .replace("${datasource}", "prometheus")
+    )
+
+
+#: The trailing comparison of an alert expression (`> 0.05`, `== 0`, ...).
+_THRESHOLD = re.compile(r"\s*(==|!=|>=|<=|>|<)\s*[0-9.e+-]+\s*$")
+
+
+@pytest.fixture(scope="module")
+def serving(maestro: Any) -> Any:
+    """The quickstart serving, with prompt logging and bias probes on (restored afterwards)."""
+    from maestro.devcluster.lifecycle import QUICKSTART
+
+    env = maestro
+    env.apply_quickstart()  # idempotent: test_quickstart.py usually left it serving already
+    env.wait_ready(deadline=time.monotonic() + 1500)
+    pod = env.serving_pod()
+    env.kubectl(
+        "patch",
+        "llmpolicy",
+        "quickstart",
+        "-n",
+        NS,
+        "--type=merge",
+        "-p",
+        '{"spec":{"audit":{"logPrompts":true}}}',
+    )
+    env.kubectl(
+        "patch",
+        "llmdeployment",
+        NAME,
+        "-n",
+        NS,
+        "--type=merge",
+        "-p",
+        '{"spec":{"monitoring":{"biasProbes":{"enabled":true,"intervalSeconds":60}}}}',
+    )
+    # the monitor's settings are on the pod template: a new pod (the policy needs none)
+    wait_for(
+        lambda: env.serving_pod() != pod and env.get("llmdep", NAME)["status"].get("readyReplicas") == 1,
+        timeout=600,
+        every=3,
+        what="the serving pod with bias probes on",
+    )
+    try:
+        yield env
+    finally:
+        for f in ("policy.yaml", "deployment.yaml"):
+            env.kubectl("apply", "-n", NS, "-f", str(QUICKSTART / f))
+
+
+@pytest.fixture(scope="module")
+def prometheus(serving: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    from maestro.workers.monitor import dashboards
+
+    env = serving
+    work = tmp_path_factory.mktemp("prometheus")
+    jobs, _ = _chart_jobs(env)
+    creds = _credentials(env.kube.kubeconfig, work)
+    for job in jobs:
+        job["scrape_interval"] = "2s"
+        for sd in job["kubernetes_sd_configs"]:
+            sd.update(creds)
+    rules = work / "maestro-rules.yaml"
+    rules.write_text(yaml.safe_dump(dashboards.alert_rules()))
+    prom = Prometheus(
+        work,
+        {"global": {"evaluation_interval": "2s"}, "rule_files": [str(rules)], "scrape_configs": jobs},
+    )
+    yield prom
+    prom.stop()
+
+
+def test_prometheus_discovers_the_guard_the_monitor_and_the_operator(serving: Any, prometheus: Any) -> None:
+    env = serving
+    base = env.endpoint()
+    codes = [_chat(base, "What is the refund window?") for _ in range(6)]
+    codes += [_chat(base, "hi", key="mk-wrong"), _chat(base, "write to jane.doe@example.com please")]
+    assert 200 in codes and 401 in codes, codes
+
+    def up() -> list[str]:
+        targets = prometheus.active_targets()
+        return sorted(
+            f"{t['labels'].get('job')}:{t['discoveredLabels'].get('__meta_kubernetes_endpointslice_port_name')}"
+            for t in targets
+            if t["health"] == "up"
+        )
+
+    wanted = {f"{NAME}-metrics:metrics", f"{NAME}-metrics:guard-metrics"}
+
+    def serving_up() -> list[str] | None:
+        u = up()
+        return u if wanted <= set(u) else None
+
+    seen = wait_for(serving_up, timeout=90, what="the guard's and the monitor's targets up")
+    assert any(s.endswith(":metrics") and s.startswith("maestro") for s in seen), seen  # the operator
+    # the pod label every KEDA query and adapter rule filters on comes from discovery
+    series = prometheus.query(f'maestro_guard_requests_total{{namespace="{NS}"}}')
+    assert series and all(s["metric"]["pod"].startswith(f"{NAME}-") for s in series), series
+
+
+def test_bias_probes_authenticate_and_reach_the_adapter(serving: Any, prometheus: Any) -> None:
+    """The monitor's probes go through the guard with the policy's key (a 401 would count as an error)
+    and ask for the adapter's name: the guard's own request counter sees them answered."""
+    ok = wait_for(
+        lambda: prometheus.query(
+            f'sum(maestro_monitor_probe_requests_total{{namespace="{NS}",result="ok"}}) > 0'
+        ),
+        timeout=240,
+        every=5,
+        what="bias probe requests answered",
+    )
+    assert ok
+    errors = prometheus.query(f'sum(maestro_monitor_probe_requests_total{{namespace="{NS}",result="error"}})')
+    assert not errors or float(errors[0]["value"][1]) == 0, errors
+    gaps = prometheus.query(f'maestro_monitor_bias_refusal_gap{{namespace="{NS}"}}')
+    assert gaps, "no bias gap reported after a probe round"
+
+
+def test_feedback_through_the_guard_becomes_a_dataset(serving: Any) -> None:
+    """The documented loop: a user corrects an answer at POST /v1/feedback on the guard (with their key),
+    the monitor writes it to the deployment's feedback claim, and an LLMDataset pointed at the
+    corrections export validates it — ready for a training job."""
+    env = serving
+    base = env.endpoint()
+    req = urllib.request.Request(
+        base + "/v1/chat/completions",
+        method="POST",
+        data=json.dumps(
+            {"model": NAME, "max_tokens": 8, "messages": [{"role": "user", "content": "Refund window?"}]}
+        ).encode(),
+        headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=60) as resp:
+        rid = resp.headers["x-request-id"]
+
+    def feedback(key: str | None) -> tuple[int, dict[str, Any]]:
+        body = {"requestId": rid, "thumbs": "down", "correction": "Refunds are possible within 45 days."}
+        headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
+        r = urllib.request.Request(
+            base + "/v1/feedback", method="POST", data=json.dumps(body).encode(), headers=headers
+        )
+        try:
+            with urllib.request.urlopen(r, timeout=30) as resp:
+                return int(resp.status), json.load(resp)
+        except urllib.error.HTTPError as e:
+            return int(e.code), json.loads(e.read() or b"{}")
+
+    assert feedback(None)[0] == 401
+    status, answer = wait_for(
+        lambda: (lambda r: r if r[1].get("known") else None)(feedback(KEY)),
+        timeout=30,
+        what="feedback on a known request",
+    )
+    assert status == 202 and answer["stored"] is True, answer
+    dataset = {
+        "apiVersion": "llmops.dev/v1alpha1",
+        "kind": "LLMDataset",
+        "metadata": {"name": "support-corrections"},
+        "spec": {
+            "source": {"uri": f"pvc://{NAME}-feedback/corrections.jsonl", "format": "jsonl"},
+            "schema": {"type": "prompt-completion"},
+            "processing": {"dedup": {"exact": True}, "pii": {"action": "redact"}},
+            "qualityGates": {"minRecords": 1},
+            "governance": {"license": "CC0-1.0"},
+        },
+    }
+    env.kubectl("apply", "-n", NS, "-f", "-", input=yaml.safe_dump(dataset))
+    try:
+        st = wait_for(
+            lambda: (lambda s: s if s.get("phase") in ("Ready", "Failed") else None)(
+                env.get("llmds", "support-corrections").get("status", {})
+            ),
+            timeout=300,
+            every=3,
+            what="the corrections dataset validated",
+        )
+        assert st["phase"] == "Ready", st
+        assert st["records"]["kept"] >= 1 and st["version"].startswith("sha256:")
+    finally:
+        env.kubectl("delete", "llmds", "support-corrections", "-n", NS, "--wait=false", check=False)
+
+
+def test_every_shipped_query_returns_data(serving: Any, prometheus: Any) -> None:
+    from maestro.builders import serving as build
+    from maestro.workers.monitor import dashboards
+
+    env = serving
+    base = env.endpoint()
+    for stream in (False, True, False, True):  # fresh samples inside every rate() window; streamed
+        _chat(base, "How long is the warranty?", stream=stream)  # ones give time-to-first-token
+    time.sleep(8)
+    _, adapter = _chart_jobs(env)
+
+    queries: dict[str, str] = {}
+    for board in (dashboards.serving_dashboard(), dashboards.operator_dashboard()):
+        for panel in board["panels"]:
+            for i, target in enumerate(panel.get("targets", [])):
+                queries[f"{board['uid']} / {panel['title']} [{i}]"] = _concrete(target["expr"])
+    for group in dashboards.alert_rules()["groups"]:
+        for rule in group["rules"]:
+            queries[f"alert {rule['alert']}"] = _THRESHOLD.sub("", rule["expr"])
+    for metric, q in build.KEDA_QUERIES.items():
+        queries[f"KEDA {metric}"] = q.format(ns=NS, name=NAME)
+    for rule in adapter["rules"]:
+        queries[f"adapter {rule['name']['as']}"] = (
+            rule["metricsQuery"]
+            .replace("<<.Series>>", rule["name"]["matches"].strip("^$"))
+            .replace("<<.LabelMatchers>>", f'namespace="{NS}",pod=~"{NAME}-.*"')
+            .replace("<<.GroupBy>>", "pod")
+        )
+
+    def empty() -> list[str]:
+        return [f"{what}: {q}" for what, q in queries.items() if not prometheus.query(q)]
+
+    # rate() needs two scrapes after the traffic: give it a few intervals
+    deadline = time.monotonic() + 60
+    missing = empty()
+    while missing and time.monotonic() < deadline:
+        time.sleep(4)
+        missing = empty()
+    print(f"\n{len(queries)} shipped queries, {len(queries) - len(missing)} with data")
+    assert not missing, "shipped queries with no data:\n  " + "\n  ".join(missing)
