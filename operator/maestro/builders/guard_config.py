@@ -7,6 +7,7 @@ when, the guard's behaviour would change.
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
@@ -20,18 +21,26 @@ def policy_digest(spec: LLMPolicySpec) -> str:
     return "sha256:" + digest(spec.model_dump(by_alias=True, exclude_none=True, mode="json"))
 
 
+@functools.cache
+def _pass_through() -> tuple[str, str]:
+    """The no-policy request and audit sections (constant: computed once, as JSON so no caller can
+    change the cached copy)."""
+    request = RequestPolicy.pass_through().model_dump(by_alias=True, exclude_defaults=True, mode="json")
+    audit = AuditPolicy().model_dump(by_alias=True, include={"enabled", "log_prompts"}, mode="json")
+    return json.dumps(request), json.dumps(audit)
+
+
 def render(policy_name: str | None, policy: LLMPolicySpec | None, served_model_name: str) -> Obj:
     """The document at /etc/maestro/policy/policy.json. No policy: an explicit pass-through."""
     if policy is None or policy_name is None:
         # Only what differs from the model defaults, plus the audit switches, spelled out: the document
         # (and so its digest, which rolls the pods) stays what every release before rendered.
+        request, audit = _pass_through()
         return {
             "name": "",
             "digest": "",
-            "request": RequestPolicy.pass_through().model_dump(
-                by_alias=True, exclude_defaults=True, mode="json"
-            ),
-            "audit": AuditPolicy().model_dump(by_alias=True, include={"enabled", "log_prompts"}, mode="json"),
+            "request": json.loads(request),
+            "audit": json.loads(audit),
             "servedModelName": served_model_name,
         }
     cfg = GuardConfig(

@@ -58,6 +58,14 @@ def digest(data: Any, length: int | None = None) -> str:
     return h[:length] if length else h
 
 
+def fingerprint(data: Any) -> str:
+    """A cheap identity of what builders produced, to skip re-applying the same children: builders
+    build dicts in a fixed order, so no key sorting (and no cryptographic strength) is needed."""
+    return hashlib.blake2b(
+        json.dumps(data, separators=(",", ":"), default=str).encode(), digest_size=16
+    ).hexdigest()
+
+
 def child_name(parent: str, suffix: str, limit: int = 63) -> str:
     """`<parent>-<suffix>`, shortened with a hash when it would exceed `limit` characters."""
     name = f"{parent}-{suffix}" if suffix else parent

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ValidationError
 
 from maestro.api.common import StatusModel
 from maestro.api.conditions import ConditionType, Reason
-from maestro.builders.meta import LABEL_OWNER_KIND, LABEL_OWNER_NAME, ChildRef, digest
+from maestro.builders.meta import LABEL_OWNER_KIND, LABEL_OWNER_NAME, ChildRef, fingerprint
 from maestro.builders.settings import Settings
 from maestro.k8s.errors import ApiError, NotFound
 from maestro.reconcile.context import Context, InvalidObject, Result
@@ -196,10 +196,10 @@ async def _apply_children(ctx: Context, obj: Obj, plan: Plan) -> None:
         await ctx.kube.delete(ref.api_version, ref.kind, ref.name, ns)
     wanted = [m for m in plan.children.values() if m is not None]
     if wanted or plan.exclusive:
-        fingerprint = digest(
-            [sorted((str(r), m) for r, m in plan.children.items()), sorted(plan.exclusive.items())]
+        children = fingerprint(
+            [[(str(r), m) for r, m in plan.children.items()], sorted(plan.exclusive.items())]
         )
-        if plan.force or ctx.applied.get(uid) != fingerprint:
+        if plan.force or ctx.applied.get(uid) != children:
             # Independent children go concurrently: one round-trip of latency for the whole set.
             await asyncio.gather(*(apply(ctx, m) for m in wanted))
             # A child that must not exist can only be left behind by a spec change (generation > 1).
@@ -209,7 +209,7 @@ async def _apply_children(ctx: Context, obj: Obj, plan: Plan) -> None:
                         await ctx.kube.delete(ref.api_version, ref.kind, ref.name, ns)
             for (api_version, kind), keep in plan.exclusive.items():
                 await _delete_others(ctx, obj, api_version, kind, keep)
-            ctx.applied[uid] = fingerprint
+            ctx.applied[uid] = children
 
 
 async def _delete_others(ctx: Context, obj: Obj, api_version: str, kind: str, keep: str) -> None:
