@@ -19,29 +19,12 @@ import json
 import statistics
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from maestro.devcluster.lifecycle import API_KEY, NAMESPACE, QUICKSTART, DevEnv
-
-
-def chat(base: str, text: str) -> int:
-    body = {"model": "support-bot", "max_tokens": 1, "messages": [{"role": "user", "content": text}]}
-    req = urllib.request.Request(
-        base + "/v1/chat/completions",
-        method="POST",
-        data=json.dumps(body).encode(),
-        headers={"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"},
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=60) as resp:
-            return int(resp.status)
-    except urllib.error.HTTPError as e:
-        return int(e.code)
+from maestro.devcluster.lifecycle import NAMESPACE, QUICKSTART, DevEnv, chat
 
 
 def trial(env: DevEnv, base: str, policy: dict[str, Any], term: str) -> dict[str, Any]:
@@ -51,7 +34,7 @@ def trial(env: DevEnv, base: str, policy: dict[str, Any], term: str) -> dict[str
 
     def steady() -> None:
         while not stop.is_set():
-            codes.append(chat(base, "hi"))
+            codes.append(chat(base, "hi", max_tokens=1))
             time.sleep(1.2)
 
     load = threading.Thread(target=steady)
@@ -62,7 +45,7 @@ def trial(env: DevEnv, base: str, policy: dict[str, Any], term: str) -> dict[str
     edited["spec"]["request"]["rateLimits"]["requestsPerMinute"] = 600  # the probe must not be limited
     env.kubectl("apply", "-n", NAMESPACE, "-f", "-", input=yaml.safe_dump(edited))
     t0 = time.monotonic()
-    while chat(base, f"tell me {term}") not in (400, 403) and time.monotonic() - t0 < 180:
+    while chat(base, f"tell me {term}", max_tokens=1) not in (400, 403) and time.monotonic() - t0 < 180:
         time.sleep(0.5)
     delay = time.monotonic() - t0
     time.sleep(3)

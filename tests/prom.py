@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import time
 import urllib.parse
@@ -20,6 +19,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+from ports import free_port
 
 BUILD = Path(__file__).resolve().parents[1] / "hack" / "prometheus" / "build.sh"
 
@@ -44,18 +45,12 @@ def tool(name: str) -> str:
     pytest.skip(msg)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Prometheus:
     """One Prometheus process on a loopback port, with `config` as its prometheus.yml."""
 
     def __init__(self, workdir: Path, config: dict[str, Any]) -> None:
         self.workdir = workdir
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         cfg = workdir / "prometheus.yml"
         cfg.write_text(yaml.safe_dump(config, sort_keys=False))

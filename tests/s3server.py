@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+
+from ports import free_port
 
 REGION = "us-east-1"
 ALLOW_ALL = json.dumps(
@@ -93,17 +94,10 @@ class S3Server:
         return name
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def _start() -> tuple[subprocess.Popen[bytes], str]:
     last = ""
     for _ in range(3):  # the port can be taken between probing and binding it
-        port = _free_port()
+        port = free_port()
         proc = subprocess.Popen(
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
             stdout=subprocess.DEVNULL,

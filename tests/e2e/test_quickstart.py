@@ -13,11 +13,12 @@ from __future__ import annotations
 import json
 import re
 import time
-import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+
+from maestro.devcluster.lifecycle import API_KEY, chat
 
 pytestmark = pytest.mark.e2e
 
@@ -32,24 +33,8 @@ def dev(maestro: Any) -> Iterator[tuple[Any, dict[str, Any]]]:
     yield maestro, summary
 
 
-def _chat(base: str, content: str, key: str = "mk-quickstart-dev-key-change-me", max_tokens: int = 8) -> int:
-    req = urllib.request.Request(
-        base + "/v1/chat/completions",
-        method="POST",
-        data=json.dumps(
-            {
-                "model": "support-bot",
-                "max_tokens": max_tokens,
-                "messages": [{"role": "user", "content": content}],
-            }
-        ).encode(),
-        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=60) as resp:
-            return int(resp.status)
-    except urllib.error.HTTPError as e:
-        return int(e.code)
+def _chat(base: str, content: str, key: str = API_KEY, max_tokens: int = 8) -> int:
+    return chat(base, content, key=key, max_tokens=max_tokens)
 
 
 def test_dataset_version_is_the_digest_of_the_written_splits(dev: tuple[Any, dict[str, Any]]) -> None:

@@ -21,13 +21,14 @@ import base64
 import json
 import re
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from maestro.devcluster.lifecycle import API_KEY as KEY
+from maestro.devcluster.lifecycle import chat, post
 from prom import Prometheus
 from waiting import wait_for
 
@@ -36,28 +37,10 @@ pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 NS = "maestro-quickstart"
 NAME = "support-bot"
-KEY = "mk-quickstart-dev-key-change-me"
 
 
 def _chat(base: str, content: str, key: str = KEY, stream: bool = False) -> int:
-    body = {
-        "model": NAME,
-        "max_tokens": 4,
-        "stream": stream,
-        "messages": [{"role": "user", "content": content}],
-    }
-    req = urllib.request.Request(
-        base + "/v1/chat/completions",
-        method="POST",
-        data=json.dumps(body).encode(),
-        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=60) as resp:
-            resp.read()  # a stream to its end
-            return int(resp.status)
-    except urllib.error.HTTPError as e:
-        return int(e.code)
+    return chat(base, content, key=key, max_tokens=4, stream=stream)
 
 
 def _credentials(kubeconfig: Path, out: Path) -> dict[str, Any]:
@@ -90,6 +73,11 @@ def _chart_jobs(env: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     cm = next(c for c in cms if "maestro-scrape-configs.yaml" in (c.get("data") or {}))
     jobs = yaml.safe_load(cm["data"]["maestro-scrape-configs.yaml"])["scrape_configs"]
     return jobs, yaml.safe_load(cm["data"]["maestro-adapter-rules.yaml"])
+
+
+def _settled(status: dict[str, Any]) -> dict[str, Any] | None:
+    """A dataset status once validation ended (Ready or Failed)."""
+    return status if status.get("phase") in ("Ready", "Failed") else None
 
 
 def _concrete(expr: str) -> str:
@@ -223,35 +211,23 @@ def test_feedback_through_the_guard_becomes_a_dataset(serving: Any) -> None:
     corrections export validates it — ready for a training job."""
     env = serving
     base = env.endpoint()
-    req = urllib.request.Request(
+    asked = post(
         base + "/v1/chat/completions",
-        method="POST",
-        data=json.dumps(
-            {"model": NAME, "max_tokens": 8, "messages": [{"role": "user", "content": "Refund window?"}]}
-        ).encode(),
-        headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"},
+        {"model": NAME, "max_tokens": 8, "messages": [{"role": "user", "content": "Refund window?"}]},
     )
-    with urllib.request.urlopen(req, timeout=60) as resp:
-        rid = resp.headers["x-request-id"]
+    rid = asked["headers"]["x-request-id"]
+    correction = {"requestId": rid, "thumbs": "down", "correction": "Refunds are possible within 45 days."}
 
     def feedback(key: str | None) -> tuple[int, dict[str, Any]]:
-        body = {"requestId": rid, "thumbs": "down", "correction": "Refunds are possible within 45 days."}
-        headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
-        r = urllib.request.Request(
-            base + "/v1/feedback", method="POST", data=json.dumps(body).encode(), headers=headers
-        )
-        try:
-            with urllib.request.urlopen(r, timeout=30) as resp:
-                return int(resp.status), json.load(resp)
-        except urllib.error.HTTPError as e:
-            return int(e.code), json.loads(e.read() or b"{}")
+        answer = post(base + "/v1/feedback", correction, key=key, timeout=30)
+        return answer["status"], answer["body"]
+
+    def stored_on_a_known_request() -> tuple[int, dict[str, Any]] | None:
+        status, body = feedback(KEY)
+        return (status, body) if body.get("known") else None
 
     assert feedback(None)[0] == 401
-    status, answer = wait_for(
-        lambda: (lambda r: r if r[1].get("known") else None)(feedback(KEY)),
-        timeout=30,
-        what="feedback on a known request",
-    )
+    status, answer = wait_for(stored_on_a_known_request, timeout=30, what="feedback on a known request")
     assert status == 202 and answer["stored"] is True, answer
     dataset = {
         "apiVersion": "llmops.dev/v1alpha1",
@@ -268,9 +244,7 @@ def test_feedback_through_the_guard_becomes_a_dataset(serving: Any) -> None:
     env.kubectl("apply", "-n", NS, "-f", "-", input=yaml.safe_dump(dataset))
     try:
         st = wait_for(
-            lambda: (lambda s: s if s.get("phase") in ("Ready", "Failed") else None)(
-                env.get("llmds", "support-corrections").get("status", {})
-            ),
+            lambda: _settled(env.get("llmds", "support-corrections").get("status", {})),
             timeout=300,
             every=3,
             what="the corrections dataset validated",

@@ -423,7 +423,7 @@ class DevEnv:
         tj = self.get("llmtj", "support-lora").get("status", {})
         dep = self.get("llmdep", "support-bot").get("status", {})
         base = self.endpoint()
-        chat = _post(
+        chat = post(
             base + "/v1/chat/completions",
             {
                 "model": "support-bot",
@@ -432,7 +432,7 @@ class DevEnv:
                 "messages": [{"role": "user", "content": QUESTION}],
             },
         )
-        redacted = _post(
+        redacted = post(
             base + "/v1/chat/completions",
             {
                 "model": "support-bot",
@@ -440,7 +440,7 @@ class DevEnv:
                 "messages": [{"role": "user", "content": "Email me at jane.doe@example.com about my order"}],
             },
         )
-        blocked = _post(
+        blocked = post(
             base + "/v1/chat/completions",
             {
                 "model": "support-bot",
@@ -482,18 +482,39 @@ class DevEnv:
 QUESTION = "My Aurelo Bell keeps dropping off the wifi. What can I do?"
 
 
-def _post(url: str, body: dict[str, Any], key: str = API_KEY) -> dict[str, Any]:
-    req = urllib.request.Request(
-        url,
-        data=json.dumps(body).encode(),
-        method="POST",
-        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
-    )
+def post(url: str, body: dict[str, Any], key: str | None = API_KEY, timeout: float = 120) -> dict[str, Any]:
+    """POST JSON through the guard as a client would: {"status", "body", "headers" (lower-case names)};
+    a JSON answer is parsed, anything else (a stream read to its end) is kept as text. HTTP errors are
+    answers too."""
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST", headers=headers)
     try:
-        with urllib.request.urlopen(req, timeout=120) as resp:
-            return {"status": resp.status, "body": json.loads(resp.read()), "headers": dict(resp.headers)}
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            status, raw, got = resp.status, resp.read(), resp.headers
     except urllib.error.HTTPError as e:
-        return {"status": e.code, "body": json.loads(e.read() or b"{}"), "headers": dict(e.headers)}
+        status, raw, got = e.code, e.read(), e.headers
+    text = raw.decode(errors="replace")
+    parsed: Any = json.loads(raw or b"{}") if "json" in (got.get("Content-Type") or "") else text
+    return {"status": int(status), "body": parsed, "headers": {k.lower(): v for k, v in got.items()}}
+
+
+def chat(
+    base: str,
+    content: str,
+    *,
+    key: str = API_KEY,
+    max_tokens: int = 8,
+    stream: bool = False,
+    model: str = "support-bot",
+) -> int:
+    """One chat request to the quickstart's endpoint; its HTTP status."""
+    body = {
+        "model": model,
+        "max_tokens": max_tokens,
+        "stream": stream,
+        "messages": [{"role": "user", "content": content}],
+    }
+    return int(post(base + "/v1/chat/completions", body, key=key, timeout=60)["status"])
 
 
 def _label(series: str, name: str) -> str:

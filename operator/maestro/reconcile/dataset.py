@@ -377,5 +377,5 @@ _RESULT_FIELDS = {
 def _keep(status: LLMDatasetStatus, *, phase: DatasetPhase | None) -> LLMDatasetStatus:
     """The last results, with `phase`: while a new version validates, the last good one stays visible
     (training may keep using it)."""
-    kept = LLMDatasetStatus.model_validate(status.model_dump(include=_RESULT_FIELDS))
-    return kept.model_copy(update={"phase": phase})
+    # already validated values: constructed, not validated again (this runs on every reconcile)
+    return LLMDatasetStatus.model_construct(phase=phase, **{k: getattr(status, k) for k in _RESULT_FIELDS})

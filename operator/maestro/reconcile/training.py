@@ -120,7 +120,7 @@ async def reconcile(ctx: Context, obj: Obj) -> Result:
 def decide(obj: Obj, facts: Facts, settings: Settings, poll_seconds: float) -> Plan:
     """Pure: the training job's children and status from its spec and what was observed."""
     status = status_of(LLMTrainingJobStatus, obj)
-    kept = LLMTrainingJobStatus.model_validate(status.model_dump(include=_KEPT))
+    kept = LLMTrainingJobStatus.model_construct(**{k: getattr(status, k) for k in _KEPT})  # validated: reused
     if facts.spec is None:
         return invalid_spec(kept.model_copy(update={"phase": TrainingPhase.FAILED}), facts.invalid)
     spec = facts.spec

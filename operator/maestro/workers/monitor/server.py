@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import signal
 import time
@@ -263,8 +264,6 @@ class Monitor:
 
 def _loopback(remote: str | None) -> bool:
     """True for a peer in this pod (loopback), which is where the guard relays from."""
-    import ipaddress
-
     try:
         return remote is not None and ipaddress.ip_address(remote).is_loopback
     except ValueError:
