@@ -32,6 +32,10 @@ class FakeUpstream:
     #: "drop": close the connection after 2 SSE events; "hang": stop sending after 2 events.
     stream_fault: str | None = None
     healthy: bool = True
+    #: Non-streamed: this choice (message, logprobs...) instead of the reply text; streamed: these
+    #: choice objects, one per SSE event, instead of the content pieces (tool calls, reasoning).
+    choice: dict[str, Any] | None = None
+    stream_choices: list[dict[str, Any]] | None = None
     #: Count for POST /tokenize (vLLM has it); None: 404, as from `transformers serve`.
     tokenize_count: int | None = None
     requests: list[dict[str, Any]] = field(default_factory=list)
@@ -109,7 +113,7 @@ class FakeUpstream:
         usage = {"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct}
         text = "".join(pieces)
         if not body.get("stream"):
-            choice: dict[str, Any] = (
+            choice: dict[str, Any] = self.choice or (
                 {
                     "index": 0,
                     "message": {"role": "assistant", "content": text},
@@ -158,7 +162,9 @@ class FakeUpstream:
                     ]
                 )
             )
-        for i, piece in enumerate(pieces):
+        for c in self.stream_choices or []:
+            events.append(event([c]))
+        for i, piece in enumerate(pieces if self.stream_choices is None else []):
             last = i == len(pieces) - 1
             if chat:
                 c = {

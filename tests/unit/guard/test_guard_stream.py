@@ -121,10 +121,19 @@ def test_window_redacts_email_split_across_chunks(size: int) -> None:
 
 def test_window_releases_text_before_the_end_of_a_long_answer() -> None:
     filt = make({"pii": {"input": "allow", "output": "redact"}, "outputWindow": {"chars": 16, "overlap": 4}})
-    first = filt.feed(chunk("a" * 10) + chunk("b" * 10))
+    first = filt.feed(chunk("a " * 5) + chunk("b " * 5))
     text, _ = contents(first)
-    assert text == "a" * 10 + "b" * 6  # all but the 4-char overlap released mid-stream
+    assert text == "a " * 5 + "b " * 3  # all but the 4-char overlap released mid-stream
     assert filt.first_content
+
+
+def test_window_holds_a_word_until_it_ends_up_to_four_windows() -> None:
+    """A secret has no spaces, quotes or brackets in it: cutting inside one would release its start
+    before it matches. A word is held until it ends — or, unbounded, until it fills four windows."""
+    filt = make({"pii": {"input": "allow", "output": "redact"}, "outputWindow": {"chars": 16, "overlap": 4}})
+    assert contents(filt.feed(chunk("a" * 10) + chunk("b" * 10)))[0] == ""
+    out = b"".join(filt.feed(chunk("c" * 10)) for _ in range(5))
+    assert contents(out)[0].startswith("a" * 10 + "b" * 10)
 
 
 def test_window_never_releases_half_a_match() -> None:

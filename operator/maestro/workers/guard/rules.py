@@ -18,13 +18,19 @@ from typing import Any
 from maestro.text.refusal import is_refusal as is_refusal  # re-exported: proxy and stream import it here
 from maestro.workers.guard.config import Policy
 from maestro.workers.guard.errors import GuardError, bad_request
+from maestro.workers.guard.fields import (
+    MESSAGE_TEXT_FIELDS,
+    ROUTE_CHAT,
+    ROUTE_COMPLETIONS,
+    ROUTE_EMBEDDINGS,
+    request_slots,
+    response_slots,
+)
 
 log = logging.getLogger("maestro.guard")
 
 CHARS_PER_TOKEN = 4
-ROUTE_CHAT = "chat"
-ROUTE_COMPLETIONS = "completions"
-ROUTE_EMBEDDINGS = "embeddings"
+__all__ = ["ROUTE_CHAT", "ROUTE_COMPLETIONS", "ROUTE_EMBEDDINGS", "Hit", "Scanner", "is_refusal", "redact"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,71 +158,22 @@ class InputResult:
     est_tokens: int = 0
 
 
-# A slot is a (container, key) pair whose value is a text the rules look at (and may rewrite).
-Slot = tuple[Any, Any]
-
-
-def _text_slots(route: str, body: dict[str, Any]) -> tuple[list[Slot], int]:
-    """Find every user-controlled text in the body; validate the shapes on the way.
-
-    Returns the slots and a count of pre-tokenized prompt tokens (token-id prompts have no text).
-    """
-    slots: list[Slot] = []
-    token_ids = 0
-    if route == ROUTE_CHAT:
-        messages = body.get("messages")
-        if not isinstance(messages, list) or not messages:
-            raise bad_request("'messages' must be a non-empty array of message objects.", param="messages")
-        for i, msg in enumerate(messages):
-            if not isinstance(msg, dict) or not isinstance(msg.get("role"), str):
-                raise bad_request(
-                    f"messages[{i}] must be an object with a string 'role'.", param=f"messages[{i}]"
-                )
-            content = msg.get("content")
-            if isinstance(content, str):
-                slots.append((msg, "content"))
-            elif isinstance(content, list):
-                for j, part in enumerate(content):
-                    if not isinstance(part, dict):
-                        raise bad_request(
-                            f"messages[{i}].content[{j}] must be an object.",
-                            param=f"messages[{i}].content[{j}]",
-                        )
-                    if isinstance(part.get("text"), str):
-                        slots.append((part, "text"))
-            elif content is not None:
-                raise bad_request(
-                    f"messages[{i}].content must be a string, an array of parts or null.",
-                    param=f"messages[{i}].content",
-                )
-        return slots, 0
-    key = "prompt" if route == ROUTE_COMPLETIONS else "input"
-    value = body.get(key)
-    if isinstance(value, str):
-        return [(body, key)], 0
-    if isinstance(value, list) and value:
-        for i, item in enumerate(value):
-            if isinstance(item, str):
-                slots.append((value, i))
-            elif isinstance(item, int) and not isinstance(item, bool):
-                token_ids += 1
-            elif isinstance(item, list) and all(isinstance(t, int) and not isinstance(t, bool) for t in item):
-                token_ids += len(item)
-            else:
-                raise bad_request(f"'{key}[{i}]' must be a string or an array of token ids.", param=key)
-        return slots, token_ids
-    raise bad_request(f"'{key}' must be a string or a non-empty array of strings or token ids.", param=key)
+def _prompt_text(key: Any, source: str) -> bool:
+    """Whether a slot is what the caller said (audited and measured as the prompt), rather than a tool
+    definition, a tool call's arguments or a reasoning trace (scanned all the same)."""
+    return source not in ("tools", "schema") and key not in ("arguments", *MESSAGE_TEXT_FIELDS)
 
 
 def check_input(
     policy: Policy, scanner: Scanner | None, route: str, body: dict[str, Any], want_text: bool
 ) -> InputResult:
-    """Apply the request-side content rules; raise `GuardError` on a block, rewrite on a redaction."""
+    """Apply the request-side content rules to every text field (`fields.request_slots`): raise
+    `GuardError` on a block, rewrite in place on a redaction."""
     result = InputResult()
-    slots, token_ids = _text_slots(route, body)
+    slots, token_ids = request_slots(route, body)
     chars = 0
     texts: list[str] = []
-    for container, key in slots:
+    for container, key, source in slots:
         text: str = container[key]
         chars += len(text)
         if scanner is not None and text:
@@ -243,7 +200,7 @@ def check_input(
                 text = redact(text, hits)
                 container[key] = text
                 result.modified = True
-        if want_text:
+        if want_text and _prompt_text(key, source):
             texts.append(text)
     if result.pii:
         result.decisions.append({"rule": "pii.input", "action": "redact"})
@@ -275,10 +232,29 @@ def clamp_max_tokens(policy: Policy, route: str, body: dict[str, Any]) -> dict[s
     return {"rule": "maxOutputTokens", "action": "clamp"} if changed else None
 
 
+def _blocking(scanner: Scanner, hits: Iterable[Hit]) -> Hit | None:
+    """The hit that stops the answer: a blocked term, or any PII where the policy blocks it."""
+    for h in hits:
+        if h.kind == "blocked" or scanner.pii_action == "block":
+            return h
+    return None
+
+
+def output_blocked(hit: Hit, verb: str = "withheld") -> GuardError:
+    rule = hit.label if hit.kind == "blocked" else "pii.output"
+    what = (
+        f"content blocked by policy ({hit.label})"
+        if hit.kind == "blocked"
+        else f"personal data ({hit.label})"
+    )
+    return GuardError(400, f"The response was {verb}: it contained {what}.", "output_blocked", rule=rule)
+
+
 def check_output(
     scanner: Scanner, route: str, obj: dict[str, Any], pii: dict[str, int], decisions: list[dict[str, str]]
 ) -> bool:
-    """Scan a non-streamed answer; raise on a block, redact in place. Returns whether it changed."""
+    """Scan a non-streamed answer — every choice's text fields and logprob tokens; raise on a block,
+    redact in place. Returns whether it changed."""
     choices = obj.get("choices")
     if not isinstance(choices, list):
         return False
@@ -286,32 +262,139 @@ def check_output(
     for c in choices:
         if not isinstance(c, dict):
             continue
-        holder, key = (c.get("message"), "content") if route == ROUTE_CHAT else (c, "text")
-        if not isinstance(holder, dict) or not isinstance(holder.get(key), str):
-            continue
-        text: str = holder[key]
-        hits = scanner.scan(text)
-        if not hits:
-            continue
-        for h in hits:
-            if h.kind == "pii":
-                pii[h.label] = pii.get(h.label, 0) + 1
-        for h in hits:
-            if h.kind == "blocked" or scanner.pii_action == "block":
-                rule = h.label if h.kind == "blocked" else "pii.output"
-                what = (
-                    f"content blocked by policy ({h.label})"
-                    if h.kind == "blocked"
-                    else f"personal data ({h.label})"
-                )
-                raise GuardError(
-                    400, f"The response was withheld: it contained {what}.", "output_blocked", rule=rule
-                )
-        holder[key] = redact(text, hits)
-        changed = True
+        for holder, key, _ in response_slots(route, c):
+            text: str = holder[key]
+            hits = scanner.scan(text)
+            if not hits:
+                continue
+            for h in hits:
+                if h.kind == "pii":
+                    pii[h.label] = pii.get(h.label, 0) + 1
+            block = _blocking(scanner, hits)
+            if block is not None:
+                raise output_blocked(block)
+            holder[key] = redact(text, hits)
+            changed = True
+        block, scrubbed = scrub_logprobs(scanner, route, c.get("logprobs"), pii)
+        if block is not None:
+            raise output_blocked(block)
+        changed = scrubbed or changed
     if changed:
         decisions.append({"rule": "pii.output", "action": "redact"})
     return changed
+
+
+def scrub_logprobs(
+    scanner: Scanner, route: str, logprobs: Any, pii: dict[str, int]
+) -> tuple[Hit | None, bool]:
+    """Redact PII out of a choice's logprobs, which spell the answer out a second time, token by token.
+
+    Chat: `logprobs.content[]` (and `.refusal[]`) entries; completions: `logprobs.tokens` and
+    `logprobs.top_logprobs`. Returns (the hit that must block the answer, whether anything changed).
+    """
+    if not isinstance(logprobs, dict):
+        return None, False
+    if route != ROUTE_CHAT:
+        return _scrub_completion_logprobs(scanner, logprobs, pii)
+    changed = False
+    for name in ("content", "refusal"):
+        entries = logprobs.get(name)
+        if isinstance(entries, list):
+            block, scrubbed = scrub_entries(scanner, entries, pii)
+            if block is not None:
+                return block, changed
+            changed = scrubbed or changed
+    return None, changed
+
+
+def _alternative_hit(scanner: Scanner, token: Any) -> bool:
+    if not isinstance(token, str) or not token:
+        return False
+    hit, hits = scanner.check(token)
+    return hit is not None or bool(hits)
+
+
+def redact_tokens(tokens: list[str], hits: Iterable[Hit], offset: int = 0) -> dict[int, str]:
+    """Token index -> its redacted text for every token overlapping a PII span (`hits` in positions of
+    the joined tokens, the first token sitting at `offset`). The token where a span starts carries the
+    placeholder; text of a token outside the span stays, so the tokens still spell the redacted text."""
+    spans = sorted((h.start, h.end, h.label) for h in hits if h.kind == "pii")
+    out: dict[int, str] = {}
+    if not spans:
+        return out
+    pos = offset
+    for i, tok in enumerate(tokens):
+        end = pos + len(tok)
+        inside = [(a, b, label) for a, b, label in spans if tok and a < end and b > pos]
+        if inside:
+            parts: list[str] = []
+            cursor = pos
+            for a, b, label in inside:
+                if a > cursor:
+                    parts.append(tok[cursor - pos : a - pos])
+                if a >= pos:
+                    parts.append(placeholder(label))
+                cursor = max(cursor, b)
+            if cursor < end:
+                parts.append(tok[cursor - pos :])
+            out[i] = "".join(parts)
+        pos = end
+    return out
+
+
+def _token_of(entry: Any) -> str:
+    token = entry.get("token") if isinstance(entry, dict) else None
+    return token if isinstance(token, str) else ""
+
+
+def scrub_entries(scanner: Scanner, entries: list[Any], pii: dict[str, int]) -> tuple[Hit | None, bool]:
+    """Chat-format logprob entries (`{token, logprob, bytes, top_logprobs}`), redacted in place."""
+    tokens: list[str] = [_token_of(e) for e in entries]
+    hits = scanner.scan("".join(tokens))
+    block = _blocking(scanner, hits)
+    if block is not None:
+        return block, False
+    changed = False
+    for i, replacement in redact_tokens(tokens, hits).items():
+        entries[i]["token"] = replacement
+        entries[i]["bytes"] = None
+        if entries[i].get("top_logprobs"):
+            entries[i]["top_logprobs"] = []
+        changed = True
+    for h in hits:
+        pii[h.label] = pii.get(h.label, 0) + 1
+    for e in entries:
+        top = e.get("top_logprobs") if isinstance(e, dict) else None
+        if isinstance(top, list) and top:
+            kept = [a for a in top if not (isinstance(a, dict) and _alternative_hit(scanner, a.get("token")))]
+            if len(kept) != len(top):
+                e["top_logprobs"] = kept
+                changed = True
+    return None, changed
+
+
+def _scrub_completion_logprobs(
+    scanner: Scanner, logprobs: dict[str, Any], pii: dict[str, int]
+) -> tuple[Hit | None, bool]:
+    tokens = logprobs.get("tokens")
+    changed = False
+    if isinstance(tokens, list) and all(isinstance(t, str) for t in tokens):
+        hits = scanner.scan("".join(tokens))
+        block = _blocking(scanner, hits)
+        if block is not None:
+            return block, False
+        for i, replacement in redact_tokens(tokens, hits).items():
+            tokens[i] = replacement
+            changed = True
+        for h in hits:
+            pii[h.label] = pii.get(h.label, 0) + 1
+    top = logprobs.get("top_logprobs")
+    if isinstance(top, list):
+        for i, alts in enumerate(top):
+            if isinstance(alts, dict) and any(_alternative_hit(scanner, t) for t in alts):
+                top[i] = {t: lp for t, lp in alts.items() if not _alternative_hit(scanner, t)}
+                changed = True
+    return None, changed
 
 
 def input_too_long(policy: Policy, tokens: int, exact: bool) -> GuardError:

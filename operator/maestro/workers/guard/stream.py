@@ -23,7 +23,17 @@ from typing import Any
 from maestro.workers.guard import codec
 from maestro.workers.guard.config import Policy
 from maestro.workers.guard.errors import GuardError, sse_error_event
-from maestro.workers.guard.rules import ROUTE_CHAT, Hit, Scanner, is_refusal, redact
+from maestro.workers.guard.fields import Channel, delta_for, delta_has_more, delta_pieces
+from maestro.workers.guard.rules import (
+    ROUTE_CHAT,
+    Hit,
+    Scanner,
+    is_refusal,
+    output_blocked,
+    redact,
+    redact_tokens,
+    scrub_entries,
+)
 
 DONE = b"[DONE]"
 _REFUSAL_PREFIX_CHARS = 64
@@ -65,16 +75,38 @@ class SSEFramer:
         return rest
 
 
-class _Choice:
-    __slots__ = ("chars", "finish_reason", "head", "pending", "released", "text")
+class _Channel:
+    """One text field of a streamed choice (content, reasoning, a tool call's arguments), held and
+    released on its own so the window scan never mixes two fields' text."""
+
+    __slots__ = ("logprobs", "lp_pos", "pending", "released", "spans", "text")
 
     def __init__(self) -> None:
         self.pending = ""  # held back, not yet scanned/released (window/buffer)
         self.released = 0  # chars already sent to the client
-        self.text: list[str] = []  # full text, kept when the audit log or audit mode needs it
+        self.text: list[str] = []  # every piece, kept for audit mode
+        #: held logprob entries of this channel's tokens (content/text only), released with the text
+        self.logprobs: list[dict[str, Any]] = []
+        self.lp_pos = 0  # chars of token text already released
+        #: absolute PII spans found in this channel's text not yet behind `lp_pos`
+        self.spans: list[Hit] = []
+
+
+class _Choice:
+    __slots__ = ("channels", "chars", "finish_reason", "head", "text")
+
+    def __init__(self) -> None:
+        self.channels: dict[Channel, _Channel] = {}
+        self.text: list[str] = []  # the answer's content, kept when the audit log needs it
         self.chars = 0
         self.head = ""  # first characters, for the refusal heuristic
         self.finish_reason: str | None = None
+
+    def channel(self, name: Channel) -> _Channel:
+        chan = self.channels.get(name)
+        if chan is None:
+            chan = self.channels[name] = _Channel()
+        return chan
 
 
 class StreamFilter:
@@ -152,12 +184,15 @@ class StreamFilter:
             choice = self.choices[index] = _Choice()
         return choice
 
-    def _record(self, choice: _Choice, piece: str) -> None:
+    def _record(self, choice: _Choice, channel: Channel, piece: str) -> None:
         choice.chars += len(piece)
-        if len(choice.head) < _REFUSAL_PREFIX_CHARS:
-            choice.head += piece[:_REFUSAL_PREFIX_CHARS]
-        if self.keep_text:
-            choice.text.append(piece)
+        if channel in ("content", "text"):
+            if len(choice.head) < _REFUSAL_PREFIX_CHARS:
+                choice.head += piece[:_REFUSAL_PREFIX_CHARS]
+            if self.keep_text:
+                choice.text.append(piece)
+        if self.mode == "audit":
+            choice.channel(channel).text.append(piece)
 
     def _event(self, event: bytes, out: list[bytes]) -> None:
         data = event_data(event)
@@ -187,7 +222,6 @@ class StreamFilter:
                 return  # the usage chunk the guard asked for on the client's behalf
             out.append(event)
             return
-        key = "delta" if self.route == ROUTE_CHAT else None
         holding = self.mode in ("window", "buffer")
         held = False
         finished: list[tuple[int, _Choice]] = []
@@ -197,14 +231,16 @@ class StreamFilter:
             index = c.get("index", 0)
             index = index if isinstance(index, int) else 0
             choice = self._choice(index)
-            holder = c.get("delta") if key else c
-            piece = holder.get("content" if key else "text") if isinstance(holder, dict) else None
-            if isinstance(piece, str) and piece:
-                self._record(choice, piece)
+            for channel, container, key in delta_pieces(self.route, c):
+                piece: str = container[key]
+                self._record(choice, channel, piece)
                 if holding:
-                    choice.pending += piece
-                    holder["content" if key else "text"] = ""  # type: ignore[index]
+                    choice.channel(channel).pending += piece
+                    container[key] = ""
                     held = True
+            if holding and c.get("logprobs") is not None:
+                self._hold_logprobs(choice, c)
+                held = True
             if c.get("finish_reason") is not None:
                 choice.finish_reason = c["finish_reason"]
                 finished.append((index, choice))
@@ -216,20 +252,17 @@ class StreamFilter:
             if held:
                 self.template = obj
             for index, choice in finished:  # everything held for a finished choice goes out first
-                self._release(index, choice, final=True, out=out)
+                self._release_all(index, choice, out)
                 if self.blocked is not None:
                     return
             if held and self.window:
                 for index, choice in self.choices.items():
-                    if len(choice.pending) >= self.window:
-                        self._release(index, choice, final=False, out=out)
-                        if self.blocked is not None:
-                            return
-            if (
-                held
-                and not finished
-                and not any(isinstance(c, dict) and _has_other_fields(c, key) for c in choices)
-            ):
+                    for name, chan in choice.channels.items():
+                        if len(chan.pending) >= self.window:
+                            self._release(index, name, chan, final=False, out=out)
+                            if self.blocked is not None:
+                                return
+            if held and not finished and not any(isinstance(c, dict) and self._has_more(c) for c in choices):
                 return  # pure text, now held: released later as synthesized events
         elif not self.first_content and self.response_chars:
             self.first_content = True
@@ -238,24 +271,55 @@ class StreamFilter:
         else:
             out.append(event)
 
+    def _has_more(self, choice: dict[str, Any]) -> bool:
+        return self.route == ROUTE_CHAT and delta_has_more(choice)
+
+    def _hold_logprobs(self, choice: _Choice, c: dict[str, Any]) -> None:
+        """Take a chunk's logprobs off the event: they spell out the held text, so they are released
+        with it (and redacted like it)."""
+        lp = c.pop("logprobs")
+        c["logprobs"] = None
+        if not isinstance(lp, dict):
+            return
+        if self.route == ROUTE_CHAT:
+            entries = lp.get("content")
+            if isinstance(entries, list):
+                choice.channel("content").logprobs.extend(e for e in entries if isinstance(e, dict))
+            return
+        tokens = lp.get("tokens")
+        if not isinstance(tokens, list):
+            return
+        n = len(tokens)
+        columns: dict[str, list[Any]] = {}
+        for k in _COMPLETION_LOGPROBS:
+            col = lp.get(k)
+            columns[k] = col if isinstance(col, list) else [None] * n
+        chan = choice.channel("text")
+        for i, token in enumerate(tokens):
+            entry = {k: (col[i] if i < len(col) else None) for k, col in columns.items()}
+            entry["token"] = token if isinstance(token, str) else ""
+            chan.logprobs.append(entry)
+
     def _block(self, hit: Hit, out: list[bytes]) -> None:
-        rule = hit.label if hit.kind == "blocked" else "pii.output"
-        self.decisions.append({"rule": rule, "action": "block"})
-        what = (
-            f"content blocked by policy ({hit.label})"
-            if hit.kind == "blocked"
-            else f"personal data ({hit.label})"
+        self.decisions.append(
+            {"rule": hit.label if hit.kind == "blocked" else "pii.output", "action": "block"}
         )
-        self.blocked = GuardError(
-            400, f"The response was stopped: it contained {what}.", "output_blocked", rule=rule
-        )
+        self.blocked = output_blocked(hit, "stopped")
         out.append(sse_error_event(self.blocked.message, self.blocked.code))
         self.done = True
 
-    def _release(self, index: int, choice: _Choice, *, final: bool, out: list[bytes]) -> None:
+    def _release_all(self, index: int, choice: _Choice, out: list[bytes]) -> None:
+        for name, chan in choice.channels.items():
+            self._release(index, name, chan, final=True, out=out)
+            if self.blocked is not None:
+                return
+
+    def _release(self, index: int, name: Channel, chan: _Channel, *, final: bool, out: list[bytes]) -> None:
         """Scan the held text; send all of it (final) or all but the overlap tail, redacted."""
-        text = choice.pending
+        text = chan.pending
         if not text:
+            if final and chan.logprobs:
+                self._emit(index, name, chan, "", final=True, out=out)
             return
         assert self.scanner is not None
         hits = self.scanner.scan(text)
@@ -264,12 +328,16 @@ class StreamFilter:
             if h.kind == "blocked" or self.scanner.pii_action == "block":
                 self._block(h, out)
                 return
-        if not final and 0 < cut < len(text) and not text[cut].isspace() and not text[cut - 1].isspace():
+        if not final and 0 < cut < len(text) and not (_boundary(text[cut]) or _boundary(text[cut - 1])):
             # never release part of a word: most secrets (e-mails, keys, URLs) are one, and a
-            # half-seen one does not match yet
-            space = max(text.rfind(" ", 0, cut), text.rfind("\n", 0, cut))
-            if space >= 0:
-                cut = space + 1
+            # half-seen one does not match yet; a word longer than the window is held up to a bound
+            b = cut - 1
+            while b >= 0 and not _boundary(text[b]):
+                b -= 1
+            if b >= 0:
+                cut = b + 1
+            elif len(text) < _MAX_WORD_WINDOWS * max(self.window, 1):
+                cut = 0
         for h in hits:  # never split a match: hold it back whole
             if h.start < cut < h.end:
                 cut = h.start
@@ -278,52 +346,108 @@ class StreamFilter:
         released_hits = [h for h in hits if h.end <= cut]
         for h in released_hits:
             self.pii[h.label] = self.pii.get(h.label, 0) + 1
+            chan.spans.append(Hit(h.kind, h.label, chan.released + h.start, chan.released + h.end))
         if released_hits and not any(d["rule"] == "pii.output" for d in self.decisions):
             self.decisions.append({"rule": "pii.output", "action": "redact"})
         piece = redact(text[:cut], released_hits) if released_hits else text[:cut]
-        choice.pending = text[cut:]
-        choice.released += cut
-        out.append(b"data: " + codec.dumps(self._content_event(index, piece)) + b"\n\n")
+        chan.pending = text[cut:]
+        chan.released += cut
+        self._emit(index, name, chan, piece, final=final, out=out)
+
+    def _emit(
+        self, index: int, name: Channel, chan: _Channel, piece: str, *, final: bool, out: list[bytes]
+    ) -> None:
+        """One synthesized event with the released piece and the logprob entries now wholly released."""
+        entries = self._released_logprobs(chan, final)
+        out.append(b"data: " + codec.dumps(self._content_event(index, name, piece, entries)) + b"\n\n")
         self.first_content = True
 
-    def _content_event(self, index: int, piece: str) -> dict[str, Any]:
-        base = {k: v for k, v in (self.template or {}).items() if k not in ("choices", "usage")}
+    def _released_logprobs(self, chan: _Channel, final: bool) -> list[dict[str, Any]]:
+        """The held entries whose token text lies within what was released, redacted where a PII span
+        of the text covers them (found by position: the tokens spell out the same text)."""
+        if not chan.logprobs:
+            return []
+        taken: list[dict[str, Any]] = []
+        pos = chan.lp_pos
+        for e in chan.logprobs:
+            size = len(e.get("token") or "")
+            if not final and pos + size > chan.released:
+                break
+            taken.append(e)
+            pos += size
+        del chan.logprobs[: len(taken)]
+        tokens = [e.get("token") or "" for e in taken]
+        for i, text in redact_tokens(tokens, chan.spans, chan.lp_pos).items():
+            e = taken[i]
+            e["token"] = text
+            e["bytes"] = None
+            if e.get("top_logprobs"):
+                e["top_logprobs"] = []
+        chan.lp_pos = pos
+        chan.spans = [h for h in chan.spans if h.end > pos]
+        assert self.scanner is not None
         if self.route == ROUTE_CHAT:
-            choice: dict[str, Any] = {
-                "index": index,
-                "delta": {"content": piece},
-                "logprobs": None,
-                "finish_reason": None,
-            }
-        else:
-            choice = {"index": index, "text": piece, "logprobs": None, "finish_reason": None}
+            scrub_entries(self.scanner, taken, {})  # alternatives that spell a secret on their own
+        return taken
+
+    def _content_event(
+        self, index: int, name: Channel, piece: str, entries: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        base = {k: v for k, v in (self.template or {}).items() if k not in ("choices", "usage")}
+        choice: dict[str, Any] = {"index": index, **delta_for(self.route, name, piece), "logprobs": None}
+        if entries and self.route == ROUTE_CHAT:
+            choice["logprobs"] = {"content": entries}
+        elif entries:
+            lp = {k: [e.get(k) for e in entries] for k in _COMPLETION_LOGPROBS}
+            lp["tokens"] = [e["token"] for e in entries]
+            lp["top_logprobs"] = [
+                {t: v for t, v in (e.get("top_logprobs") or {}).items() if not _secret(self.scanner, t)}
+                for e in entries
+            ]
+            choice["logprobs"] = lp
+        choice["finish_reason"] = None
         base["choices"] = [choice]
         return base
 
     def _final(self, out: list[bytes]) -> None:
         if self.mode in ("window", "buffer"):
             for index, choice in self.choices.items():
-                self._release(index, choice, final=True, out=out)
+                self._release_all(index, choice, out)
                 if self.blocked is not None:
                     return
         elif self.mode == "audit":
             assert self.scanner is not None
             for choice in self.choices.values():
-                hits = self.scanner.scan("".join(choice.text))
-                for h in hits:
-                    if h.kind == "pii":
-                        self.pii[h.label] = self.pii.get(h.label, 0) + 1
-                for h in hits:
-                    if h.kind == "blocked" or self.scanner.pii_action == "block":
-                        self._block(h, out)
-                        return
-                if hits:
-                    self.decisions.append({"rule": "pii.output", "action": "audit"})
+                for chan in choice.channels.values():
+                    hits = self.scanner.scan("".join(chan.text))
+                    for h in hits:
+                        if h.kind == "pii":
+                            self.pii[h.label] = self.pii.get(h.label, 0) + 1
+                    for h in hits:
+                        if h.kind == "blocked" or self.scanner.pii_action == "block":
+                            self._block(h, out)
+                            return
+                    if hits and not any(d["rule"] == "pii.output" for d in self.decisions):
+                        self.decisions.append({"rule": "pii.output", "action": "audit"})
 
 
-def _has_other_fields(choice: dict[str, Any], key: str | None) -> bool:
-    """Whether a choice delta carries more than text (role, tool calls…) and so must be forwarded."""
-    if key is None:
+#: Where a held text may be cut: whitespace and the quotes and brackets that end a token in prose,
+#: JSON (tool-call arguments) and markup. No secret pattern spans one of them.
+_BOUNDARIES = frozenset(" \t\r\n\"',;<>(){}[]")
+#: A word (no boundary) is held until it ends or grows to this many windows.
+_MAX_WORD_WINDOWS = 4
+
+
+def _boundary(ch: str) -> bool:
+    return ch in _BOUNDARIES or ch.isspace()
+
+
+#: The per-token columns of a completions-format `logprobs` object.
+_COMPLETION_LOGPROBS = ("tokens", "token_logprobs", "top_logprobs", "text_offset")
+
+
+def _secret(scanner: Scanner | None, token: Any) -> bool:
+    if scanner is None or not isinstance(token, str) or not token:
         return False
-    delta = choice.get("delta")
-    return isinstance(delta, dict) and any(k != "content" and v is not None for k, v in delta.items())
+    hit, hits = scanner.check(token)
+    return hit is not None or bool(hits)
