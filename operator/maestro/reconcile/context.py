@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from maestro.builders.meta import ChildRef
 from maestro.builders.serving import Capabilities
 from maestro.builders.settings import Settings
 from maestro.k8s import Kube
@@ -30,6 +31,18 @@ class InvalidObject(Exception):
     """The object's spec does not parse; nothing will change until someone edits it."""
 
 
+@dataclass(frozen=True)
+class Built:
+    """The children last applied for one owner and the key of everything they were built from.
+
+    Kept in `Context.built` and handed to the next decide through its facts, so an object whose
+    inputs did not change (a status-only event, a periodic resync) reuses its manifests instead of
+    building and fingerprinting them again: decide stays a function of its facts."""
+
+    key: Hashable
+    children: Mapping[ChildRef, Obj | None]
+
+
 @dataclass
 class Context:
     kube: Kube
@@ -38,6 +51,8 @@ class Context:
     caps: Capabilities = field(default_factory=Capabilities)
     #: owner uid -> digest of the children last applied (skip no-op applies on status-only events).
     applied: dict[str, str] = field(default_factory=dict)
+    #: owner uid -> the children last applied and the key of their inputs (see `Built`).
+    built: dict[str, Built] = field(default_factory=dict)
     #: (kind, namespace, name) -> the latest watched child (Deployments), so status reads need no GET.
     children: dict[tuple[str, str, str], Obj] = field(default_factory=dict)
     #: Called for every condition transition (defaults to posting a Kubernetes Event).
@@ -72,3 +87,4 @@ class Context:
 
     def forget(self, uid: str) -> None:
         self.applied.pop(uid, None)
+        self.built.pop(uid, None)

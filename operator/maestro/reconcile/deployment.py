@@ -6,6 +6,7 @@ are, and conditions say what blocks the next rollout.
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +28,7 @@ from maestro.builders.pods import split_pvc_uri
 from maestro.builders.settings import Settings
 from maestro.reconcile import admission
 from maestro.reconcile.common import Plan, invalid_spec, run, spec_of, standard, status_of
-from maestro.reconcile.context import Context, InvalidObject, Result
+from maestro.reconcile.context import Built, Context, InvalidObject, Result
 from maestro.reconcile.store import TRAINING
 from maestro.status import deployments
 from maestro.status.conditions import Cond, cond
@@ -208,6 +209,8 @@ class Facts:
     pods: tuple[Obj, ...] | None = None
     caps: serving.Capabilities = field(default_factory=serving.Capabilities)
     apply_error: str = ""
+    #: The children last applied and the key of their inputs (reused when the key is unchanged).
+    built: Built | None = None
 
 
 async def observe(ctx: Context, obj: Obj) -> Facts:
@@ -238,6 +241,7 @@ async def observe(ctx: Context, obj: Obj) -> Facts:
         deployment=deployment,
         pods=pods,
         caps=ctx.caps,
+        built=ctx.built.get(obj["metadata"].get("uid", "")),
     )
 
 
@@ -310,8 +314,11 @@ def decide(obj: Obj, facts: Facts, settings: Settings, poll_seconds: float) -> P
     policy = facts.policies[0] if facts.policies else None
     policy_spec = _policy_spec(policy)
     model = facts.model
-    children: dict[ChildRef, Obj | None] = {}
-    if blocked is None and model is not None:
+    children: Mapping[ChildRef, Obj | None] = {}
+    key = _children_key(obj, model, policy, facts.caps, settings)
+    if blocked is None and model is not None and facts.built is not None and facts.built.key == key:
+        children = facts.built.children
+    elif blocked is None and model is not None:
         doc = guard_config.render(
             policy["metadata"]["name"] if policy_spec and policy else None,
             policy_spec,
@@ -368,6 +375,41 @@ def decide(obj: Obj, facts: Facts, settings: Settings, poll_seconds: float) -> P
         children=children,
         force=deployment is None,
         requeue_after=requeue,
+        children_key=key if children else None,
+    )
+
+
+def _children_key(
+    obj: Obj,
+    model: serving.ResolvedModel | None,
+    policy: Obj | None,
+    caps: serving.Capabilities,
+    settings: Settings,
+) -> Hashable | None:
+    """Everything the serving children are built from (`serving.build_children`'s arguments): the
+    object's identity and spec generation, the resolved model, the policy's identity and generation,
+    the cluster's capabilities and the process settings. None where one of them cannot be keyed."""
+    meta = obj["metadata"]
+    if model is None or not meta.get("uid") or meta.get("generation") is None:
+        return None
+    pmeta = policy["metadata"] if policy is not None else {}
+    if policy is not None and (not pmeta.get("uid") or pmeta.get("generation") is None):
+        return None
+    return (
+        meta["uid"],
+        meta["generation"],
+        model.uri,
+        model.served_name,
+        model.digest,
+        model.revision,
+        tuple(sorted(model.adapters.items())),
+        tuple(sorted(model.adapter_ranks.items())),
+        tuple(sorted(model.adapter_digests.items())),
+        pmeta.get("uid"),
+        pmeta.get("name"),
+        pmeta.get("generation"),
+        caps,
+        id(settings),
     )
 
 

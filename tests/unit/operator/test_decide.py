@@ -7,7 +7,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
@@ -570,3 +570,41 @@ def test_a_job_whose_pods_finished_is_not_back_to_waiting_for_pods(training_obj:
         evaluating, training.Facts(spec=spec, dataset=ready_dataset(), job=finishing), SETTINGS, POLL
     )
     assert (plan.phase, ready(plan)["reason"]) == ("Evaluating", "Evaluating")
+
+
+def test_unchanged_inputs_reuse_the_children_last_built(
+    deployment_obj: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A status-only event or a resync decides again; with the same inputs it reuses the manifests last
+    applied (no build, no fingerprint), and any input that changes them changes the key."""
+    from maestro.reconcile.context import Built
+
+    obj = {**deployment_obj, "metadata": {**deployment_obj["metadata"], "uid": "u-1", "generation": 3}}
+    policy = {**POLICY, "metadata": {**POLICY["metadata"], "uid": "p-1", "generation": 1}}
+    spec = LLMDeploymentSpec.model_validate(obj["spec"])
+    facts = deployment.Facts(spec=spec, model=MODEL, policies=(policy,), deployment=serving_deployment(1))
+    first = deployment.decide(obj, facts, SETTINGS, POLL)
+    assert first.children and first.children_key is not None
+    built = Built(first.children_key, first.children)
+
+    def no_build(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("children rebuilt although nothing they are built from changed")
+
+    monkeypatch.setattr(serving, "build_children", no_build)
+    again = deployment.decide(obj, replace(facts, built=built), SETTINGS, POLL)
+    assert again.children is first.children and again.children_key == first.children_key
+    monkeypatch.undo()
+
+    bumped = {**obj, "metadata": {**obj["metadata"], "generation": 4}}
+    new_policy = {**policy, "metadata": {**policy["metadata"], "generation": 2}}
+    new_model = replace(MODEL, digest="sha256:" + "e" * 64)
+    for o, f in (
+        (bumped, facts),
+        (obj, replace(facts, policies=(new_policy,))),
+        (obj, replace(facts, model=new_model)),
+        (obj, replace(facts, caps=serving.Capabilities(keda=True))),
+    ):
+        plan = deployment.decide(o, replace(f, built=built), SETTINGS, POLL)
+        assert plan.children_key != built.key and plan.children is not built.children
+    other = deployment.decide(obj, replace(facts, built=built), Settings(), POLL)
+    assert other.children is not built.children  # other settings: other manifests
