@@ -118,6 +118,8 @@ class Reason(StrEnum):
     PII_REJECTED = "PIIRejected"
     GATE_FAILED = "GateFailed"
     VALIDATION_FAILED = "ValidationFailed"
+    #: the validated copy outlived governance.retentionDays: it is validated (and copied) again
+    RETENTION_EXPIRED = "RetentionExpired"
     # LLMTrainingJob
     DATASET_NOT_FOUND = "DatasetNotFound"
     DATASET_NOT_READY = "DatasetNotReady"
@@ -162,6 +164,7 @@ RETRIABLE: frozenset[Reason] = frozenset(
         Reason.VALIDATION_PENDING,
         Reason.VALIDATION_RUNNING,
         Reason.SOURCE_UNAVAILABLE,
+        Reason.RETENTION_EXPIRED,
         Reason.DATASET_NOT_FOUND,
         Reason.DATASET_NOT_READY,
         Reason.DATASET_VERSION_MISMATCH,

@@ -288,7 +288,12 @@ class Governance(SpecModel):
         description="The source holds personal data (after cleaning, PII findings are reported regardless).",
     )
     retention_days: int | None = Field(
-        None, ge=1, description="Days the versioned copy may be kept; the operator reports expiry in status."
+        None,
+        ge=1,
+        description="Days a versioned copy may be kept. The operator reports expiry in status.expiresAt and "
+        "then validates again (reason RetentionExpired), which copies the source anew; the validation "
+        "first deletes the versions on the claim older than this that no LLMTrainingJob pins or trained "
+        "on (status.prunedVersions).",
     )
     description: str | None = Field(
         None, max_length=4096, description="What the data is and how it was collected."
@@ -402,6 +407,24 @@ class LLMDatasetStatus(ObservedStatus):
     source_digest: str | None = Field(None, description="sha256 of the raw source content that was read.")
     start_time: str | None = Field(None, description="When the current validation started (RFC 3339).")
     completion_time: str | None = Field(None, description="When the current validation finished (RFC 3339).")
+    expires_at: str | None = Field(
+        None,
+        description="When the current version's retention ends: completionTime + governance.retentionDays "
+        "(RFC 3339); the dataset is validated again then. Absent without retentionDays.",
+    )
+    pruned_versions: list[str] | None = Field(
+        None,
+        description="Versions the last validation deleted from the claim because they were older than "
+        "governance.retentionDays and no LLMTrainingJob pinned them (the first 20; see prunedCount).",
+    )
+    pruned_count: int | None = Field(
+        None, description="How many versions the last validation deleted (prunedVersions may list fewer)."
+    )
+    prune_errors: list[str] | None = Field(
+        None,
+        description="Expired versions the last validation could not delete, with why; the next validation "
+        "tries again.",
+    )
 
 
 class LLMDataset(KindModel):
@@ -419,6 +442,9 @@ class LLMDataset(KindModel):
             PrinterColumn("Kept", "integer", ".status.records.kept", "Records kept after cleaning"),
             PrinterColumn("Total", "integer", ".status.records.total", "Records read", priority=1),
             PrinterColumn("Source", "string", ".spec.source.uri", "Source URI", priority=1),
+            PrinterColumn(
+                "Expires", "string", ".status.expiresAt", "When the version's retention ends", priority=1
+            ),
             age_column(),
         ),
         root_validations=(OWNER_NAME_RULE,),

@@ -6,6 +6,7 @@ while earlier versions' artifacts stay on the claim.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from maestro.api.common import ComputeResources
@@ -39,7 +40,10 @@ def build_pvc(owner: Obj, spec: LLMDatasetSpec, settings: Settings) -> Obj | Non
     return pods.owned_pvc(owner, claim_name(owner, spec), COMPONENT, spec.storage.pvc, settings)
 
 
-def build_job(owner: Obj, spec: LLMDatasetSpec, settings: Settings) -> Obj:
+def build_job(owner: Obj, spec: LLMDatasetSpec, settings: Settings, pinned: Iterable[str] = ()) -> Obj:
+    """The validation Job. `pinned`: the dataset versions LLMTrainingJobs use; with
+    governance.retentionDays set (the worker reads it from the spec) the worker deletes older
+    versions from the claim except these (sorted, so the manifest is the same for the same pins)."""
     claim = claim_name(owner, spec)
     h = spec_hash(spec)
     meta = object_meta(owner, job_name(owner, spec), COMPONENT, extra_labels={LABEL_SPEC_HASH: h})
@@ -51,6 +55,8 @@ def build_job(owner: Obj, spec: LLMDatasetSpec, settings: Settings) -> Obj:
         {"name": contract.ENV_PVC_ROOT, "value": contract.DEFAULT_PVC_ROOT},
         {"name": "HOME", "value": "/tmp"},
     ]
+    if spec.governance.retention_days is not None:
+        env.append({"name": contract.ENV_PINNED_VERSIONS, "value": ",".join(sorted(set(pinned)))})
     mounts: list[Obj] = [
         {"name": OUTPUT_VOLUME, "mountPath": contract.DEFAULT_OUTPUT_DIR},
         {"name": "tmp", "mountPath": "/tmp"},

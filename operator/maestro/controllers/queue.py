@@ -40,10 +40,13 @@ class WorkQueue:
 
     def add(self, key: Hashable, delay: float = 0.0) -> None:
         if delay > 0:
+            loop = asyncio.get_running_loop()
             timer = self._timers.get(key)
             if timer is not None:
-                return  # an earlier requeue is pending; the reconcile then reads the latest state anyway
-            loop = asyncio.get_running_loop()
+                if timer.when() <= loop.time() + delay:
+                    return  # an earlier requeue is pending; the reconcile then reads the latest state
+                # a later one (a dataset's retention expiry, days away) must not hold back a retry
+                timer.cancel()
             self._timers[key] = loop.call_later(delay, self._fire, key)
             return
         if key in self._active:

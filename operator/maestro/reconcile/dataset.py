@@ -1,7 +1,9 @@
 """LLMDataset: claim + validation Job per spec; the worker's summary becomes status.
 
 Level-based and restart-safe: the Job name is derived from the spec, so re-running this after a
-crash finds the same Job; a terminal status for the current generation is final (nothing is re-run).
+crash finds the same Job; a terminal status for the current generation is final (nothing is re-run),
+with two exceptions: a source error is retried after a pause, and a Ready copy is validated again
+once governance.retentionDays have passed since its validation finished (status.expiresAt).
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, cast
 
 from maestro.api.conditions import ConditionType, Reason
 from maestro.api.dataset import (
@@ -23,13 +25,14 @@ from maestro.api.dataset import (
     RecordCounts,
 )
 from maestro.builders import dataset as build
-from maestro.builders.meta import ChildRef
+from maestro.builders.meta import ChildRef, child_name
 from maestro.builders.settings import Settings
 from maestro.reconcile import admission
 from maestro.reconcile.common import Plan, conditions_of, invalid_spec, run, spec_of, standard, status_of
 from maestro.reconcile.context import Context, InvalidObject, Result
+from maestro.reconcile.store import DATASET, TRAINING, Store
 from maestro.status import jobs
-from maestro.status.conditions import Cond, cond
+from maestro.status.conditions import Cond, cond, now_rfc3339
 from maestro.workers.data import contract
 
 Obj = dict[str, Any]
@@ -69,6 +72,9 @@ def summary_status(summary: contract.Summary) -> LLMDatasetStatus:
     }
     length = {k: v for k, v in (stats.get("lengthChars") or {}).items() if k in LengthStats.model_fields}
     art = summary.get("artifact")
+    pruned = [str(normalize_version(str(v))) for v in summary.get("prunedVersions") or []]
+    pruned = pruned[: contract.MAX_PRUNED_LISTED]
+    prune_errors = [str(e)[:300] for e in summary.get("pruneErrors") or []][: contract.MAX_PRUNE_ERRORS]
     return LLMDatasetStatus(
         version=normalize_version(summary.get("version")),
         records=RecordCounts(
@@ -99,6 +105,9 @@ def summary_status(summary: contract.Summary) -> LLMDatasetStatus:
         ],
         artifact=DatasetArtifact(uri=art.get("uri"), report_uri=art.get("reportUri")) if art else None,
         source_digest="sha256:" + str(summary["sourceSha256"]) if summary.get("sourceSha256") else None,
+        pruned_versions=pruned or None,
+        pruned_count=summary.get("prunedCount"),
+        prune_errors=prune_errors or None,
     )
 
 
@@ -119,6 +128,8 @@ class Facts:
     now: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
     #: The API server refused a child for good (set when deciding again after the apply).
     apply_error: str = ""
+    #: Versions on this dataset's claim that retention must keep (see `pinned_versions`), sorted.
+    pinned: tuple[str, ...] = ()
 
 
 def _terminal(obj: Obj) -> bool:
@@ -140,6 +151,8 @@ async def observe(ctx: Context, obj: Obj) -> Facts:
     facts = Facts(spec=spec, policies=tuple(policies), violations=tuple(violations))
     if violations or _terminal(obj):
         return facts
+    if spec.governance.retention_days is not None:
+        facts = replace(facts, pinned=pinned_versions(ctx.store, obj, spec))
     ns = obj["metadata"]["namespace"]
     job = await ctx.kube.get("batch/v1", "Job", build.job_name(obj, spec), ns)
     pods: list[Obj] = []
@@ -148,6 +161,44 @@ async def observe(ctx: Context, obj: Obj) -> Facts:
             "v1", "Pod", ns, labels={"batch.kubernetes.io/controller-uid": job["metadata"]["uid"]}
         )
     return replace(facts, job=job, looked=True, pods=tuple(pods))
+
+
+def _claim_of(ds: Obj) -> str:
+    """The claim a dataset object writes its versions to (`build.claim_name`, from the raw spec)."""
+    pvc = ((ds.get("spec") or {}).get("storage") or {}).get("pvc") or {}
+    return str(pvc.get("claimName") or child_name(ds["metadata"]["name"], "data"))
+
+
+def pinned_versions(store: Store, obj: Obj, spec: LLMDatasetSpec) -> tuple[str, ...]:
+    """The versions retention must not delete from this dataset's claim: those an LLMTrainingJob
+    trained on (status.lineage.datasetVersion: the model's lineage must keep pointing at data that
+    exists) or pins (spec.datasetRef.version). A claim named by several datasets holds all their
+    versions, so their training jobs count too, and so do their current versions."""
+    meta = obj["metadata"]
+    ns, claim = meta["namespace"], build.claim_name(obj, spec)
+    names = {meta["name"]}
+    versions: set[str] = set()
+    for other in store.list(DATASET, ns):
+        if other["metadata"]["name"] != meta["name"] and _claim_of(other) == claim:
+            names.add(other["metadata"]["name"])
+            versions.add(str((other.get("status") or {}).get("version") or ""))
+    for tj in store.list(TRAINING, ns):
+        ref = (tj.get("spec") or {}).get("datasetRef") or {}
+        if ref.get("name") in names:
+            lineage = (tj.get("status") or {}).get("lineage") or {}
+            versions |= {str(ref.get("version") or ""), str(lineage.get("datasetVersion") or "")}
+    versions.discard("")
+    return tuple(sorted(versions))
+
+
+def expires_at(spec: LLMDatasetSpec, status: LLMDatasetStatus) -> dt.datetime | None:
+    """When a Ready copy's retention ends (completionTime + governance.retentionDays); None without
+    retentionDays, before a validation finished, or when nothing was validated."""
+    days = spec.governance.retention_days
+    if days is None or status.phase != DatasetPhase.READY:
+        return None
+    done = _parse_time(status.completion_time)
+    return None if done is None else done + dt.timedelta(days=days)
 
 
 async def reconcile(ctx: Context, obj: Obj) -> Result:
@@ -205,11 +256,33 @@ def decide(obj: Obj, facts: Facts, settings: Settings, poll_seconds: float) -> P
                 delete=(job_ref,),
                 requeue_after=1.0,
             )
-        # Terminal for this generation: results are final until the spec changes.
+        expiry = expires_at(spec, status)
+        expires = None if expiry is None else now_rfc3339(expiry)
+        left = None if expiry is None else (expiry - facts.now).total_seconds()
+        if left is not None and left <= 0:
+            # The copy outlived governance.retentionDays: validate again. The worker deletes expired,
+            # unpinned versions first, then copies the source anew (a fresh retention period); a
+            # source that is gone fails the validation with its usual reason.
+            msg = (
+                f"version {status.version} expired at {expires} "
+                f"(governance.retentionDays {spec.governance.retention_days}): validating again"
+            )
+            return Plan(
+                _keep(status, phase=DatasetPhase.VALIDATING).model_copy(update={"expires_at": expires}),
+                [
+                    *standard(False, Reason.RETENTION_EXPIRED, msg, progressing=True),
+                    cond(ConditionType.VALIDATED, False, Reason.RETENTION_EXPIRED, msg),
+                    admitted,
+                ],
+                delete=(job_ref,),
+                requeue_after=1.0,
+            )
+        # Terminal for this generation: results are final until the spec changes (or they expire).
         return Plan(
-            _keep(status, phase=status.phase),
+            _keep(status, phase=status.phase).model_copy(update={"expires_at": expires}),
             [*conditions_of(obj, without=(ConditionType.POLICY_ADMITTED,)), admitted],
             message=status.message,
+            requeue_after=left,
         )
 
     if facts.apply_error:
@@ -235,7 +308,7 @@ def decide(obj: Obj, facts: Facts, settings: Settings, poll_seconds: float) -> P
     view = jobs.view(job)
     if job is None:
         # created by this plan: it starts out pending
-        children[job_ref] = build.build_job(obj, spec, settings)
+        children[job_ref] = build.build_job(obj, spec, settings, facts.pinned)
         view = jobs.JobView(jobs.JobState.PENDING)
     plan_children: Mapping[ChildRef, Obj | None] = children
     exclusive = {("batch/v1", "Job"): job_name} if job is None else {}
@@ -255,7 +328,13 @@ def decide(obj: Obj, facts: Facts, settings: Settings, poll_seconds: float) -> P
             force=job is None,
             exclusive=exclusive,
         )
-    return _finished(status, view, list(facts.pods), job_name, admitted, plan_children, retry_after)
+    finished = _finished(status, view, list(facts.pods), job_name, admitted, plan_children, retry_after)
+    expiry = expires_at(spec, cast(LLMDatasetStatus, finished.status))
+    if expiry is not None:
+        # report the new copy's expiry at once, and look again then (the terminal path takes over)
+        finished.status = finished.status.model_copy(update={"expires_at": now_rfc3339(expiry)})
+        finished.requeue_after = max((expiry - facts.now).total_seconds(), 1.0)
+    return finished
 
 
 def _finished(
@@ -313,14 +392,19 @@ def _finished(
     )
 
 
-def _seconds_since(timestamp: str | None, now: dt.datetime) -> float | None:
+def _parse_time(timestamp: str | None) -> dt.datetime | None:
+    """An RFC 3339 timestamp as the API server writes it (…Z, whole seconds); None when absent or odd."""
     if not timestamp:
         return None
     try:
-        then = dt.datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
+        return dt.datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
     except ValueError:
         return None
-    return (now - then).total_seconds()
+
+
+def _seconds_since(timestamp: str | None, now: dt.datetime) -> float | None:
+    then = _parse_time(timestamp)
+    return None if then is None else (now - then).total_seconds()
 
 
 def _failure(
@@ -371,6 +455,10 @@ _RESULT_FIELDS = {
     "source_digest",
     "start_time",
     "completion_time",
+    "expires_at",
+    "pruned_versions",
+    "pruned_count",
+    "prune_errors",
 }
 
 

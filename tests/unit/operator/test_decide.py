@@ -100,6 +100,10 @@ class DsRow:
     children: dict[str, bool] | None = None
     requeue: float | None = None
     deletes: int = 0
+    #: spec.governance.retentionDays
+    retention: int | None = None
+    #: status.expiresAt the plan writes (None: absent)
+    expires: str | None = None
 
 
 def _ds_rows() -> list[DsRow]:
@@ -109,6 +113,19 @@ def _ds_rows() -> list[DsRow]:
         "observedGeneration": 1,
         "completionTime": "2026-01-01T00:09:30Z",
         "conditions": [{"type": "Ready", "status": "False", "reason": "SourceUnavailable", "message": "dns"}],
+    }
+    validated = {  # Ready since 00:00 (NOW is 00:10)
+        "phase": "Ready",
+        "observedGeneration": 1,
+        "version": "sha256:" + "a" * 64,
+        "artifact": {"uri": "pvc://c/sha256-a"},
+        "completionTime": "2026-01-01T00:00:00Z",
+        "conditions": [{"type": "Ready", "status": "True", "reason": "Succeeded", "message": "ok"}],
+    }
+    finished = {
+        "looked": True,
+        "job": job(COMPLETE, completionTime="2026-01-01T00:01:00Z"),
+        "pods": (pod("validate", 0, ds_summary(True), "Succeeded"),),
     }
     return [
         DsRow("invalid", {"spec": None, "invalid": "bad"}, phase="Failed", reason="InvalidSpec"),
@@ -160,6 +177,46 @@ def _ds_rows() -> list[DsRow]:
             requeue=1.0,
             deletes=1,
         ),
+        DsRow("ready, no retention: final", {}, status=validated, phase="Ready", reason="Succeeded"),
+        DsRow(
+            "ready, retention: look again at expiry",
+            {},
+            status=validated,
+            phase="Ready",
+            reason="Succeeded",
+            requeue=86400.0 - 600,
+            retention=1,
+            expires="2026-01-02T00:00:00Z",
+        ),
+        DsRow(
+            "ready, retention expired: validate again",
+            {"now": NOW + dt.timedelta(days=1)},
+            status=validated,
+            phase="Validating",
+            reason="RetentionExpired",
+            requeue=1.0,
+            deletes=1,
+            retention=1,
+            expires="2026-01-02T00:00:00Z",
+        ),
+        DsRow(
+            "failed, retention: no expiry",
+            {},
+            status={**validated, "phase": "Failed"},
+            phase="Failed",
+            reason="Succeeded",
+            retention=1,
+        ),
+        DsRow("succeeded, no retention: no expiry", finished, phase="Ready", reason="Succeeded"),
+        DsRow(
+            "succeeded, retention: expiry reported at once",
+            finished,
+            phase="Ready",
+            reason="Succeeded",
+            requeue=86400.0 - 540,
+            retention=1,
+            expires="2026-01-02T00:01:00Z",
+        ),
         DsRow(
             "apply rejected",
             {"looked": True, "apply_error": "422"},
@@ -173,6 +230,9 @@ def _ds_rows() -> list[DsRow]:
 @pytest.mark.parametrize("row", _ds_rows(), ids=lambda r: r.id)
 def test_dataset_decide(row: DsRow, dataset_obj: dict[str, Any]) -> None:
     obj = with_status(dataset_obj, **row.status) if row.status else dataset_obj
+    if row.retention is not None:
+        obj = copy.deepcopy(obj)
+        obj["spec"]["governance"]["retentionDays"] = row.retention
     spec = LLMDatasetSpec.model_validate(obj["spec"])
     facts = dataset.Facts(**{"spec": spec, "now": NOW, **row.facts})
     plan = dataset.decide(obj, facts, SETTINGS, POLL)
@@ -185,6 +245,9 @@ def test_dataset_decide(row: DsRow, dataset_obj: dict[str, Any]) -> None:
         assert plan.force == bool(row.children)
     assert plan.requeue_after == row.requeue
     assert len(plan.delete) == row.deletes
+    assert dump(plan.status).get("expiresAt") == row.expires
+    if row.deletes:
+        assert plan.delete == (ChildRef("batch/v1", "Job", dataset_build.job_name(obj, spec)),)
     if row.phase == "Ready":
         st = dump(plan.status)
         assert st["version"] == "sha256:" + "a" * 64 and st["artifact"]["uri"] == "pvc://c/sha256-a"
@@ -197,6 +260,36 @@ def test_dataset_decide_is_pure(dataset_obj: dict[str, Any]) -> None:
     a, b = (dataset.decide(dataset_obj, facts, SETTINGS, POLL) for _ in range(2))
     assert dump(a.status) == dump(b.status) and a.conditions == b.conditions
     assert json.dumps(dataset_obj, sort_keys=True) == before
+
+
+def test_dataset_retention_expiry_validates_again_and_passes_the_pins(dataset_obj: dict[str, Any]) -> None:
+    obj = with_status(
+        dataset_obj,
+        phase="Ready",
+        observedGeneration=1,
+        version="sha256:" + "a" * 64,
+        completionTime="2026-01-01T00:00:00Z",
+        conditions=[{"type": "Ready", "status": "True", "reason": "Succeeded", "message": "ok"}],
+    )
+    obj["spec"]["governance"]["retentionDays"] = 2
+    spec = LLMDatasetSpec.model_validate(obj["spec"])
+    expired = dataset.decide(obj, dataset.Facts(spec=spec, now=NOW + dt.timedelta(days=2)), SETTINGS, POLL)
+    assert conds(expired)["Validated"] == ("False", "RetentionExpired")
+    assert conds(expired)["Progressing"] == ("True", "RetentionExpired")
+    assert "expired at 2026-01-03T00:00:00Z (governance.retentionDays 2)" in ready(expired)["message"]
+    # the last good version stays visible while the copy is made again
+    assert dump(expired.status)["version"] == "sha256:" + "a" * 64
+
+    again = with_status(obj, **{**dump(expired.status), "observedGeneration": 1})
+    pins = ("sha256:" + "b" * 64, "sha256:" + "c" * 64)
+    plan = dataset.decide(again, dataset.Facts(spec=spec, looked=True, pinned=pins, now=NOW), SETTINGS, POLL)
+    assert (plan.phase, ready(plan)["reason"]) == ("Validating", "ValidationPending")
+    (job_manifest,) = [m for r, m in plan.children.items() if r.kind == "Job"]
+    assert job_manifest is not None
+    env = {
+        e["name"]: e.get("value") for e in job_manifest["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert env[data_contract.ENV_PINNED_VERSIONS] == ",".join(pins)
 
 
 # -- LLMTrainingJob ----------------------------------------------------------------------------------

@@ -160,3 +160,44 @@ async def test_a_validation_job_the_api_server_rejects_is_apply_failed(dataset_o
     ready = next(c for c in kube.patches[-1]["conditions"] if c["type"] == "Ready")
     assert ready["reason"] == "ApplyFailed" and "containers[0]: Invalid value" in ready["message"]
     assert result.phase == "Pending" and result.requeue_after  # not terminal: tried again
+
+
+def test_pinned_versions_are_what_training_jobs_use_from_the_claim(dataset_obj: dict[str, Any]) -> None:
+    """Lineage and datasetRef pins of this dataset's training jobs, and, on a claim shared with another
+    dataset, that dataset's current version and its jobs' pins; never another claim's."""
+    from maestro.api import LLMDatasetSpec
+
+    def v(c: str) -> str:
+        return "sha256:" + c * 64
+
+    def tj(name: str, ds: str, pin: str | None = None, lineage: str | None = None) -> dict[str, Any]:
+        return {
+            "kind": "LLMTrainingJob",
+            "metadata": {"name": name, "namespace": "team-a", "resourceVersion": "1"},
+            "spec": {"datasetRef": {"name": ds, **({"version": pin} if pin else {})}},
+            "status": {"lineage": {"datasetVersion": lineage}} if lineage else {},
+        }
+
+    def ds(name: str, claim: str | None, version: str) -> dict[str, Any]:
+        storage = {"pvc": {"claimName": claim}} if claim else {}
+        return {
+            "kind": "LLMDataset",
+            "metadata": {"name": name, "namespace": "team-a", "resourceVersion": "1"},
+            "spec": {"source": {"uri": "s3://b/k"}, "storage": storage},
+            "status": {"version": version},
+        }
+
+    store = Store()
+    for o in (
+        tj("trained", "support-chats", lineage=v("a")),
+        tj("pinning", "support-chats", pin=v("b")),
+        tj("waiting", "support-chats"),
+        tj("other-dataset", "elsewhere", lineage=v("c")),
+        tj("sharing-job", "sharing", lineage=v("d")),
+        ds("sharing", "support-chats-data", v("e")),
+        ds("elsewhere", None, v("f")),
+        {**tj("x", "support-chats", lineage=v("9")), "metadata": {"name": "x", "namespace": "b"}},
+    ):
+        store.put(o)
+    spec = LLMDatasetSpec.model_validate(dataset_obj["spec"])
+    assert dataset.pinned_versions(store, dataset_obj, spec) == (v("a"), v("b"), v("d"), v("e"))

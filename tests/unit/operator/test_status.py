@@ -258,3 +258,23 @@ async def test_queue_dedups_serialises_and_retries() -> None:
     await asyncio.sleep(0.2)
     await q.stop()
     assert calls.count("a") == 2 and calls.count("b") == 2 and not overlap
+
+
+async def test_queue_an_earlier_requeue_replaces_a_later_one() -> None:
+    """A retention expiry days away must not hold back a retry due in seconds (and vice versa the
+    earlier of two requeues wins, whichever came first)."""
+    calls: list[str] = []
+
+    async def process(key: Any) -> float | None:
+        calls.append(key)
+        return None
+
+    q = WorkQueue(process, workers=1)
+    q.start()
+    q.add("a", delay=3600)
+    q.add("a", delay=0.01)
+    q.add("b", delay=0.01)
+    q.add("b", delay=3600)
+    await asyncio.sleep(0.1)
+    await q.stop()
+    assert sorted(calls) == ["a", "b"]

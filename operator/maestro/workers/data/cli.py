@@ -12,13 +12,14 @@ import argparse
 import os
 import sys
 import traceback
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from maestro.workers.data.contract import (
     DEFAULT_OUTPUT_DIR,
     DEFAULT_TERMINATION_PATH,
     ENV_ARTIFACT_PREFIX,
     ENV_OUTPUT_DIR,
+    ENV_PINNED_VERSIONS,
     ENV_TERMINATION_PATH,
     EXIT_INTERNAL,
     EXIT_REASONS,
@@ -26,6 +27,10 @@ from maestro.workers.data.contract import (
     dump_summary,
 )
 from maestro.workers.data.errors import DataWorkerError
+from maestro.workers.data.retention import Pruned, parse_pinned, prune
+
+if TYPE_CHECKING:
+    from maestro.workers.data.config import Config
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -54,8 +59,13 @@ def validate(args: argparse.Namespace) -> int:
     env = dict(os.environ)
     output_dir = args.output or env.get(ENV_OUTPUT_DIR) or DEFAULT_OUTPUT_DIR
     summary: Summary
+    pruned: Pruned | None = None
     try:
-        summary, code = _run(args, env, output_dir)
+        cfg = _config(args, env)
+        if cfg.retention_days is not None:
+            # before the source is read: an expired copy goes even when this validation then fails
+            pruned = prune(output_dir, cfg.retention_days, parse_pinned(env.get(ENV_PINNED_VERSIONS)))
+        summary, code = _run(cfg, args, env, output_dir)
     except DataWorkerError as exc:
         from maestro.workers.data.report import failure_summary
 
@@ -69,6 +79,8 @@ def validate(args: argparse.Namespace) -> int:
 
         code = EXIT_INTERNAL
         summary = failure_summary(code, f"internal error: {type(exc).__name__}: {exc}")
+    if pruned is not None:
+        pruned.add_to(cast(dict[str, Any], summary))
     text = dump_summary(summary)
     explicit = args.termination_path or env.get(ENV_TERMINATION_PATH)
     _write_termination(explicit or DEFAULT_TERMINATION_PATH, text, explicit=bool(explicit))
@@ -78,19 +90,24 @@ def validate(args: argparse.Namespace) -> int:
     return code
 
 
-def _run(args: argparse.Namespace, env: dict[str, str], output_dir: str) -> tuple[Summary, int]:
-    from maestro.workers.data import datasheet
+def _config(args: argparse.Namespace, env: dict[str, str]) -> Config:
+    """The spec from --spec or env, with the --source override applied."""
     from maestro.workers.data.config import Config, load_spec
-    from maestro.workers.data.errors import SourceIOError
-    from maestro.workers.data.gates import evaluate
-    from maestro.workers.data.pipeline import Pipeline
-    from maestro.workers.data.report import artifact_uris, build_report, build_summary, write_json
 
     spec = load_spec(args.spec, env)
     if args.source:
         uri = args.source if "://" in args.source else "file://" + os.path.abspath(args.source)
         spec = {**spec, "source": {**(spec.get("source") or {}), "uri": uri}}
-    cfg = Config.from_spec(spec)
+    return Config.from_spec(spec)
+
+
+def _run(cfg: Config, args: argparse.Namespace, env: dict[str, str], output_dir: str) -> tuple[Summary, int]:
+    from maestro.workers.data import datasheet
+    from maestro.workers.data.errors import SourceIOError
+    from maestro.workers.data.gates import evaluate
+    from maestro.workers.data.pipeline import Pipeline
+    from maestro.workers.data.report import artifact_uris, build_report, build_summary, write_json
+
     pipeline = Pipeline(cfg, progress=None if args.quiet else _progress)
     res = pipeline.run(output_dir, env)
     cfg = pipeline.cfg  # with the inferred record type

@@ -46,6 +46,8 @@ class Config:
     seed: int = 42
     gates: Gates = field(default_factory=Gates)
     governance: dict[str, Any] = field(default_factory=dict)
+    #: spec.governance.retentionDays: older unpinned versions on the claim are deleted (None: kept).
+    retention_days: int | None = None
 
     @classmethod
     def from_spec(cls, spec: Mapping[str, Any]) -> Config:
@@ -93,6 +95,7 @@ class Config:
                 max_imbalance=rep.max_imbalance if rep else 5.0,
             ),
             governance=model.governance.model_dump(by_alias=True, exclude_none=True, mode="json"),
+            retention_days=model.governance.retention_days,
         )
 
 

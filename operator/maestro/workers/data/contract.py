@@ -27,6 +27,9 @@ DEFAULT_TERMINATION_PATH = "/dev/termination-log"
 #: `pvc://claim/path` sources are read from `<root>/<claim>/path`; the builder mounts claims there.
 ENV_PVC_ROOT = "MAESTRO_PVC_ROOT"
 DEFAULT_PVC_ROOT = "/mnt/maestro/source"
+#: Dataset versions that LLMTrainingJobs pin (`sha256:<hex>`, comma-separated, sorted): retention
+#: pruning (spec.governance.retentionDays) never deletes them. Unset or empty: nothing is pinned.
+ENV_PINNED_VERSIONS = "MAESTRO_PINNED_VERSIONS"
 #: Keys the worker reads from `source.credentialsSecretRef` (mount the Secret with `envFrom`).
 #: s3:// uses the AWS names (AWS_ENDPOINT_URL points at MinIO & co.); https:// sends
 #: `Authorization: $MAESTRO_SOURCE_AUTHORIZATION` verbatim, else `Bearer $MAESTRO_SOURCE_TOKEN` (or
@@ -80,6 +83,9 @@ RETRIABLE_EXIT_CODES = frozenset({EXIT_IO_ERROR})
 PII_ENTITIES: tuple[str, ...] = tuple(e.value for e in PIIEntity)
 
 MAX_SUMMARY_BYTES = 4096
+#: Pruned versions (71 characters each) and prune errors listed in the summary; prunedCount has the total.
+MAX_PRUNED_LISTED = 20
+MAX_PRUNE_ERRORS = 5
 
 
 # --- termination summary ---------------------------------------------------------------------------
@@ -141,6 +147,10 @@ class Summary(TypedDict):
     reason: NotRequired[str]  # one line, present when passed is False
     sourceSha256: NotRequired[str]  # sha256 of the raw source bytes read
     gatesTruncated: NotRequired[bool]  # only failed gates kept to fit MAX_SUMMARY_BYTES
+    # retention (spec.governance.retentionDays), done before the source is read, so also on failure:
+    prunedVersions: NotRequired[list[str]]  # "sha256-<hex>" directories deleted (≤ MAX_PRUNED_LISTED)
+    prunedCount: NotRequired[int]  # how many were deleted (prunedVersions may list fewer)
+    pruneErrors: NotRequired[list[str]]  # "<version>: <why>" for expired versions that could not be deleted
 
 
 _REQUIRED = ("version", "passed", "exitCode", "records", "stats", "gates", "artifact")
@@ -211,6 +221,18 @@ def dump_summary(summary: Summary | dict[str, Any]) -> str:
             data["gates"] = data["gates"][:10]
             data["gatesTruncated"] = True
 
+    def few_pruned() -> None:
+        # prunedCount stays exact: the status then says that the list is cut, not that it is complete
+        if len(data.get("prunedVersions") or []) > 3:
+            data["prunedVersions"] = data["prunedVersions"][:3]
+        if data.get("pruneErrors"):
+            data["pruneErrors"] = [str(e)[:120] for e in data["pruneErrors"][:2]]
+
+    def no_pruned_lists() -> None:
+        data.pop("prunedVersions", None)
+        if data.get("pruneErrors"):
+            data["pruneErrors"] = [str(data["pruneErrors"][0])[:120]]
+
     def no_stats() -> None:
         data["stats"] = {}
 
@@ -219,9 +241,11 @@ def dump_summary(summary: Summary | dict[str, Any]) -> str:
         lambda: top_languages(10),
         trim_text,
         drop_messages,
+        few_pruned,
         lambda: top_languages(3),
         failed_only,
         few_failed,
+        no_pruned_lists,
         no_stats,
     )
     text = _compact(data)

@@ -450,15 +450,18 @@ def _replace_fields(cfg: Config, fm: FieldMap) -> Config:
 
 def _publish(tmp: str, output_dir: str, version: str) -> str:
     """Move the finished files to `<out>/<version>`; an existing copy of the same version is replaced
-    file by file (same data, fresh report)."""
+    file by file (same data, fresh report). Either way the directory's modification time is now: it is
+    the copy's age for retention (workers/data/retention.py), so a copy validated again starts anew."""
     final = os.path.join(output_dir, version)
     try:
         if not os.path.exists(final):
             os.rename(tmp, final)
-            return final
-        for name in os.listdir(tmp):
-            os.replace(os.path.join(tmp, name), os.path.join(final, name))
-        shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            for name in os.listdir(tmp):
+                os.replace(os.path.join(tmp, name), os.path.join(final, name))
+            shutil.rmtree(tmp, ignore_errors=True)
+        # a rename keeps the mtime mkdtemp gave the directory when the run started
+        os.utime(final)
         return final
     except OSError as exc:
         raise SourceIOError(f"publishing {final} failed: {exc}") from exc
