@@ -21,6 +21,15 @@ request), so a change in the machine's load during the run hits them alike. Lite
 after them, alone on the proxy core (the others SIGSTOPped), so its background tasks steal nothing.
 
     .venv/bin/python bench/guard.py --json [--rounds 4] [--duration 1.5] [--rate 1000] [--no-litellm]
+        [--redis]
+
+`--redis` adds a fourth fast target, `guard_redis`: the same guard with the misuse defenses on — its
+per-key limits shared through a local `redis-server` (two script calls per request: admit, then the
+token charge) and prompt-injection detection (`request.injection.mode: flag`; the plain guard runs
+with it off) — measured in the same interleaved rounds; `redis_added_p50_ms`/`_p99_ms` are its
+latency over the plain guard's.
+Redis runs on loopback on its own core where there is one: an in-cluster Redis adds the network's
+round trip on top.
 
 Prints `{"direct":{…},"bare":{…},"guard":{…},"litellm":{…}|null,"added_p50_ms":…,…}`. Numbers are
 only comparable within one run: the machine's load is reported next to them.
@@ -95,9 +104,12 @@ GUARD_POLICY = {
         "rateLimits": {"requestsPerMinute": 100_000_000, "tokensPerMinute": 1_000_000_000},
         "pii": {"input": "redact", "output": "allow"},
         "maxRequestBytes": 1048576,
+        "injection": {"mode": "off"},
     },
     "audit": {"enabled": True, "logPrompts": False},
 }
+#: The `--redis` guard's policy: the same, plus the misuse defenses (injection detection, flag mode).
+DEFENDED_POLICY = {**GUARD_POLICY, "request": {**GUARD_POLICY["request"], "injection": {"mode": "flag"}}}
 
 
 # -- the bare forwarder: the floor any Python (aiohttp) proxy pays ---------------------------------
@@ -594,6 +606,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     (work / "keys").mkdir()
     (work / "keys" / "bench").write_text(API_KEY)
     (work / "policy.json").write_text(json.dumps(GUARD_POLICY))
+    (work / "policy-defended.json").write_text(json.dumps(DEFENDED_POLICY))
     load_before = _load()
     with contextlib.ExitStack() as stack:
         stack.enter_context(
@@ -638,11 +651,42 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             )
         )
         targets.append(Target("guard", port, API_KEY))
+        if args.redis:
+            exe = shutil.which("redis-server")
+            if exe is None:
+                result["redis_reason"] = "redis-server not found (make host-deps)"
+            else:
+                redis_port = _free_port()
+                redis_core = cores[2] if len(cores) >= 3 else load_core
+                stack.enter_context(_redis(exe, redis_port, work, redis_core))
+                port = _free_port()
+                renv = {
+                    **env,
+                    "MAESTRO_GUARD_CONFIG": str(work / "policy-defended.json"),
+                    "MAESTRO_GUARD_PORT": str(port),
+                    "MAESTRO_AUDIT_LOG": str(work / "audit-redis.jsonl"),
+                    "MAESTRO_EVENTS_SOCKET": str(work / "ev-redis.sock"),
+                    "MAESTRO_GUARD_LIMITS_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+                    "MAESTRO_GUARD_LIMITS_REDIS_PREFIX": "maestro:{bench/guard}:",
+                }
+                procs["guard_redis"] = stack.enter_context(
+                    _process(
+                        [py, "-m", "maestro", "guard"],
+                        port,
+                        core=proxy_core,
+                        env=renv,
+                        ready_path="/readyz",
+                        log=work / "guard-redis.log",
+                    )
+                )
+                targets.append(Target("guard_redis", port, API_KEY))
+        else:
+            result["redis_reason"] = "skipped (no --redis)"
         measure_rounds(targets, args)  # the three fast targets, interleaved
         # Then LiteLLM, on the same core, the same upstream and load, but alone: its background tasks
         # must not steal the proxy core while the others are measured, and at ~100 req/s it needs no
         # pairing to be told apart.
-        for name in ("bare", "guard"):
+        for name in procs:
             stack.enter_context(_stopped(procs[name]))
         if args.no_litellm:
             result["litellm_reason"] = "skipped (--no-litellm)"
@@ -695,6 +739,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             result[t.name] = t.summary(args.rate)
         audit = work / "audit.jsonl"
         result["guard"]["audit_lines"] = audit.read_bytes().count(b"\n") if audit.exists() else 0
+        if "guard_redis" in procs:
+            rlog = (work / "guard-redis.log").read_text(errors="replace")
+            # a Redis failure falls back silently to local limits: the numbers would not be Redis's
+            result["guard_redis"]["redis_failures_logged"] = rlog.count("unreachable")
+        result.setdefault("guard_redis", None)
 
     d, b, g, lite = result["direct"], result["bare"], result["guard"], result["litellm"]
     result.update(
@@ -706,6 +755,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "guard_vs_bare_rps": round(g["rps"] / b["rps"], 3),
             "guard_vs_litellm_rps": round(g["rps"] / lite["rps"], 1) if lite else None,
             "stream_ttfb_added_ms": round(g["stream_ttfb_p50_ms"] - b["stream_ttfb_p50_ms"], 3),
+            **_redis_deltas(result["guard_redis"], g, d),
             "machine": {
                 "cores": len(cores),
                 "load_core": load_core,
@@ -727,6 +777,45 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def _redis_deltas(r: dict[str, Any] | None, g: dict[str, Any], d: dict[str, Any]) -> dict[str, Any]:
+    """What the shared limits add: over the plain guard (the Redis calls) and over direct (the total)."""
+    if r is None:
+        return {"redis_added_p50_ms": None, "redis_added_p99_ms": None}
+    return {
+        "redis_added_p50_ms": round(r["p50_ms"] - g["p50_ms"], 3),
+        "redis_added_p99_ms": round(r["p99_ms"] - g["p99_ms"], 3),
+        "guard_redis_added_p50_ms": round(r["p50_ms"] - d["p50_ms"], 3),
+        "guard_redis_added_p99_ms": round(r["p99_ms"] - d["p99_ms"], 3),
+        "guard_redis_vs_guard_rps": round(r["rps"] / g["rps"], 3),
+    }
+
+
+@contextlib.contextmanager
+def _redis(exe: str, port: int, work: Path, core: int | None) -> Iterator[subprocess.Popen[bytes]]:
+    """A loopback redis-server without persistence, pinned to `core`, answering PING before it yields."""
+    cmd = [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    proc = subprocess.Popen(
+        [*cmd, "--dir", str(work)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, preexec_fn=_pin(core)
+    )
+    try:
+        deadline = time.time() + 10
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(16).startswith(b"+PONG"):
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"redis-server did not answer PING on port {port}")
+            time.sleep(0.05)
+        yield proc
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--json", action="store_true", help="print only the JSON result")
@@ -739,6 +828,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rate", type=float, default=1000.0, help="open-loop offered rate (req/s)")
     p.add_argument("--warmup", type=int, default=500)
     p.add_argument("--no-litellm", action="store_true")
+    p.add_argument(
+        "--redis", action="store_true", help="also measure the guard with its limits shared through Redis"
+    )
     p.add_argument("--serve-bare", type=int, metavar="PORT", help=argparse.SUPPRESS)
     p.add_argument("--upstream", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -749,13 +841,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(result))
     else:
-        for name in ("direct", "bare", "guard", "litellm"):
-            print(f"{name:8s} {result[name]}")
-        print(
-            json.dumps(
-                {k: v for k, v in result.items() if k not in ("direct", "bare", "guard", "litellm")}, indent=2
-            )
-        )
+        names = ("direct", "bare", "guard", "guard_redis", "litellm")
+        for name in names:
+            print(f"{name:11s} {result[name]}")
+        print(json.dumps({k: v for k, v in result.items() if k not in names}, indent=2))
     return 0
 
 

@@ -4,13 +4,16 @@ creates the same children directly with the API client, in the same run on the s
     python bench/reconcile.py --objects 1000 --json
 
 Prints {"objects", "seconds_to_all_children", "p50_ms", "p99_ms", "rss_mb", "baseline_seconds", ...}:
-- seconds_to_all_children: from the first LLMDeployment create to the last of its 4 children
-  (Deployment, Service, ConfigMap, NetworkPolicy) existing, for a burst of N objects;
-- p50_ms / p99_ms: create -> all 4 children, per object, at steady state (objects created one at a
+- seconds_to_all_children: from the first LLMDeployment create to the last of its children existing
+  (every child `serving.build_children` wants for the manifest below: `children_per_object` of
+  them), for a burst of N objects;
+- p50_ms / p99_ms: create -> all children, per object, at steady state (objects created one at a
   time at a fixed rate after the burst has settled); burst_p50_ms/burst_p99_ms are the burst's own;
 - rss_mb: the operator's peak resident memory with all N (+ steady) objects;
-- baseline_seconds: the bench itself server-side-applies the same 4N child manifests (same builders,
-  same concurrency) into a second namespace: the API server's own cost for that work.
+- baseline_seconds: the bench itself server-side-applies the same child manifests (same builders,
+  same concurrency) into a second namespace: the API server's own cost for that work;
+  operator_over_baseline is seconds_to_all_children / baseline_seconds, the number to compare across
+  versions whose child sets differ.
 LLMDeployments use replicas 0 so the numbers measure the operator, not pod scheduling.
 """
 
@@ -40,17 +43,15 @@ from maestro.k8s.client import load_config
 
 REPO = Path(__file__).resolve().parents[1]
 
-CHILD_KINDS = (
-    ("apps/v1", "Deployment"),
-    ("v1", "Service"),
-    ("v1", "ConfigMap"),
-    ("networking.k8s.io/v1", "NetworkPolicy"),
-)
-WATCH_PATHS = {
+#: Collection paths of the kinds an LLMDeployment's children can have.
+KIND_PATHS = {
     "Deployment": "/apis/apps/v1/namespaces/{ns}/deployments",
     "Service": "/api/v1/namespaces/{ns}/services",
     "ConfigMap": "/api/v1/namespaces/{ns}/configmaps",
     "NetworkPolicy": "/apis/networking.k8s.io/v1/namespaces/{ns}/networkpolicies",
+    "PersistentVolumeClaim": "/api/v1/namespaces/{ns}/persistentvolumeclaims",
+    "PodDisruptionBudget": "/apis/policy/v1/namespaces/{ns}/poddisruptionbudgets",
+    "HorizontalPodAutoscaler": "/apis/autoscaling/v2/namespaces/{ns}/horizontalpodautoscalers",
 }
 
 
@@ -73,19 +74,34 @@ def manifest(name: str) -> dict[str, Any]:
     }
 
 
+def children(name: str, ns: str, uid: str) -> list[dict[str, Any]]:
+    """The children the operator applies for `manifest(name)` (same builders, same settings)."""
+    m = manifest(name)
+    owner = {**m, "metadata": {"name": name, "namespace": ns, "uid": uid}}
+    spec = LLMDeploymentSpec.model_validate(m["spec"])
+    model = serving.ResolvedModel(uri=m["spec"]["model"]["uri"], served_name=name)
+    doc = guard_config.render(None, None, model.served_name)
+    built = serving.build_children(owner, spec, model, Settings(), serving.Capabilities(), doc)
+    return [c for c in built.values() if c is not None]
+
+
 class ChildWatch:
     """Records when each owner's children first exist (watch ADDED events, monotonic clock)."""
 
     def __init__(self, kube: Kube, ns: str) -> None:
         self.kube, self.ns = kube, ns
-        self.seen: dict[str, dict[str, float]] = {}
+        sample = children("x", ns, "uid")
+        #: children each owner must have, and the kinds to watch for them
+        self.per_owner = len(sample)
+        self.kinds = sorted({c["kind"] for c in sample})
+        self.seen: dict[str, dict[tuple[str, str], float]] = {}
         self.complete: dict[str, float] = {}
         self.changed = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
-        for kind, path in WATCH_PATHS.items():
-            self._tasks.append(asyncio.create_task(self._watch(kind, path.format(ns=self.ns))))
+        for kind in self.kinds:
+            self._tasks.append(asyncio.create_task(self._watch(kind, KIND_PATHS[kind].format(ns=self.ns))))
         await asyncio.sleep(0.5)
 
     async def _watch(self, kind: str, path: str) -> None:
@@ -105,13 +121,14 @@ class ChildWatch:
                     if event.get("type") != "ADDED":
                         continue
                     now = time.monotonic()
-                    owner = event["object"]["metadata"].get("labels", {}).get("llmops.dev/owner-name")
+                    meta = event["object"]["metadata"]
+                    owner = meta.get("labels", {}).get("llmops.dev/owner-name")
                     if not owner:
                         continue
-                    kinds = self.seen.setdefault(owner, {})
-                    kinds.setdefault(kind, now)
-                    if len(kinds) == len(WATCH_PATHS) and owner not in self.complete:
-                        self.complete[owner] = max(kinds.values())
+                    seen = self.seen.setdefault(owner, {})
+                    seen.setdefault((kind, meta["name"]), now)
+                    if len(seen) == self.per_owner and owner not in self.complete:
+                        self.complete[owner] = max(seen.values())
                         self.changed.set()
 
     async def wait(self, owners: set[str], timeout: float) -> None:
@@ -161,23 +178,12 @@ async def ensure_namespace(kube: Kube, ns: str) -> None:
 async def baseline(kube: Kube, n: int, ns: str, concurrency: int) -> float:
     """Apply the operator's own child manifests for n objects directly (what the API server costs)."""
     await ensure_namespace(kube, ns)
-    settings = Settings()
     manifests: list[list[dict[str, Any]]] = []
     for i in range(n):
-        m = manifest(f"base-{i}")
-        owner = {**m, "metadata": {"name": m["metadata"]["name"], "namespace": ns, "uid": f"uid-{i}"}}
-        spec = LLMDeploymentSpec.model_validate(m["spec"])
-        model = serving.ResolvedModel(uri=m["spec"]["model"]["uri"], served_name=m["metadata"]["name"])
-        doc = guard_config.render(None, None, model.served_name)
-        children = [
-            serving.build_config_map(owner, doc),
-            serving.build_deployment(owner, spec, model, settings),
-            serving.build_service(owner),
-            serving.build_network_policy(owner, spec),
-        ]
-        for c in children:
+        wanted = children(f"base-{i}", ns, f"uid-{i}")
+        for c in wanted:
             c["metadata"].pop("ownerReferences", None)  # no owner object exists in the baseline
-        manifests.append(children)
+        manifests.append(wanted)
     t0 = time.monotonic()
 
     async def apply_all(children: list[dict[str, Any]]) -> None:
@@ -246,6 +252,8 @@ async def run(args: argparse.Namespace, kubeconfig: str, op_pid: int, metrics_po
         "p99_ms": pct(steady, 0.99),
         "rss_mb": round(rss, 1),
         "baseline_seconds": round(base, 2),
+        "operator_over_baseline": round(seconds_to_all / base, 3) if base else None,
+        "children_per_object": watch.per_owner,
         "burst_create_seconds": round(create_seconds, 2),
         "burst_p50_ms": round(statistics.median(burst), 1),
         "burst_p99_ms": pct(burst, 0.99),

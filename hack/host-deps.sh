@@ -7,8 +7,9 @@
 #   iptables       kube-proxy's Service rules and the CNI bridge's masquerade
 #   busybox-static the shell of the storage provisioner's helper pods (and the node tests)
 #   iproute2       the node's address (`ip route get`)
+#   redis-server   the shared rate-limit store the guard tests start on loopback
 set -euo pipefail
-declare -A need=([kubectl]=kubectl [runc]=runc [iptables]=iptables [busybox]=busybox-static [ip]=iproute2)
+declare -A need=([kubectl]=kubectl [runc]=runc [iptables]=iptables [busybox]=busybox-static [ip]=iproute2 [redis-server]=redis-server)
 missing=()
 for tool in "${!need[@]}"; do
   if [[ $tool == busybox ]]; then

@@ -133,6 +133,22 @@ def test_workload_placement_values_reach_the_operators_settings() -> None:
     assert not [e for e in defaults["env"] if "NODE_SELECTOR" in e["name"] or "TOLERATIONS" in e["name"]]
 
 
+def test_guard_redis_values_reach_the_operators_settings() -> None:
+    from maestro.builders.settings import Settings
+
+    redis = {"url": "redis://redis.infra.svc:6379/0", "passwordSecretRef": {"name": "redis-auth"}}
+    docs = render({"guard": {"rateLimits": {"redis": redis}}})
+    c = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]
+    settings = Settings.from_env({e["name"]: e["value"] for e in c["env"] if "value" in e})
+    assert settings.guard_limits_redis_url == redis["url"]
+    assert (settings.guard_limits_redis_password_secret, settings.guard_limits_redis_password_key) == (
+        "redis-auth",
+        "password",
+    )
+    defaults = by_kind(render({}), "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]
+    assert not [e for e in defaults["env"] if "REDIS" in e["name"]]  # no Redis: limits per pod
+
+
 def test_cluster_role_is_exactly_what_the_operator_declares() -> None:
     from maestro.k8s.rbac import RULES
 
@@ -184,6 +200,7 @@ def test_dashboards_ship_with_the_grafana_sidecar_label() -> None:
         ({"metrics": {"port": 70000}}, "port"),
         ({"unknownTopLevel": True}, "unknownTopLevel"),
         ({"metrics": {"serviceMonitor": {"interval": "soon"}}}, "interval"),
+        ({"guard": {"rateLimits": {"redis": {"url": "http://redis:6379"}}}}, "url"),
     ],
 )
 def test_schema_rejects_bad_values(values: dict[str, Any], needle: str) -> None:

@@ -48,6 +48,58 @@ class PIIMode(StrEnum):
     ALLOW = "allow"
 
 
+class LimitsBackendMode(StrEnum):
+    """What the guard does with limited keys while the shared rate-limit store (Redis) is unreachable."""
+
+    #: Keep serving: each guard enforces its share of the limit (limit / live guards) on its own.
+    FAIL_OPEN = "failOpen"
+    #: Refuse requests of limited keys (503 with Retry-After) until the store answers again.
+    FAIL_CLOSED = "failClosed"
+
+
+class InjectionMode(StrEnum):
+    """What the guard does when a request looks like a prompt injection or a jailbreak."""
+
+    OFF = "off"
+    #: Serve it; count it, mark it in the audit record and queue it for human review.
+    FLAG = "flag"
+    #: Refuse it (400 prompt_injection_detected).
+    BLOCK = "block"
+
+
+class InjectionFamily(StrEnum):
+    """Kinds of attack the guard's offline detector knows (rules over normalised and decoded text)."""
+
+    INSTRUCTION_OVERRIDE = "instructionOverride"
+    ROLEPLAY_JAILBREAK = "rolePlayJailbreak"
+    PROMPT_EXTRACTION = "promptExtraction"
+    EMBEDDED_INJECTION = "embeddedInjection"
+    ENCODED = "encoded"
+
+
+class InjectionPolicy(SpecModel):
+    """Prompt-injection and jailbreak detection on what callers and tools send (no model weights needed).
+
+    Text is normalised first (Unicode confusables, invisible characters, leetspeak, spaced-out
+    letters) and obvious encodings (base64, ROT13, hex, URL, HTML entities) are decoded; user and
+    tool messages, tool definitions and completion prompts are checked, the application's own
+    system and developer messages only with `scanSystemPrompt`."""
+
+    mode: InjectionMode = Field(
+        InjectionMode.FLAG,
+        description="off; flag: serve, count, audit and queue for review; block: refuse with 400.",
+    )
+    threshold: float = Field(
+        0.5, ge=0.05, le=1.0, description="Detector score (0-1) from which a finding counts; higher = fewer."
+    )
+    families: Annotated[list[InjectionFamily], AfterValidator(unique_list("request.injection.families"))] = (
+        Field(default_factory=list, description="Attack families to act on; empty = all.")
+    )
+    scan_system_prompt: bool = Field(
+        False, description="Also check system and developer messages (the application's own instructions)."
+    )
+
+
 class StreamingOutputMode(StrEnum):
     """How the guard checks streamed (SSE) output."""
 
@@ -159,11 +211,17 @@ class Auth(SpecModel):
 
 
 class RateLimits(SpecModel):
-    """Default per-key limits (keys without their own), enforced by the guard over a sliding minute."""
+    """Default per-key limits (keys without their own), enforced by the guard over a sliding minute:
+    shared by all replicas when the operator is given a Redis (guard.rateLimits.redis), per pod otherwise."""
 
     requests_per_minute: int | None = Field(None, ge=1, description="Requests per minute per key.")
     tokens_per_minute: int | None = Field(
         None, ge=1, description="Tokens (prompt + completion, as counted by vLLM) per minute per key."
+    )
+    backend_unavailable: LimitsBackendMode = Field(
+        LimitsBackendMode.FAIL_OPEN,
+        description="While the shared limit store (Redis) is unreachable: failOpen enforces limit / live "
+        "guards in each pod, failClosed refuses limited keys with 503. No effect without a shared store.",
     )
 
 
@@ -251,6 +309,9 @@ class RequestPolicy(SpecModel):
         description="Regular expressions (Python syntax, matched case-insensitively) treated like blocked "
         "terms; an invalid one makes the policy Invalid.",
     )
+    injection: InjectionPolicy = Field(
+        default_factory=InjectionPolicy, description="Prompt-injection and jailbreak detection."
+    )
     max_input_tokens: int | None = Field(
         None, ge=1, description="Largest prompt, in tokens, as counted by vLLM."
     )
@@ -293,12 +354,16 @@ class RequestPolicy(SpecModel):
 
     @classmethod
     def pass_through(cls) -> RequestPolicy:
-        """The request rules of an endpoint no LLMPolicy governs: open, and PII neither redacted nor blocked.
+        """The request rules of an endpoint no LLMPolicy governs: open, PII neither redacted nor blocked,
+        no injection detection.
 
         The operator renders it when a deployment has no policy; the guard applies it when it has no
         policy file at all. Everything else is the model's defaults.
         """
-        return cls(pii=RequestPII(input=PIIMode.ALLOW, output=PIIMode.ALLOW, entities=[]))
+        return cls(
+            pii=RequestPII(input=PIIMode.ALLOW, output=PIIMode.ALLOW, entities=[]),
+            injection=InjectionPolicy(mode=InjectionMode.OFF),
+        )
 
     @model_validator(mode="after")
     def _tokens(self) -> RequestPolicy:

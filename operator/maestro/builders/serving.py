@@ -301,6 +301,7 @@ def build_deployment(
                 "value": f"http://127.0.0.1:{MONITOR_PORT}{monitor.FEEDBACK_PATH}",
             }
         )
+    guard_env += guard_limits_env(owner, settings)
     guard_mounts: list[Obj] = [
         {"name": guard.POLICY_VOLUME, "mountPath": guard.DEFAULT_CONFIG_DIR, "readOnly": True},
         {"name": "events", "mountPath": EVENTS_DIR},
@@ -416,6 +417,30 @@ def build_deployment(
             },
         },
     }
+
+
+def guard_limits_env(owner: Obj, settings: Settings) -> list[Obj]:
+    """The shared rate-limit store for the guard: every replica of this deployment counts per-key limits in
+    the operator's Redis under the deployment's own prefix. Nothing without one (limits per pod)."""
+    url = settings.guard_limits_redis_url
+    if not url:
+        return []
+    meta = owner["metadata"]
+    prefix = guard.limits_redis_prefix(meta["namespace"], meta["name"])
+    env: list[Obj] = [
+        {"name": guard.LIMITS_REDIS_URL_ENV, "value": url},
+        {"name": guard.LIMITS_REDIS_PREFIX_ENV, "value": prefix},
+    ]
+    if settings.guard_limits_redis_password_secret:
+        # optional: a missing Secret must not keep the pod from starting; the guard then fails to
+        # authenticate, reports maestro_guard_limit_backend_up 0 and applies the policy's fail mode
+        ref = {
+            "name": settings.guard_limits_redis_password_secret,
+            "key": settings.guard_limits_redis_password_key,
+            "optional": True,
+        }
+        env.append({"name": guard.LIMITS_REDIS_PASSWORD_ENV, "valueFrom": {"secretKeyRef": ref}})
+    return env
 
 
 def build_service(owner: Obj) -> Obj:

@@ -157,7 +157,9 @@ class Settings(EnvSettings):
 
     Variables: MAESTRO_WORKER_IMAGE, MAESTRO_SIDECAR_IMAGE, MAESTRO_VLLM_IMAGE, MAESTRO_JOB_NODE_SELECTOR,
     MAESTRO_JOB_TOLERATIONS, MAESTRO_SERVING_NODE_SELECTOR, MAESTRO_SERVING_TOLERATIONS,
-    MAESTRO_PROGRESS_URL, MAESTRO_PROGRESS_AUDIENCE, MAESTRO_STORAGE_CLASS (the Helm chart sets them).
+    MAESTRO_PROGRESS_URL, MAESTRO_PROGRESS_AUDIENCE, MAESTRO_STORAGE_CLASS, MAESTRO_GUARD_LIMITS_REDIS_URL,
+    MAESTRO_GUARD_LIMITS_REDIS_PASSWORD_SECRET, MAESTRO_GUARD_LIMITS_REDIS_PASSWORD_KEY (the Helm chart
+    sets them).
     """
 
     worker_image: str = Field(
@@ -186,8 +188,28 @@ class Settings(EnvSettings):
     storage_class: str | None = Field(
         None, description="Storage class for claims the operator creates when the spec names none."
     )
+    guard_limits_redis_url: str | None = Field(
+        None,
+        description="Redis every guard replica shares per-key rate limits through (redis://host:port/db, "
+        "rediss:// for TLS); unset, each guard pod limits on its own.",
+    )
+    guard_limits_redis_password_secret: str | None = Field(
+        None,
+        description="Secret holding the Redis password, in each namespace that serves LLMDeployments; "
+        "passed to the guards as a secretKeyRef (the operator never reads it).",
+    )
+    guard_limits_redis_password_key: str = Field("password", description="Data key of that Secret.")
     #: Extra labels on every generated pod (not configurable by env; for tests).
     extra_pod_labels: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("guard_limits_redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(
+                "must be a redis://, rediss:// or unix:// URL (e.g. redis://redis.infra.svc:6379/0)"
+            )
+        return value
 
     keep_empty: ClassVar[frozenset[str]] = frozenset({"progress_url"})
     not_from_env: ClassVar[frozenset[str]] = frozenset({"extra_pod_labels"})

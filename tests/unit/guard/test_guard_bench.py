@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -33,6 +34,9 @@ def test_bench_runs_and_reports_the_contract_fields() -> None:
         "--concurrency",
         "4",
     ]
+    redis = shutil.which("redis-server") is not None  # `make host-deps` installs it
+    if redis:
+        cmd.append("--redis")
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout)
@@ -45,3 +49,9 @@ def test_bench_runs_and_reports_the_contract_fields() -> None:
         assert isinstance(result[key], float)
     assert result["guard_vs_litellm_rps"] is None
     assert result["guard"]["audit_lines"] > 0  # the guard really enforced and audited
+    if redis:  # the same guard with its limits shared through Redis, measured alongside
+        assert {"p50_ms", "p99_ms", "rps"} <= set(result["guard_redis"])
+        assert result["guard_redis"]["errors"] == 0 and "redis_failures_logged" in result["guard_redis"]
+        assert isinstance(result["redis_added_p50_ms"], float)
+    else:
+        assert result["guard_redis"] is None and result["redis_added_p50_ms"] is None

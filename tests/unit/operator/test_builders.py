@@ -59,6 +59,28 @@ def test_dataset_job_passes_spec_and_mounts_the_claim(dataset_obj: dict[str, Any
     assert pvc is not None and pvc["spec"]["resources"]["requests"]["storage"] == "1Gi"
 
 
+def test_dataset_job_carries_retention_and_the_pinned_versions(dataset_obj: dict[str, Any]) -> None:
+    """The worker prunes expired versions: the days travel in the spec, the pins in their own env var
+    (sorted and deduplicated, so the same pins give the same manifest)."""
+    spec = LLMDatasetSpec.model_validate(
+        {**dataset_obj["spec"], "governance": {**dataset_obj["spec"]["governance"], "retentionDays": 30}}
+    )
+    b, a = "sha256:" + "b" * 64, "sha256:" + "a" * 64
+
+    def job_env(job: dict[str, Any]) -> dict[str, Any]:
+        return env_of(job["spec"]["template"]["spec"]["containers"][0])
+
+    env = job_env(dataset.build_job(dataset_obj, spec, Settings(), (b, a, b)))
+    assert json.loads(env[data_contract.ENV_SPEC])["governance"]["retentionDays"] == 30
+    assert env[data_contract.ENV_PINNED_VERSIONS] == f"{a},{b}"
+    assert job_env(dataset.build_job(dataset_obj, spec, Settings()))[data_contract.ENV_PINNED_VERSIONS] == ""
+    # without retention nothing is pruned, so the pins are not passed
+    plain = LLMDatasetSpec.model_validate(dataset_obj["spec"])
+    assert data_contract.ENV_PINNED_VERSIONS not in job_env(
+        dataset.build_job(dataset_obj, plain, Settings(), (a,))
+    )
+
+
 def test_dataset_job_name_follows_the_spec(dataset_obj: dict[str, Any]) -> None:
     spec = LLMDatasetSpec.model_validate(dataset_obj["spec"])
     changed = spec.model_copy(
@@ -171,6 +193,39 @@ def test_serving_deployment(
     netpol = serving.build_network_policy(deployment_obj, spec)
     assert {p["port"] for p in netpol["spec"]["ingress"][0]["ports"]} == {8080, 9090}
     assert not serving.wants_pdb(spec)
+
+
+def test_guards_share_limits_through_the_operators_redis(deployment_obj: dict[str, Any]) -> None:
+    """With a Redis in the operator's settings every guard gets its URL, the deployment's own key prefix
+    and the password from the Secret (by reference); without one nothing changes (limits per pod)."""
+    from maestro.workers.guard import contract
+
+    spec = LLMDeploymentSpec.model_validate(deployment_obj["spec"])
+
+    def guard_env(settings: Settings) -> list[dict[str, Any]]:
+        dep = serving.build_deployment(deployment_obj, spec, MODEL, settings, api_keys_secret="k")
+        [c] = [c for c in dep["spec"]["template"]["spec"]["containers"] if c["name"] == "guard"]
+        return list(c["env"])
+
+    assert not [e for e in guard_env(Settings()) if "LIMITS_REDIS" in e["name"]]
+    settings = Settings.from_env(
+        {
+            "MAESTRO_GUARD_LIMITS_REDIS_URL": "redis://redis.infra.svc:6379/2",
+            "MAESTRO_GUARD_LIMITS_REDIS_PASSWORD_SECRET": "redis-auth",
+        }
+    )
+    env = {e["name"]: e for e in guard_env(settings)}
+    meta = deployment_obj["metadata"]
+    assert env[contract.LIMITS_REDIS_URL_ENV]["value"] == "redis://redis.infra.svc:6379/2"
+    prefix = f"maestro:{{{meta['namespace']}/{meta['name']}}}:"  # a Redis Cluster hash tag per deployment
+    assert env[contract.LIMITS_REDIS_PREFIX_ENV]["value"] == prefix
+    assert env[contract.LIMITS_REDIS_PASSWORD_ENV]["valueFrom"] == {
+        "secretKeyRef": {"name": "redis-auth", "key": "password", "optional": True}
+    }
+    # the serving NetworkPolicy restricts ingress only: the guard's egress to Redis needs no rule
+    assert serving.build_network_policy(deployment_obj, spec)["spec"]["policyTypes"] == ["Ingress"]
+    with pytest.raises(ValueError, match="MAESTRO_GUARD_LIMITS_REDIS_URL must be a redis://"):
+        Settings.from_env({"MAESTRO_GUARD_LIMITS_REDIS_URL": "redis.infra.svc:6379"})
 
 
 def test_policy_change_changes_the_config_map_not_the_pod_template(

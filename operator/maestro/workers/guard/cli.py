@@ -58,6 +58,30 @@ def _parser() -> argparse.ArgumentParser:
         f"${contract.FEEDBACK_URL_ENV}; unset: feedback is off)",
     )
     p.add_argument(
+        "--limits-redis-url",
+        default=env(contract.LIMITS_REDIS_URL_ENV),
+        help=f"Redis all replicas share the per-key limits through (${contract.LIMITS_REDIS_URL_ENV}; "
+        f"password: ${contract.LIMITS_REDIS_PASSWORD_ENV} or the file "
+        f"${contract.LIMITS_REDIS_PASSWORD_FILE_ENV}); unset: each guard limits on its own",
+    )
+    p.add_argument(
+        "--limits-redis-prefix",
+        default=env(contract.LIMITS_REDIS_PREFIX_ENV, contract.DEFAULT_LIMITS_REDIS_PREFIX),
+        help=f"key prefix of this deployment's buckets (${contract.LIMITS_REDIS_PREFIX_ENV})",
+    )
+    p.add_argument(
+        "--limits-timeout-ms",
+        type=float,
+        default=None,
+        help="most a limited request waits on the store before the policy's fail mode applies (default 100)",
+    )
+    p.add_argument(
+        "--limits-heartbeat-seconds",
+        type=float,
+        default=None,
+        help="how often the guard renews its entry in the shared peer count (default 5)",
+    )
+    p.add_argument(
         "--reload-seconds",
         type=float,
         default=float(env(contract.RELOAD_INTERVAL_ENV, contract.DEFAULT_RELOAD_INTERVAL_S)),
@@ -106,6 +130,35 @@ def main(argv: list[str]) -> int:
     from maestro.workers.guard.audit import load_prompt_digest
     from maestro.workers.guard.proxy import Guard
 
+    shared = None
+    if args.limits_redis_url:
+        from maestro.workers.guard.shared_limits import (
+            CALL_TIMEOUT_S,
+            HEARTBEAT_S,
+            SharedLimiter,
+            read_password,
+        )
+
+        try:
+            password = read_password(os.environ)
+        except ValueError as exc:
+            print(f"maestro guard: {exc}", file=sys.stderr)
+            return 1
+        beat, timeout_ms = args.limits_heartbeat_seconds, args.limits_timeout_ms
+        try:
+            shared = SharedLimiter(
+                args.limits_redis_url,
+                prefix=args.limits_redis_prefix,
+                password=password,
+                timeout_s=CALL_TIMEOUT_S if timeout_ms is None else timeout_ms / 1000,
+                heartbeat_s=HEARTBEAT_S if beat is None else beat,
+            )
+        except ValueError as exc:  # not a redis://, rediss:// or unix:// URL
+            print(f"maestro guard: {contract.LIMITS_REDIS_URL_ENV}: {exc}", file=sys.stderr)
+            return 1
+        logging.getLogger("maestro.guard").info(
+            "per-key limits shared through %s (prefix %s)", shared.address, shared.prefix
+        )
     try:
         guard = Guard(
             args.upstream,
@@ -116,6 +169,7 @@ def main(argv: list[str]) -> int:
             feedback_url=args.feedback_url or None,
             reload_interval=args.reload_seconds,
             prompt_digest=load_prompt_digest(os.environ),
+            shared_limits=shared,
         )
     except PolicyError as exc:
         print(f"maestro guard: refusing to start with an invalid policy: {exc}", file=sys.stderr)

@@ -21,7 +21,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from maestro.api.policy import AuditPolicy, GuardConfig, RequestPolicy
+from maestro.api.policy import AuditPolicy, GuardConfig, InjectionFamily, LimitsBackendMode, RequestPolicy
 from maestro.workers.guard.errors import GuardError
 
 log = logging.getLogger("maestro.guard")
@@ -100,10 +100,18 @@ class Policy:
     keys: dict[str, KeySpec]
     requests_per_minute: int | None
     tokens_per_minute: int | None
+    #: `rateLimits.backendUnavailable: failClosed`: refuse limited keys while the shared store is down.
+    limits_fail_closed: bool
     pii_input: str
     pii_output: str
     #: Entity names to act on; None = every entity the detector knows.
     pii_entities: frozenset[str] | None
+    #: `request.injection`: "off", "flag" or "block"; the detector's threshold; the detector family
+    #: names acted on (None = all); whether system/developer messages are checked too.
+    injection_mode: str
+    injection_threshold: float
+    injection_families: frozenset[str] | None
+    injection_scan_system: bool
     #: Blocked terms and patterns, combined into one pattern (named groups say which rule fired).
     blocked: re.Pattern[str] | None
     blocked_rules: tuple[str, ...]
@@ -172,9 +180,14 @@ class Policy:
             keys=keys,
             requests_per_minute=limits.requests_per_minute,
             tokens_per_minute=limits.tokens_per_minute,
+            limits_fail_closed=limits.backend_unavailable == LimitsBackendMode.FAIL_CLOSED,
             pii_input=pii.input.value,
             pii_output=pii.output.value,
             pii_entities=frozenset(e.value for e in pii.entities) or None,
+            injection_mode=request.injection.mode.value,
+            injection_threshold=request.injection.threshold,
+            injection_families=frozenset(INJECTION_FAMILIES[f] for f in request.injection.families) or None,
+            injection_scan_system=request.injection.scan_system_prompt,
             blocked=blocked,
             blocked_rules=blocked_rules,
             max_input_tokens=request.max_input_tokens,
@@ -201,6 +214,18 @@ class Policy:
     def access(self, key_id: str) -> Access:
         """The limits and model access of one key (see `Access`)."""
         return self.grants.get(key_id, self.default_access)
+
+
+#: The API's family names (camelCase, as in the CRD) -> the detector's (`maestro.text.injection`).
+INJECTION_FAMILIES: dict[InjectionFamily, str] = {
+    InjectionFamily.INSTRUCTION_OVERRIDE: "instruction_override",
+    InjectionFamily.ROLEPLAY_JAILBREAK: "roleplay_jailbreak",
+    InjectionFamily.PROMPT_EXTRACTION: "prompt_extraction",
+    InjectionFamily.EMBEDDED_INJECTION: "embedded_injection",
+    InjectionFamily.ENCODED: "encoded",
+}
+#: ... and back, for the rule names of decisions and metrics (`injection.promptExtraction`).
+INJECTION_RULES: dict[str, str] = {v: f"injection.{k.value}" for k, v in INJECTION_FAMILIES.items()}
 
 
 def compile_blocked(terms: list[str], patterns: list[str]) -> tuple[re.Pattern[str] | None, tuple[str, ...]]:

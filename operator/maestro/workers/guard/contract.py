@@ -62,6 +62,23 @@ FEEDBACK_PATH = "/v1/feedback"
 #: Largest feedback body the guard accepts (the monitor's own limit).
 MAX_FEEDBACK_BYTES = 64 * 1024
 
+#: Shared rate limits: a Redis URL (redis://host:port/db, rediss:// for TLS) makes every replica of a
+#: deployment count against one set of per-key buckets; unset, each guard limits on its own (per pod).
+#: The password comes from LIMITS_REDIS_PASSWORD (the builders set it from a Secret key) or a file.
+LIMITS_REDIS_URL_ENV = "MAESTRO_GUARD_LIMITS_REDIS_URL"
+LIMITS_REDIS_PASSWORD_ENV = "MAESTRO_GUARD_LIMITS_REDIS_PASSWORD"
+LIMITS_REDIS_PASSWORD_FILE_ENV = "MAESTRO_GUARD_LIMITS_REDIS_PASSWORD_FILE"
+#: Key prefix of one deployment's buckets and peer set; the builders render `maestro:{<ns>/<name>}:` (the
+#: braces are a Redis Cluster hash tag: one deployment's keys live in one slot).
+LIMITS_REDIS_PREFIX_ENV = "MAESTRO_GUARD_LIMITS_REDIS_PREFIX"
+DEFAULT_LIMITS_REDIS_PREFIX = "maestro:{guard}:"
+
+
+def limits_redis_prefix(namespace: str, deployment: str) -> str:
+    """The key prefix of one LLMDeployment's shared limits (namespace and name cannot hold `{}` or `:`)."""
+    return f"maestro:{{{namespace}/{deployment}}}:"
+
+
 #: Response header carrying the request id (also in audit lines and monitor events).
 REQUEST_ID_HEADER = "x-request-id"
 

@@ -3,8 +3,9 @@
 Requests/min: a bucket of `rpm` that refills continuously; a request takes one.
 Tokens/min: the cost is only known after the answer (the upstream's `usage`), so a request is
 admitted while the budget is positive and charged afterwards; the bucket may go into debt, and the
-key waits until the refill pays it back (as Envoy AI Gateway does). Each guard replica enforces its
-own share: the limits are per pod.
+key waits until the refill pays it back (as Envoy AI Gateway does). These buckets count for one guard
+pod; with a Redis configured, `shared_limits.SharedLimiter` keeps the same buckets there for all
+replicas and falls back to these (sized to the pod's share) while it is unreachable.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web
@@ -29,7 +29,7 @@ from maestro.workers.guard.audit import AuditLog, EventSender, PromptDigest
 from maestro.workers.guard.auth import KeyStore, authenticate, keys_signature, load_keys
 from maestro.workers.guard.config import NO_POLICY, Access, Policy, PolicyError, file_signature, load_policy
 from maestro.workers.guard.errors import GuardError, bad_request, error_body, sse_error_event
-from maestro.workers.guard.limits import Limiter
+from maestro.workers.guard.limits import Denied, Limiter
 from maestro.workers.guard.rules import (
     ROUTE_CHAT,
     ROUTE_COMPLETIONS,
@@ -45,6 +45,9 @@ from maestro.workers.guard.rules import (
 from maestro.workers.guard.stream import StreamFilter
 from maestro.workers.guard.telemetry import Telemetry
 from maestro.workers.guard.upstream import Response, UpstreamError, UpstreamPool, UpstreamTimeout
+
+if TYPE_CHECKING:  # the CLI imports it only where shared limits are configured
+    from maestro.workers.guard.shared_limits import SharedLimiter, Unavailable
 
 log = logging.getLogger("maestro.guard")
 
@@ -70,7 +73,8 @@ class Active:
 
 def compile_active(policy: Policy) -> Active:
     """The policy with the scanners its input and output rules need (None where nothing is checked)."""
-    inp = Scanner(policy, policy.pii_input) if (policy.pii_input != "allow" or policy.blocked) else None
+    checks_input = policy.pii_input != "allow" or policy.blocked is not None or policy.injection_mode != "off"
+    inp = Scanner(policy, policy.pii_input, injection=True) if checks_input else None
     out = Scanner(policy, policy.pii_output) if policy.output_checks else None
     return Active(policy, inp, out)
 
@@ -156,6 +160,7 @@ class Guard:
         telemetry: Telemetry | None = None,
         body_timeout: float = _BODY_READ_TIMEOUT_S,
         prompt_digest: PromptDigest | None = None,
+        shared_limits: SharedLimiter | None = None,
     ) -> None:
         self.body_timeout = body_timeout
         #: the monitor's feedback route (same pod); None: feedback is off
@@ -172,6 +177,10 @@ class Guard:
         self.audit = AuditLog(audit_path)
         self.events = EventSender(events_path)
         self.limiter = Limiter()
+        #: per-key limits shared by all replicas (Redis); None: `limiter` counts for this pod alone
+        self.shared_limits = shared_limits
+        if shared_limits is not None:
+            shared_limits.attach(self.telemetry)
         self.keys = KeyStore()
         self.active = compile_active(NO_POLICY)
         self._policy_sig: object = ()
@@ -266,6 +275,8 @@ class Guard:
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def start(self, app: web.Application | None = None) -> None:
+        if self.shared_limits is not None:
+            await self.shared_limits.start()
         if self.reload_interval > 0:
             self._watcher = asyncio.create_task(self._watch())
 
@@ -273,6 +284,8 @@ class Guard:
         if self._watcher is not None:
             self._watcher.cancel()
         self._pool.close()
+        if self.shared_limits is not None:
+            await self.shared_limits.close()
         if self._feedback_client is not None:
             await self._feedback_client.close()
         self.audit.close()
@@ -402,7 +415,7 @@ class Guard:
                     "feedback_disabled",
                 )
             access = self._authorize(request, r, active.policy)
-            self._admit(r, access)
+            await self._admit(r, access, active.policy)
             raw = await self._read_body(request, contract.MAX_FEEDBACK_BYTES)
             try:
                 body = codec.loads(raw)
@@ -558,7 +571,7 @@ class Guard:
         """One inference request, step by step; any step refuses by raising a `GuardError`."""
         policy = active.policy
         access = self._authorize(request, r, policy)
-        self._admit(r, access)
+        await self._admit(r, access, policy)
         raw, body = await self._read_json(request, policy)
         self._check_model(r, body, access)
         stream = self._check_stream(r, body)
@@ -581,12 +594,21 @@ class Guard:
         r.access = access = policy.access(r.key)
         return access
 
-    def _admit(self, r: _Req, access: Access) -> None:
-        """The key's request rate and token budget, before any byte of the body is read (429)."""
+    async def _admit(self, r: _Req, access: Access, policy: Policy) -> None:
+        """The key's request rate and token budget, before any byte of the body is read (429; 503 when
+        the shared store is down and the policy fails closed). Unlimited keys never wait on the store."""
         if access.limited:
-            denied = self.limiter.admit(
-                r.key, access.requests_per_minute, access.tokens_per_minute, time.monotonic()
-            )
+            if self.shared_limits is not None:
+                denied: Denied | Unavailable | None = await self.shared_limits.admit(
+                    r.key,
+                    access.requests_per_minute,
+                    access.tokens_per_minute,
+                    fail_closed=policy.limits_fail_closed,
+                )
+            else:
+                denied = self.limiter.admit(
+                    r.key, access.requests_per_minute, access.tokens_per_minute, time.monotonic()
+                )
             if denied is not None:
                 raise denied.error(r.key)
 
@@ -876,7 +898,10 @@ class Guard:
             total = (r.prompt_tokens or 0) + (r.completion_tokens or 0)
         tpm = r.access.tokens_per_minute if r.access is not None else None
         if tpm is not None:
-            self.limiter.charge(r.key, tpm, total, time.monotonic())
+            if self.shared_limits is not None:
+                self.shared_limits.charge_soon(r.key, tpm, total)
+            else:
+                self.limiter.charge(r.key, tpm, total, time.monotonic())
 
     # -- accounting -----------------------------------------------------------------------------
 

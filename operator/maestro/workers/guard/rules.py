@@ -16,7 +16,7 @@ from hashlib import blake2b
 from typing import Any
 
 from maestro.text.refusal import is_refusal as is_refusal  # re-exported: proxy and stream import it here
-from maestro.workers.guard.config import Policy
+from maestro.workers.guard.config import INJECTION_RULES, Policy
 from maestro.workers.guard.errors import GuardError, bad_request
 from maestro.workers.guard.fields import (
     MESSAGE_TEXT_FIELDS,
@@ -62,6 +62,11 @@ def placeholder(entity: str) -> str:
     return pii.placeholder(entity)
 
 
+#: Slot sources (`fields.Slot`) the injection detector checks by default: what callers and tools
+#: send, tool definitions, completion prompts. Not the application's system/developer messages (they
+#: may well say "never reveal the system prompt"), nor earlier assistant turns.
+INJECTION_SOURCES = frozenset({"user", "tool", "function", "tools", "schema", "prompt"})
+
 #: Input texts up to this size have their verdicts memoized (see `Scanner.check`).
 CACHE_MAX_CHARS = 4096
 CACHE_ENTRIES = 2048
@@ -77,14 +82,54 @@ class Scanner:
     dies with it on reload.
     """
 
-    __slots__ = ("_blocked", "_blocked_rules", "_cache", "_pii", "pii_action")
+    __slots__ = (
+        "_blocked",
+        "_blocked_rules",
+        "_cache",
+        "_detector",
+        "_injection_cache",
+        "_pii",
+        "injection_action",
+        "injection_sources",
+        "pii_action",
+    )
 
-    def __init__(self, policy: Policy, pii_action: str) -> None:
+    def __init__(self, policy: Policy, pii_action: str, *, injection: bool = False) -> None:
         self.pii_action = pii_action
         self._pii = _pii_scanner(policy.pii_entities).scan if pii_action != "allow" else None
         self._blocked = policy.blocked
         self._blocked_rules = policy.blocked_rules
         self._cache: dict[bytes, tuple[Hit | None, tuple[Hit, ...]]] = {}
+        #: "flag" or "block" when this scanner runs the injection detector (request side only)
+        self.injection_action = (
+            policy.injection_mode if injection and policy.injection_mode != "off" else None
+        )
+        self._detector = None
+        self._injection_cache: dict[bytes, Any] = {}
+        #: slot sources the detector judges: callers and tools, not the application's own instructions
+        self.injection_sources = INJECTION_SOURCES | (
+            {"system", "developer"} if policy.injection_scan_system else set()
+        )
+        if self.injection_action is not None:
+            from maestro.text.injection import InjectionDetector  # lazily: rules compile on first use
+
+            self._detector = InjectionDetector(policy.injection_threshold, policy.injection_families)
+
+    def injection(self, text: str) -> Any:
+        """The detector's best finding (`maestro.text.injection.Finding`) for one text, or None;
+        memoized like `check` (chat clients resend the same turns)."""
+        if self._detector is None:
+            return None
+        if len(text) > CACHE_MAX_CHARS:
+            return self._detector.first(text)
+        key = blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+        cache = self._injection_cache
+        if key in cache:
+            return cache[key]
+        finding = cache[key] = self._detector.first(text)
+        if len(cache) > CACHE_ENTRIES:
+            del cache[next(iter(cache))]
+        return finding
 
     def check(self, text: str) -> tuple[Hit | None, tuple[Hit, ...]]:
         """(first blocked match, PII hits) for one input text, memoized for short texts."""
@@ -102,7 +147,7 @@ class Scanner:
 
     @property
     def active(self) -> bool:
-        return self._pii is not None or self._blocked is not None
+        return self._pii is not None or self._blocked is not None or self._detector is not None
 
     def blocked(self, text: str) -> Hit | None:
         if self._blocked is None:
@@ -173,6 +218,7 @@ def check_input(
     slots, token_ids = request_slots(route, body)
     chars = 0
     texts: list[str] = []
+    flagged: dict[str, Any] = {}
     for container, key, source in slots:
         text: str = container[key]
         chars += len(text)
@@ -185,6 +231,10 @@ def check_input(
                     "content_policy_violation",
                     rule=hit.label,
                 )
+            if scanner.injection_action is not None and source in scanner.injection_sources:
+                finding = scanner.injection(text)
+                if finding is not None:
+                    _injection_found(scanner, finding, flagged)
             if hits:
                 for h in hits:
                     result.pii[h.label] = result.pii.get(h.label, 0) + 1
@@ -202,6 +252,10 @@ def check_input(
                 result.modified = True
         if want_text and _prompt_text(key, source):
             texts.append(text)
+    for rule, finding in flagged.items():
+        result.decisions.append(
+            {"rule": rule, "action": "flag", "score": f"{finding.score:.2f}", "layer": finding.layer}
+        )
     if result.pii:
         result.decisions.append({"rule": "pii.input", "action": "redact"})
     result.est_tokens = -(-chars // CHARS_PER_TOKEN) + token_ids
@@ -230,6 +284,23 @@ def clamp_max_tokens(policy: Policy, route: str, body: dict[str, Any]) -> dict[s
         body[keys[-1]] = cap
         changed = True
     return {"rule": "maxOutputTokens", "action": "clamp"} if changed else None
+
+
+def _injection_found(scanner: Scanner, finding: Any, flagged: dict[str, Any]) -> None:
+    """Block now (policy `block`) or remember the finding for a `flag` decision (best per family)."""
+    rule = INJECTION_RULES[finding.family]
+    if scanner.injection_action == "block":
+        raise GuardError(
+            400,
+            f"The request looks like a prompt injection or jailbreak ({rule}, rule {finding.rule}); this "
+            "endpoint's policy refuses it. Rephrase the request, or ask the endpoint's owner to review "
+            "request.injection if this is a false positive.",
+            "prompt_injection_detected",
+            rule=rule,
+        )
+    best = flagged.get(rule)
+    if best is None or finding.score > best.score:
+        flagged[rule] = finding
 
 
 def _blocking(scanner: Scanner, hits: Iterable[Hit]) -> Hit | None:

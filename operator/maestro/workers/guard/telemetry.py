@@ -160,6 +160,27 @@ class Telemetry:
         self.events_dropped = Counter(
             "maestro_guard_events_dropped", "Monitor events dropped (monitor absent or slow).", registry=r
         )
+        # rate-limit backend: always exported (backend="local" without a shared store), so the alert on
+        # `maestro_guard_limit_backend_up == 0` has its series on every guard
+        self.limit_backend_up = Gauge(
+            "maestro_guard_limit_backend_up",
+            "1 while the rate-limit backend answers: backend=redis the shared store, local in-process only.",
+            ["backend"],
+            registry=r,
+        )
+        self.limit_backend_errors = Counter(
+            "maestro_guard_limit_backend_errors",
+            "Failed calls to the shared rate-limit store (timeouts, refused connections, errors).",
+            registry=r,
+        )
+        self.limit_peers = Gauge(
+            "maestro_guard_limit_peers",
+            "Live guard replicas last seen in the shared store: while it is unreachable (failOpen) each "
+            "pod enforces limit / this. 1 without a shared store.",
+            registry=r,
+        )
+        self.set_limit_backend("local", True)
+        self.limit_peers.set(1)
         self.otel = _Otel.create(tracer_provider, meter_provider)
 
     @property
@@ -169,6 +190,11 @@ class Telemetry:
             len(m.series)
             for m in (self.requests, self.duration, self.ttft, self.tokens, self.decisions, self.pii)
         )
+
+    def set_limit_backend(self, backend: str, up: bool) -> None:
+        """One `maestro_guard_limit_backend_up` series: where limits are counted, and if it answers."""
+        self.limit_backend_up.clear()
+        self.limit_backend_up.labels(backend).set(1 if up else 0)
 
     def set_policy(self, name: str, digest: str) -> None:
         self.policy_info.clear()

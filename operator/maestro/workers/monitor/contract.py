@@ -62,6 +62,8 @@ FEEDBACK_FILE: Final = "feedback.jsonl"
 #: prompt/completion JSONL (LLMDataset schema `prompt-completion`) built from user corrections.
 CORRECTIONS_FILE: Final = "corrections.jsonl"
 DRIFT_REFERENCE_FILE: Final = "drift-reference.json"
+#: Requests the guard flagged for a human to look at (suspected prompt injections in flag mode).
+REVIEW_FILE: Final = "review.jsonl"
 
 # --- metric names exported by the monitor (Prometheus) -----------------------------------------
 P: Final = "maestro_monitor_"
@@ -70,6 +72,8 @@ EVENTS_RECEIVED: Final = P + "events_received_total"
 EVENTS_DROPPED: Final = P + "events_dropped_total"  # label reason: malformed|overload
 #: The guard's count of events it could not hand to the monitor (socket full or monitor absent).
 GUARD_EVENTS_DROPPED: Final = "maestro_guard_events_dropped_total"
+#: The guard's rate-limit backend (label backend=redis|local): 0 while its shared store is unreachable.
+GUARD_LIMIT_BACKEND_UP: Final = "maestro_guard_limit_backend_up"
 REQUESTS: Final = P + "requests_total"  # labels model, route, code
 REFUSALS: Final = P + "refusals_total"  # label model
 FINISH_REASONS: Final = P + "finish_reasons_total"  # labels model, reason
@@ -97,6 +101,7 @@ FEEDBACK: Final = P + "feedback_total"  # labels model, sentiment=positive|negat
 FEEDBACK_RATING: Final = P + "feedback_rating"  # histogram 1..5, label model
 FEEDBACK_CORRECTIONS: Final = P + "feedback_corrections_total"  # label model
 FEEDBACK_SINK_ERRORS: Final = P + "feedback_sink_errors_total"
+REVIEW_QUEUED: Final = P + "review_queued_total"  # label result (queued|dropped|error)
 # vLLM scrape
 VLLM_UP: Final = P + "vllm_up"
 VLLM_SCRAPE_DURATION: Final = P + "vllm_scrape_duration_seconds"

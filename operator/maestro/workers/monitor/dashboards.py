@@ -22,6 +22,10 @@ SEL = 'namespace=~"$namespace", service=~"$service"'
 RI = "$__rate_interval"
 
 
+#: The guard's injection decisions (rules `injection.<family>`).
+_INJECTION_RULES = 'rule=~"injection[.].+"'
+
+
 def _sel(extra: str = "") -> str:
     return "{" + SEL + (", " + extra if extra else "") + "}"
 
@@ -329,6 +333,26 @@ def serving_dashboard() -> dict[str, Any]:
         unit="reqps",
         w=8,
     )
+    b.panel(
+        "Suspected prompt injections",
+        [
+            (
+                f"sum by (rule, action) (rate({c.POLICY_DECISIONS}{_sel(_INJECTION_RULES)}[{RI}]))",
+                "{{rule}} → {{action}}",
+            ),
+        ],
+        unit="reqps",
+        w=8,
+        description="The guard's injection and jailbreak detector (policy request.injection): flagged "
+        "requests are served and queued for review, blocked ones refused.",
+    )
+    b.panel(
+        "Review queue",
+        [(f"sum by (result) (rate({c.REVIEW_QUEUED}{_sel()}[{RI}]))", "{{result}}")],
+        unit="reqps",
+        w=8,
+        description="Flagged requests the monitor wrote to review.jsonl on the feedback claim.",
+    )
     b.row("Drift and feedback")
     b.panel(
         "Drift (PSI vs reference)",
@@ -536,6 +560,16 @@ def alert_rules() -> dict[str, Any]:
             "Guard events do not reach the monitor on {{ $labels.namespace }}/{{ $labels.service }}",
             "The guard drops monitor events (monitor down or too slow): monitoring signals are sampled, "
             "not complete. Check the monitor sidecar's health and CPU.",
+        ),
+        _alert(
+            "MaestroGuardLimitBackendDown",
+            f"min by ({BY}, pod) ({c.GUARD_LIMIT_BACKEND_UP}) == 0",
+            "1m",
+            "warning",
+            "Guard in {{ $labels.pod }} cannot reach the shared rate-limit store",
+            "Per-key limits in {{ $labels.namespace }}/{{ $labels.pod }} are not shared: each guard enforces "
+            "limit / live guards (failOpen), or refuses limited keys with 503 (failClosed). Check the Redis "
+            "at the chart's guard.rateLimits.redis.url and `kubectl logs POD -c guard`.",
         ),
         _alert(
             "MaestroBiasRefusalGap",

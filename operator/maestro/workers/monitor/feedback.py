@@ -88,7 +88,8 @@ class FeedbackSink:
         self._lock = threading.Lock()
         os.makedirs(directory, exist_ok=True)
 
-    def _append(self, name: str, record: dict[str, Any]) -> None:
+    def append(self, name: str, record: dict[str, Any]) -> None:
+        """One record as one line of `name` in the directory (rotated past the size limit)."""
         path = os.path.join(self.directory, name)
         line = json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
         with self._lock:
@@ -108,9 +109,9 @@ class FeedbackSink:
                     fcntl.flock(fh, fcntl.LOCK_UN)
 
     def write(self, record: dict[str, Any], correction: dict[str, str] | None) -> None:
-        self._append(c.FEEDBACK_FILE, record)
+        self.append(c.FEEDBACK_FILE, record)
         if correction:
-            self._append(c.CORRECTIONS_FILE, correction)
+            self.append(c.CORRECTIONS_FILE, correction)
 
 
 class FeedbackService:

@@ -123,6 +123,11 @@ class MonitorMetrics:
         self.feedback_sink_errors = counter(
             c.FEEDBACK_SINK_ERRORS, "Feedback records not written to the sink."
         )
+        self.review_queued = counter(
+            c.REVIEW_QUEUED,
+            "Flagged requests written to the review queue (or dropped, or failed).",
+            ("result",),
+        )
         self.vllm_up = Gauge(c.VLLM_UP, "1 when the last vLLM /metrics scrape succeeded.", registry=r)
         self.vllm_scrape_duration = Gauge(
             c.VLLM_SCRAPE_DURATION, "Duration of the last vLLM scrape.", registry=r
@@ -157,6 +162,8 @@ class MonitorMetrics:
             self.vllm_scrape_errors.labels(reason)
         for result in ("ok", "error"):
             self.probe_requests.labels(result)
+        for result in ("queued", "dropped", "error"):
+            self.review_queued.labels(result)
 
     def start_series(self, model: str | None) -> None:
         """Every series a dashboard or alert reads, at zero, before its first event: a panel then shows

@@ -34,6 +34,7 @@ from maestro.workers.monitor.feedback import (
 from maestro.workers.monitor.metrics import MonitorMetrics
 from maestro.workers.monitor.probes import BiasProber, read_api_key
 from maestro.workers.monitor.receiver import EventReceiver
+from maestro.workers.monitor.review import ReviewQueue
 from maestro.workers.monitor.scrape import VLLMScraper
 from maestro.workers.monitor.signals import TextAnalyzer
 
@@ -78,17 +79,6 @@ class Monitor:
             from maestro.workers.monitor.otlp import OtlpExporter
 
             self.otlp = OtlpExporter(s.otlp_endpoint, self.metrics.registry, served_model=s.served_model)
-        self.collector = EventCollector(
-            self.metrics,
-            self.drift,
-            self.analyzer,
-            on_reference_frozen=self._save_reference,
-            hooks=[self.otlp.record_event] if self.otlp else None,
-            text_budget=RateBudget(s.text_score_rate),
-        )
-        self.scraper = VLLMScraper(
-            s.vllm_metrics_url, self.metrics, interval=s.scrape_interval, passthrough_enabled=s.passthrough
-        )
         try:
             sink = FeedbackSink(s.feedback_dir) if s.feedback_dir else None
         except OSError as e:
@@ -96,6 +86,20 @@ class Monitor:
                 f"feedback directory {s.feedback_dir}: {e.strerror}; mount a writable volume there "
                 f"or unset {c.ENV_FEEDBACK_DIR}"
             ) from e
+        hooks: list[Any] = [self.otlp.record_event] if self.otlp else []
+        if sink is not None:
+            hooks.append(ReviewQueue(sink, self.metrics))
+        self.collector = EventCollector(
+            self.metrics,
+            self.drift,
+            self.analyzer,
+            on_reference_frozen=self._save_reference,
+            hooks=hooks,
+            text_budget=RateBudget(s.text_score_rate),
+        )
+        self.scraper = VLLMScraper(
+            s.vllm_metrics_url, self.metrics, interval=s.scrape_interval, passthrough_enabled=s.passthrough
+        )
         self.feedback_budget = RateBudget(FEEDBACK_RATE)
         self.feedback = FeedbackService(self.metrics, self.collector.recent, sink)
         self.prober: BiasProber | None = None
