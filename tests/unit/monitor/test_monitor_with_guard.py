@@ -20,6 +20,13 @@ pytestmark = pytest.mark.unit
 guard_proxy = pytest.importorskip("maestro.workers.guard.proxy")
 
 
+def _guard(tmp_path, upstream: str, request: dict, audit: dict, **kw):
+    """A real guard in front of `upstream` with this policy (written where the guard reads it)."""
+    doc = {"name": "p", "digest": "d1", "servedModelName": "tiny", "request": request, "audit": audit}
+    (tmp_path / "policy.json").write_text(json.dumps(doc))
+    return guard_proxy.Guard(upstream, config_path=str(tmp_path / "policy.json"), reload_interval=0, **kw)
+
+
 def _policy(tmp_path) -> str:
     doc = {
         "name": "p",
@@ -93,24 +100,17 @@ async def test_feedback_through_the_guard_is_authenticated_redacted_and_stored(
     keys = tmp_path / "keys"
     keys.mkdir()
     (keys / "dev").write_text("mk-test-key")
-    doc = {
-        "name": "p",
-        "digest": "d1",
-        "servedModelName": "tiny",
-        "request": {
+    guard = _guard(
+        tmp_path,
+        upstream.url,
+        {
             "auth": {"required": True, "apiKeysSecretRef": {"name": "keys"}},
             "pii": {"input": "redact", "output": "allow"},
         },
-        "audit": {"enabled": False, "logPrompts": True},
-    }
-    (tmp_path / "policy.json").write_text(json.dumps(doc))
-    guard = guard_proxy.Guard(
-        upstream.url,
-        config_path=str(tmp_path / "policy.json"),
+        {"enabled": False, "logPrompts": True},
         keys_dir=str(keys),
         events_path=mon.monitor.settings.events_socket,
         feedback_url=mon.url + c.FEEDBACK_PATH,
-        reload_interval=0,
     )
     off = guard_proxy.Guard(upstream.url, config_path=str(tmp_path / "policy.json"), keys_dir=str(keys))
     served_guard = await Served(guard.app).start()
@@ -157,20 +157,13 @@ async def test_a_flagged_injection_lands_in_the_review_queue(start_monitor, tmp_
     mon = await start_monitor(vllm_metrics_url="http://127.0.0.1:9/metrics", feedback_dir=str(fdir))
     keys = tmp_path / "keys"
     keys.mkdir()
-    doc = {
-        "name": "p",
-        "digest": "d1",
-        "servedModelName": "tiny",
-        "request": {"pii": {"input": "allow", "output": "allow"}, "injection": {"mode": "flag"}},
-        "audit": {"enabled": False, "logPrompts": False},
-    }
-    (tmp_path / "policy.json").write_text(json.dumps(doc))
-    guard = guard_proxy.Guard(
+    guard = _guard(
+        tmp_path,
         upstream.url,
-        config_path=str(tmp_path / "policy.json"),
+        {"pii": {"input": "allow", "output": "allow"}, "injection": {"mode": "flag"}},
+        {"enabled": False, "logPrompts": False},
         keys_dir=str(keys),
         events_path=mon.monitor.settings.events_socket,
-        reload_interval=0,
     )
     served_guard = await Served(guard.app).start()
     ids = []
