@@ -61,8 +61,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+#: `--no-feedback`: deployments without the feedback claim (`spec.monitoring.feedback: false`), the
+#: child set of versions before it existed; a bound claim also costs the API server binding work.
+FEEDBACK = True
+
+
 def manifest(name: str) -> dict[str, Any]:
-    return {
+    m: dict[str, Any] = {
         "apiVersion": "llmops.dev/v1alpha1",
         "kind": "LLMDeployment",
         "metadata": {"name": name},
@@ -72,6 +77,9 @@ def manifest(name: str) -> dict[str, Any]:
             "resources": {"gpus": 0, "cpu": "100m", "memory": "256Mi"},
         },
     }
+    if not FEEDBACK:
+        m["spec"]["monitoring"] = {"feedback": False}
+    return m
 
 
 def children(name: str, ns: str, uid: str) -> list[dict[str, Any]]:
@@ -305,7 +313,12 @@ def main() -> int:
     parser.add_argument("--steady-rate", type=float, default=5.0, help="steady-state creates per second")
     parser.add_argument("--settle", type=float, default=5.0, help="seconds between burst and steady phase")
     parser.add_argument("--timeout", type=float, default=600.0)
+    parser.add_argument(
+        "--no-feedback", action="store_true", help="deployments without the feedback claim (5 children)"
+    )
     args = parser.parse_args()
+    global FEEDBACK
+    FEEDBACK = not args.no_feedback
 
     workdir = Path(tempfile.mkdtemp(prefix="maestro-bench-"))
     cluster = None
