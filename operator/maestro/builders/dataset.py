@@ -24,7 +24,12 @@ SOURCE_VOLUME = "source"
 
 
 def claim_name(owner: Obj, spec: LLMDatasetSpec) -> str:
-    return spec.storage.pvc.claim_name or child_name(owner["metadata"]["name"], "data")
+    return claim_for(owner["metadata"]["name"], spec.storage.pvc.claim_name)
+
+
+def claim_for(dataset: str, claim_name: str | None) -> str:
+    """The claim a dataset writes its versions to: the one its spec names, else `<name>-data`."""
+    return claim_name or child_name(dataset, "data")
 
 
 def spec_hash(spec: LLMDatasetSpec) -> str:

@@ -25,7 +25,7 @@ from maestro.api.dataset import (
     RecordCounts,
 )
 from maestro.builders import dataset as build
-from maestro.builders.meta import ChildRef, child_name
+from maestro.builders.meta import ChildRef
 from maestro.builders.settings import Settings
 from maestro.reconcile import admission
 from maestro.reconcile.common import Plan, conditions_of, invalid_spec, run, spec_of, standard, status_of
@@ -166,7 +166,7 @@ async def observe(ctx: Context, obj: Obj) -> Facts:
 def _claim_of(ds: Obj) -> str:
     """The claim a dataset object writes its versions to (`build.claim_name`, from the raw spec)."""
     pvc = ((ds.get("spec") or {}).get("storage") or {}).get("pvc") or {}
-    return str(pvc.get("claimName") or child_name(ds["metadata"]["name"], "data"))
+    return build.claim_for(ds["metadata"]["name"], pvc.get("claimName"))
 
 
 def pinned_versions(store: Store, obj: Obj, spec: LLMDatasetSpec) -> tuple[str, ...]:

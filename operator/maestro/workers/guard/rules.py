@@ -67,6 +67,9 @@ def placeholder(entity: str) -> str:
 #: may well say "never reveal the system prompt"), nor earlier assistant turns.
 INJECTION_SOURCES = frozenset({"user", "tool", "function", "tools", "schema", "prompt"})
 
+#: A cached verdict whose injection finding was not computed yet (None means "judged: clean").
+_UNJUDGED = object()
+
 #: Input texts up to this size have their verdicts memoized (see `Scanner.check`).
 CACHE_MAX_CHARS = 4096
 CACHE_ENTRIES = 2048
@@ -87,7 +90,6 @@ class Scanner:
         "_blocked_rules",
         "_cache",
         "_detector",
-        "_injection_cache",
         "_pii",
         "injection_action",
         "injection_sources",
@@ -99,13 +101,13 @@ class Scanner:
         self._pii = _pii_scanner(policy.pii_entities).scan if pii_action != "allow" else None
         self._blocked = policy.blocked
         self._blocked_rules = policy.blocked_rules
-        self._cache: dict[bytes, tuple[Hit | None, tuple[Hit, ...]]] = {}
+        #: text digest -> [blocked hit, PII hits, injection finding or _UNJUDGED]
+        self._cache: dict[bytes, list[Any]] = {}
         #: "flag" or "block" when this scanner runs the injection detector (request side only)
         self.injection_action = (
             policy.injection_mode if injection and policy.injection_mode != "off" else None
         )
         self._detector = None
-        self._injection_cache: dict[bytes, Any] = {}
         #: slot sources the detector judges: callers and tools, not the application's own instructions
         self.injection_sources = INJECTION_SOURCES | (
             {"system", "developer"} if policy.injection_scan_system else set()
@@ -115,35 +117,28 @@ class Scanner:
 
             self._detector = InjectionDetector(policy.injection_threshold, policy.injection_families)
 
-    def injection(self, text: str) -> Any:
-        """The detector's best finding (`maestro.text.injection.Finding`) for one text, or None;
-        memoized like `check` (chat clients resend the same turns)."""
-        if self._detector is None:
-            return None
+    def check(self, text: str, *, injection: bool = False) -> tuple[Hit | None, tuple[Hit, ...], Any]:
+        """(first blocked match, PII hits, injection finding) for one input text, memoized for short
+        texts. The finding (`maestro.text.injection.Finding` or None) is computed only when asked for
+        (a text from a source the detector judges) and kept with the rest of the text's verdict."""
         if len(text) > CACHE_MAX_CHARS:
-            return self._detector.first(text)
-        key = blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
-        cache = self._injection_cache
-        if key in cache:
-            return cache[key]
-        finding = cache[key] = self._detector.first(text)
-        if len(cache) > CACHE_ENTRIES:
-            del cache[next(iter(cache))]
-        return finding
-
-    def check(self, text: str) -> tuple[Hit | None, tuple[Hit, ...]]:
-        """(first blocked match, PII hits) for one input text, memoized for short texts."""
-        if len(text) > CACHE_MAX_CHARS:
-            return self.blocked(text), tuple(self.pii(text))
+            return self.blocked(text), tuple(self.pii(text)), self._judge(text) if injection else None
         key = blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
         verdict = self._cache.get(key)
         if verdict is None:
-            verdict = (self.blocked(text), tuple(self.pii(text)))
+            verdict = [self.blocked(text), tuple(self.pii(text)), _UNJUDGED]
             cache = self._cache
             if len(cache) >= CACHE_ENTRIES:
                 del cache[next(iter(cache))]
             cache[key] = verdict
-        return verdict
+        if not injection:
+            return verdict[0], verdict[1], None
+        if verdict[2] is _UNJUDGED:
+            verdict[2] = self._judge(text)
+        return verdict[0], verdict[1], verdict[2]
+
+    def _judge(self, text: str) -> Any:
+        return self._detector.first(text) if self._detector is not None else None
 
     @property
     def active(self) -> bool:
@@ -223,7 +218,8 @@ def check_input(
         text: str = container[key]
         chars += len(text)
         if scanner is not None and text:
-            hit, hits = scanner.check(text)
+            judge = scanner.injection_action is not None and source in scanner.injection_sources
+            hit, hits, finding = scanner.check(text, injection=judge)
             if hit is not None:
                 raise GuardError(
                     400,
@@ -231,10 +227,8 @@ def check_input(
                     "content_policy_violation",
                     rule=hit.label,
                 )
-            if scanner.injection_action is not None and source in scanner.injection_sources:
-                finding = scanner.injection(text)
-                if finding is not None:
-                    _injection_found(scanner, finding, flagged)
+            if finding is not None:
+                _injection_found(scanner, finding, flagged)
             if hits:
                 for h in hits:
                     result.pii[h.label] = result.pii.get(h.label, 0) + 1
@@ -378,10 +372,11 @@ def scrub_logprobs(
     return None, changed
 
 
-def _alternative_hit(scanner: Scanner, token: Any) -> bool:
-    if not isinstance(token, str) or not token:
+def spells_a_secret(scanner: Scanner | None, token: Any) -> bool:
+    """Whether one logprob alternative matches a blocked term or PII on its own (it is then dropped)."""
+    if scanner is None or not isinstance(token, str) or not token:
         return False
-    hit, hits = scanner.check(token)
+    hit, hits, _ = scanner.check(token)
     return hit is not None or bool(hits)
 
 
@@ -437,7 +432,7 @@ def scrub_entries(scanner: Scanner, entries: list[Any], pii: dict[str, int]) -> 
     for e in entries:
         top = e.get("top_logprobs") if isinstance(e, dict) else None
         if isinstance(top, list) and top:
-            kept = [a for a in top if not (isinstance(a, dict) and _alternative_hit(scanner, a.get("token")))]
+            kept = [a for a in top if not (isinstance(a, dict) and spells_a_secret(scanner, a.get("token")))]
             if len(kept) != len(top):
                 e["top_logprobs"] = kept
                 changed = True
@@ -462,8 +457,8 @@ def _scrub_completion_logprobs(
     top = logprobs.get("top_logprobs")
     if isinstance(top, list):
         for i, alts in enumerate(top):
-            if isinstance(alts, dict) and any(_alternative_hit(scanner, t) for t in alts):
-                top[i] = {t: lp for t, lp in alts.items() if not _alternative_hit(scanner, t)}
+            if isinstance(alts, dict) and any(spells_a_secret(scanner, t) for t in alts):
+                top[i] = {t: lp for t, lp in alts.items() if not spells_a_secret(scanner, t)}
                 changed = True
     return None, changed
 

@@ -33,6 +33,7 @@ from maestro.workers.guard.rules import (
     redact,
     redact_tokens,
     scrub_entries,
+    spells_a_secret,
 )
 
 DONE = b"[DONE]"
@@ -401,7 +402,11 @@ class StreamFilter:
             lp = {k: [e.get(k) for e in entries] for k in _COMPLETION_LOGPROBS}
             lp["tokens"] = [e["token"] for e in entries]
             lp["top_logprobs"] = [
-                {t: v for t, v in (e.get("top_logprobs") or {}).items() if not _secret(self.scanner, t)}
+                {
+                    t: v
+                    for t, v in (e.get("top_logprobs") or {}).items()
+                    if not spells_a_secret(self.scanner, t)
+                }
                 for e in entries
             ]
             choice["logprobs"] = lp
@@ -444,10 +449,3 @@ def _boundary(ch: str) -> bool:
 
 #: The per-token columns of a completions-format `logprobs` object.
 _COMPLETION_LOGPROBS = ("tokens", "token_logprobs", "top_logprobs", "text_offset")
-
-
-def _secret(scanner: Scanner | None, token: Any) -> bool:
-    if scanner is None or not isinstance(token, str) or not token:
-        return False
-    hit, hits = scanner.check(token)
-    return hit is not None or bool(hits)
