@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,15 +19,11 @@ from typing import Any
 
 import yaml
 
+from ports import free_port
+
 REPO = Path(__file__).resolve().parents[3]
 EXAMPLES = REPO / "examples" / "quickstart"
 Kubectl = Callable[..., subprocess.CompletedProcess[str]]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_for(

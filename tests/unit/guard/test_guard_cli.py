@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,14 +16,9 @@ import pytest
 from guard_helpers import KEYS, Stack, open_request, policy_doc
 
 from maestro.workers.guard import contract
+from ports import free_port as _free_port
 
 pytestmark = pytest.mark.unit
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _env(stack: Stack, port: int) -> dict[str, str]:

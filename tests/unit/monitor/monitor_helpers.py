@@ -8,7 +8,6 @@ collector, so the monitor's pass-through filter meets the same families a real v
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.process_collector import ProcessCollector
 
 from maestro.workers.monitor.server import Monitor
+from ports import free_port as free_port  # re-exported: the monitor tests import it from here
 
 LABELS = ("model_name", "engine")
 TOKEN_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000)
@@ -115,12 +115,6 @@ class Served:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def parse_scrape(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ from trainhelpers import make_spec, run_job
 
 from maestro.workers.train import contract
 from maestro.workers.train.dist import launch_argv
+from ports import free_port as _free_port
 
 pytestmark = pytest.mark.unit
 
@@ -50,12 +50,6 @@ def test_launcher_builds_torchrun_for_an_indexed_job() -> None:
     assert cmd[-5:] == ["maestro.workers.train", "run", "--no-launch", "--spec", "s.json"]
     env["NODE_RANK"] = "0"  # an explicit NODE_RANK wins over the completion index
     assert "--node-rank=0" in (launch_argv([], env) or [])
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.mark.parametrize(
