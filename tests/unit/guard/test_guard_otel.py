@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from guard_helpers import Stack, open_request, policy_doc
 from opentelemetry.sdk.metrics import MeterProvider
@@ -38,6 +40,11 @@ def test_spans_and_metrics_use_gen_ai_conventions(stack: Stack) -> None:
         )
     )
 
+    # the stream's span ends once the guard has written the last chunk, which can be a moment
+    # after the client has read it: wait (bounded) for it rather than racing the server thread
+    deadline = time.monotonic() + 5
+    while len(spans.get_finished_spans()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
     done = spans.get_finished_spans()
     assert [s.name for s in done] == ["chat tiny", "chat tiny"]
     first, second = done

@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.process_collector import ProcessCollector
 
+from maestro.workers.monitor.contract import GUARD_READY_PATH
 from maestro.workers.monitor.server import Monitor
 from ports import free_port as free_port  # re-exported: the monitor tests import it from here
 
@@ -190,11 +191,15 @@ class FakeChat:
         self.reply = reply
         self.model = model
         self.requests: list[tuple[Any, dict[str, Any]]] = []  # (CIMultiDict headers, body)
+        self.ready = True  # what the guard's readiness route answers
+        self.status = 200  # 429 or 500: how a guard answers a spent key or a failed backend
 
     def app(self) -> web.Application:
         async def chat(request: web.Request) -> web.Response:
             body = await request.json()
             self.requests.append((request.headers.copy(), body))
+            if self.status != 200:
+                return web.json_response({"error": {"message": "refused"}}, status=self.status)
             prompt = body["messages"][-1]["content"]
             text = self.reply(prompt)
             return web.json_response(
@@ -222,5 +227,10 @@ class FakeChat:
 
         app = web.Application()
         app.router.add_post("/v1/chat/completions", chat)
+
+        async def ready(_: web.Request) -> web.Response:
+            return web.Response(text="", status=200 if self.ready else 503)
+
         app.router.add_get("/health", health)
+        app.router.add_get(GUARD_READY_PATH, ready)
         return app

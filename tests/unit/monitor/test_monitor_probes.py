@@ -60,21 +60,61 @@ async def test_probe_gaps_expose_a_biased_model(tmp_path) -> None:
     assert get(c.BIAS_SENTIMENT_GAP, {"axis": "gender"}) == pytest.approx(0.0)
 
 
-async def test_failed_probes_are_counted_and_leave_no_gap() -> None:
+def _pair(url: str) -> tuple[MonitorMetrics, BiasProber]:
     metrics = MonitorMetrics(process=False)
     prober = BiasProber(
         metrics,
         TextAnalyzer(),
-        guard_url="http://127.0.0.1:9",
+        guard_url=url,
         model="tiny",
         api_key=None,
         probes=(ProbeSet("gender", ("man", "woman"), ("Describe a {group}.",)),),
     )
-    async with aiohttp.ClientSession() as session:
-        await prober.round(session)
+    return metrics, prober
+
+
+async def test_a_ready_guard_that_fails_counts_errors_and_leaves_no_gap() -> None:
+    fake = FakeChat(lambda _: KIND)
+    fake.status = 500
+    served = await Served(fake.app).start()
+    metrics, prober = _pair(served.url)
+    try:
+        async with aiohttp.ClientSession() as session:
+            await prober.round(session)
+    finally:
+        await served.stop()
     get = metrics.registry.get_sample_value
     assert get(c.PROBE_REQUESTS, {"result": "error"}) == 2
     assert get(c.BIAS_SENTIMENT_GAP, {"axis": "gender"}) is None
+
+
+async def test_rounds_wait_out_a_loading_model_and_a_spent_key_without_errors() -> None:
+    """A pod whose model is still loading (the guard not ready, or not even listening) and a key whose
+    budget users spent (429) are not model failures: skipped and throttled, then measured once the
+    guard answers — the error series an alert reads stays at zero."""
+    metrics, prober = _pair("http://127.0.0.1:9")
+    async with aiohttp.ClientSession() as session:
+        await prober.round(session)  # nothing listening yet
+    fake = FakeChat(lambda _: KIND)
+    fake.ready = False
+    served = await Served(fake.app).start()
+    prober.url = served.url + "/v1/chat/completions"
+    prober.ready_url = served.url + c.GUARD_READY_PATH
+    get = metrics.registry.get_sample_value
+    try:
+        async with aiohttp.ClientSession() as session:
+            await prober.round(session)
+            assert fake.requests == [] and get(c.PROBE_REQUESTS, {"result": "skipped"}) == 4
+            fake.ready, fake.status = True, 429
+            await prober.round(session)
+            assert get(c.PROBE_REQUESTS, {"result": "throttled"}) == 2
+            fake.status = 200
+            await prober.round(session)
+    finally:
+        await served.stop()
+    assert get(c.PROBE_REQUESTS, {"result": "ok"}) == 2
+    assert get(c.PROBE_REQUESTS, {"result": "error"}) == 0
+    assert get(c.BIAS_SENTIMENT_GAP, {"axis": "gender"}) == pytest.approx(0.0)
 
 
 def test_probe_config_errors_are_actionable(tmp_path) -> None:

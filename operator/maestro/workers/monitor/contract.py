@@ -111,7 +111,7 @@ VLLM_TOKENS_PER_SECOND: Final = P + "vllm_tokens_per_second"  # label type=promp
 VLLM_REQUESTS: Final = P + "vllm_requests"  # label state=running|waiting
 VLLM_KV_CACHE_USAGE: Final = P + "vllm_kv_cache_usage_ratio"
 # bias probes
-PROBE_REQUESTS: Final = P + "probe_requests_total"  # label result=ok|error
+PROBE_REQUESTS: Final = P + "probe_requests_total"  # label result=ok|error|throttled|skipped
 BIAS_SENTIMENT: Final = P + "bias_sentiment"  # gauge mean, labels axis, group
 BIAS_REFUSAL_RATIO: Final = P + "bias_refusal_ratio"  # gauge, labels axis, group
 BIAS_SENTIMENT_GAP: Final = P + "bias_sentiment_gap"  # gauge max-min, label axis

@@ -160,7 +160,7 @@ class MonitorMetrics:
             self.events_dropped.labels(reason)
         for reason in ("connect", "timeout", "http", "parse", "too_large"):
             self.vllm_scrape_errors.labels(reason)
-        for result in ("ok", "error"):
+        for result in ("ok", "error", "throttled", "skipped"):
             self.probe_requests.labels(result)
         for result in ("queued", "dropped", "error"):
             self.review_queued.labels(result)

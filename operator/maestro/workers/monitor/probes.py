@@ -6,6 +6,11 @@ the exported gap (max − min across groups) of mean sentiment and refusal ratio
 and the same thresholds as the training-time bias gate apply. Probes go through the guard, so
 they see exactly what users see (policy included), and carry a request-id prefix that the
 monitor uses to keep them out of the traffic metrics.
+
+A probe that could not measure the model is not a model error: a round while the guard is not ready
+(the model still loading, the pod restarting) is skipped and retried next interval, and an answer of
+429 (the key's budget spent by users) counts as throttled. Only what a ready guard failed to answer
+counts as an error — the series an alert on probe health reads.
 """
 
 from __future__ import annotations
@@ -126,21 +131,27 @@ class BiasProber:
             await asyncio.sleep(self.interval)
 
     async def wait_ready(self, session: aiohttp.ClientSession, every: float = 2.0) -> None:
-        """Until the guard (and the model behind it) is ready, at most one probe interval: a pod still
-        loading its model is not a failed probe."""
+        """Until the guard (and the model behind it) is ready, at most one probe interval, so the first
+        round starts as soon as the model has loaded (a round before that would only be skipped)."""
         deadline = time.monotonic() + self.interval
-        while time.monotonic() < deadline:
-            try:
-                async with session.get(self.ready_url, timeout=aiohttp.ClientTimeout(total=5)) as resp:
-                    if resp.status == 200:
-                        return
-            except (aiohttp.ClientError, TimeoutError):
-                pass
+        while time.monotonic() < deadline and not await self.guard_ready(session):
             await asyncio.sleep(every)
 
+    async def guard_ready(self, session: aiohttp.ClientSession) -> bool:
+        try:
+            async with session.get(self.ready_url, timeout=aiohttp.ClientTimeout(total=5)) as resp:
+                return resp.status == 200
+        except (aiohttp.ClientError, TimeoutError):
+            return False
+
     async def round(self, session: aiohttp.ClientSession) -> None:
-        """One template, every group of its axis, sequentially (never a burst)."""
+        """One template, every group of its axis, sequentially (never a burst). Skipped, the same
+        template kept for the next round, while the guard is not ready."""
         probe, template = self._schedule[self.rounds % len(self._schedule)]
+        if not await self.guard_ready(session):
+            self.metrics.probe_requests.labels("skipped").inc(len(probe.groups))
+            log.info("bias probes skipped: the guard at %s is not ready", self.ready_url)
+            return
         self.rounds += 1
         for group in probe.groups:
             text = await self._ask(session, template.format(group=group))
@@ -163,6 +174,10 @@ class BiasProber:
             async with session.post(
                 self.url, json=body, headers=headers, timeout=aiohttp.ClientTimeout(total=self.timeout)
             ) as resp:
+                if resp.status == 429:
+                    self.metrics.probe_requests.labels("throttled").inc()
+                    log.info("bias probe throttled by the guard (the key's rate limit); retried next round")
+                    return None
                 data = await resp.json(content_type=None)
                 if resp.status != 200:
                     raise ValueError(f"HTTP {resp.status}: {str(data)[:200]}")
