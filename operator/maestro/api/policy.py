@@ -277,6 +277,46 @@ class Timeouts(SpecModel):
     )
 
 
+class ExplainMethod(StrEnum):
+    """How `POST /v1/explain` attributes a response's log-likelihood to prompt segments."""
+
+    #: Leave-one-out: the drop when one segment is deleted (segments + 1 scored prompts).
+    OCCLUSION = "occlusion"
+    #: Kernel SHAP (the `shap` package) over segment masks; up to `maxSamples` scored prompts.
+    SHAP = "shap"
+    #: LIME's text explainer (the `lime` package) over segments; up to `maxSamples` scored prompts.
+    LIME = "lime"
+
+
+def _default_explain_methods() -> list[ExplainMethod]:
+    return [ExplainMethod.OCCLUSION]
+
+
+class ExplainPolicy(SpecModel):
+    """`POST /v1/explain` on the guard: which prompt segments a response depends on, scored by the
+    model server (prompt log-probabilities). Every explanation costs one scored prompt per
+    perturbation, so the sampling methods are opt-in and both sizes are capped here."""
+
+    enabled: bool = Field(True, description="Serve /v1/explain (404 explain_disabled when false).")
+    methods: Annotated[list[ExplainMethod], AfterValidator(unique_list("request.explain.methods"))] = Field(
+        default_factory=_default_explain_methods,
+        min_length=1,
+        max_length=3,
+        description="Methods callers may ask for; the first is the default. shap and lime need the "
+        "sidecar's `explain` extra and score up to maxSamples prompts each.",
+        json_schema_extra=SET,
+    )
+    max_segments: int = Field(
+        64, ge=1, le=1024, description="Most prompt segments one explanation may have (400 above)."
+    )
+    max_samples: int = Field(
+        256,
+        ge=8,
+        le=4096,
+        description="Most perturbed prompts shap or lime may score for one explanation (400 above).",
+    )
+
+
 def _valid_patterns(patterns: list[str]) -> list[str]:
     # compiled the way the guard combines them (one alternation), so global flags like (?i) mid-way fail here
     for pattern in patterns:
@@ -339,6 +379,10 @@ class RequestPolicy(SpecModel):
         default_factory=OutputWindow, description="Window of the window mode."
     )
     timeouts: Timeouts = Field(default_factory=Timeouts, description="Upstream timeouts.")
+    explain: ExplainPolicy = Field(
+        default_factory=ExplainPolicy,
+        description="Attributions of responses to prompt segments (/v1/explain).",
+    )
 
     model_config = ConfigDict(
         json_schema_extra=validations(

@@ -130,6 +130,11 @@ class Policy:
     #: `Access` of every key the policy lists; all other keys (and anonymous callers) get `default_access`.
     grants: dict[str, Access]
     default_access: Access
+    #: `request.explain`: /v1/explain on or off, its methods (first = default) and size caps.
+    explain_enabled: bool
+    explain_methods: tuple[str, ...]
+    explain_max_segments: int
+    explain_max_samples: int
 
     @classmethod
     def compile(
@@ -204,6 +209,10 @@ class Policy:
             served_model_name=served_model_name or None,
             grants=grants,
             default_access=default_access,
+            explain_enabled=request.explain.enabled,
+            explain_methods=tuple(m.value for m in request.explain.methods),
+            explain_max_segments=request.explain.max_segments,
+            explain_max_samples=request.explain.max_samples,
         )
 
     @property

@@ -18,6 +18,7 @@ import itertools
 import logging
 import os
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -298,6 +299,7 @@ class Guard:
         app.router.add_post("/v1/chat/completions", self.chat)
         app.router.add_post("/v1/completions", self.completions)
         app.router.add_post("/v1/embeddings", self.embeddings)
+        app.router.add_post("/v1/explain", self.explain)
         app.router.add_get("/v1/models", self.models)
         app.router.add_post(contract.FEEDBACK_PATH, self.feedback)
         app.router.add_get(contract.HEALTH_PATH, self.healthz)
@@ -352,7 +354,7 @@ class Guard:
                 404,
                 f"Unknown route {request.method} {request.path}. The guard serves "
                 "/v1/chat/completions, /v1/completions, /v1/embeddings, "
-                "/v1/models and /v1/feedback.",
+                "/v1/explain, /v1/models and /v1/feedback.",
                 "unknown_route",
             ),
         )
@@ -488,13 +490,25 @@ class Guard:
     async def embeddings(self, request: web.Request) -> web.StreamResponse:
         return await self._inference(request, ROUTE_EMBEDDINGS)
 
+    async def explain(self, request: web.Request) -> web.StreamResponse:
+        """`POST /v1/explain`: prompt-segment attributions of a response, under chat's rules and audit;
+        the steps live in `explain.route` (imported on first use: the other routes never need it)."""
+        from maestro.workers.guard.explain import route as explain_route
+
+        return await self._inference(request, explain_route.ROUTE, serve=explain_route.serve)
+
     def _rid(self, request: web.Request) -> str:
         rid = request.headers.get(contract.REQUEST_ID_HEADER)
         if rid and len(rid) <= 128:
             return rid
         return f"{self._id_prefix}-{next(self._ids):x}"
 
-    async def _inference(self, request: web.Request, route: str) -> web.StreamResponse:
+    async def _inference(
+        self,
+        request: web.Request,
+        route: str,
+        serve: Callable[..., Awaitable[web.StreamResponse]] | None = None,
+    ) -> web.StreamResponse:
         r = _Req(self._rid(request), route)
         active = self.active  # this request's rules, whatever reloads happen meanwhile
         tel = self.telemetry
@@ -502,6 +516,8 @@ class Guard:
             r.span = tel.otel.start(request.headers)
         tel.inflight += 1
         try:
+            if serve is not None:  # another route's steps (explain), same accounting and error handling
+                return await serve(self, request, r, active)
             return await self._serve(request, r, active)
         except GuardError as exc:
             return self._error(exc, r)
