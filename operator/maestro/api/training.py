@@ -324,6 +324,55 @@ class ModelOutput(SpecModel):
     )
 
 
+#: Where an MLflow tracking server may be reached.
+TRACKING_URI_SCHEMES = ("http", "https")
+TrackingURI = Annotated[
+    str,
+    AfterValidator(uri_checker(TRACKING_URI_SCHEMES, "tracking uri")),
+    uri_constraints(TRACKING_URI_SCHEMES, "tracking uri"),
+]
+#: No user:password@ in a tracking URI: credentials go in credentialsSecretRef, never in the spec.
+_NO_USERINFO = r"^[a-z]+://[^/@]+(/.*)?$"
+
+
+class Tracking(SpecModel):
+    """Experiment tracking in MLflow: the run's params, per-step and final metrics, artifacts and the
+    registered model version. Unset fields take the operator-wide default (Helm `tracking.*`); the job
+    is tracked when a URI is known and `enabled` is not false. Tracking is best effort: an unreachable
+    or slow tracker never fails or slows training (see the Tracked condition)."""
+
+    enabled: bool = Field(
+        True, description="Track this job; false turns tracking off even when the operator has a default."
+    )
+    uri: TrackingURI | None = Field(
+        None,
+        pattern=_NO_USERINFO,
+        description="MLflow tracking server, http(s)://host[:port][/path]; unset uses the operator's "
+        "default. No user:password@ (credentials go in credentialsSecretRef).",
+    )
+    experiment: str | None = Field(
+        None,
+        min_length=1,
+        max_length=256,
+        description="MLflow experiment the run is logged to (created when missing); unset uses the "
+        "operator's default, else the namespace name.",
+    )
+    credentials_secret_ref: SecretReference | None = Field(
+        None,
+        description="Secret whose keys MLFLOW_TRACKING_USERNAME + MLFLOW_TRACKING_PASSWORD (basic auth) or "
+        "MLFLOW_TRACKING_TOKEN (bearer) reach the trainer as environment variables (secretKeyRef, each "
+        "optional); the operator never reads them. Unset with uri unset: the operator's default Secret.",
+    )
+    registered_model_name: str | None = Field(
+        None,
+        min_length=1,
+        max_length=256,
+        pattern=r"^[^/:%]+$",
+        description="Model registry name the trained model is registered under (one version per run); "
+        "default <namespace>-<name> of this LLMTrainingJob.",
+    )
+
+
 class LLMTrainingJobSpec(SpecModel):
     """Desired state of an LLMTrainingJob."""
 
@@ -370,6 +419,11 @@ class LLMTrainingJobSpec(SpecModel):
         None,
         ge=60,
         description="Wall-clock limit of the training Job; exceeded means Failed (DeadlineExceeded).",
+    )
+    tracking: Tracking | None = Field(
+        None,
+        description="Experiment tracking in MLflow (params, metrics, artifacts, model registry); unset "
+        "uses the operator's default, when it has one.",
     )
 
     model_config = ConfigDict(
@@ -502,6 +556,28 @@ class TrainingLineage(StatusModel):
     image: str | None = Field(None, description="Trainer image, by digest when known.")
 
 
+class RegisteredModelVersion(StatusModel):
+    """The model version the run registered in the tracker's model registry."""
+
+    name: str | None = Field(None, description="Registered model name.")
+    version: str | None = Field(None, description="Version number the registry assigned.")
+
+
+class TrackingStatus(StatusModel):
+    """Where the run is in the experiment tracker, or why it is not there."""
+
+    backend: Literal["mlflow"] | None = Field(None, description="The tracker (mlflow).")
+    experiment_id: str | None = Field(None, description="Experiment the run belongs to.")
+    run_id: str | None = Field(None, description="The tracker's run id.")
+    run_url: str | None = Field(None, description="The run's page in the tracker's UI.")
+    registered_model: RegisteredModelVersion | None = Field(
+        None, description="The registered model version (tagged with the model digest)."
+    )
+    error: str | None = Field(
+        None, description="Why tracking is incomplete (training is unaffected); see the Tracked condition."
+    )
+
+
 class LLMTrainingJobStatus(ObservedStatus):
     """Observed state of an LLMTrainingJob."""
 
@@ -516,6 +592,9 @@ class LLMTrainingJobStatus(ObservedStatus):
     job_name: str | None = Field(None, description="Name of the Kubernetes Job running the trainer.")
     start_time: str | None = Field(None, description="When training started (RFC 3339).")
     completion_time: str | None = Field(None, description="When the job Succeeded or Failed (RFC 3339).")
+    tracking: TrackingStatus | None = Field(
+        None, description="The run in the experiment tracker (spec.tracking), when the job is tracked."
+    )
 
 
 class LLMTrainingJob(KindModel):

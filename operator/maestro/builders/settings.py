@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Self
 
@@ -158,8 +159,8 @@ class Settings(EnvSettings):
     Variables: MAESTRO_WORKER_IMAGE, MAESTRO_SIDECAR_IMAGE, MAESTRO_VLLM_IMAGE, MAESTRO_JOB_NODE_SELECTOR,
     MAESTRO_JOB_TOLERATIONS, MAESTRO_SERVING_NODE_SELECTOR, MAESTRO_SERVING_TOLERATIONS,
     MAESTRO_PROGRESS_URL, MAESTRO_PROGRESS_AUDIENCE, MAESTRO_STORAGE_CLASS, MAESTRO_GUARD_LIMITS_REDIS_URL,
-    MAESTRO_GUARD_LIMITS_REDIS_PASSWORD_SECRET, MAESTRO_GUARD_LIMITS_REDIS_PASSWORD_KEY (the Helm chart
-    sets them).
+    MAESTRO_GUARD_LIMITS_REDIS_PASSWORD_SECRET, MAESTRO_GUARD_LIMITS_REDIS_PASSWORD_KEY, MAESTRO_TRACKING_URI,
+    MAESTRO_TRACKING_EXPERIMENT, MAESTRO_TRACKING_CREDENTIALS_SECRET (the Helm chart sets them).
     """
 
     worker_image: str = Field(
@@ -199,8 +200,34 @@ class Settings(EnvSettings):
         "passed to the guards as a secretKeyRef (the operator never reads it).",
     )
     guard_limits_redis_password_key: str = Field("password", description="Data key of that Secret.")
+    tracking_uri: str | None = Field(
+        None,
+        description="Default MLflow tracking server for LLMTrainingJobs without spec.tracking.uri "
+        "(http(s)://, no credentials in it); unset: jobs are tracked only when their spec names a server.",
+    )
+    tracking_experiment: str | None = Field(
+        None, description="Default MLflow experiment; unset: the job's namespace name."
+    )
+    tracking_credentials_secret: str | None = Field(
+        None,
+        description="Secret with MLFLOW_TRACKING_USERNAME/_PASSWORD or MLFLOW_TRACKING_TOKEN for the default "
+        "server, in each namespace that trains; passed to trainers as secretKeyRefs (never read here).",
+    )
     #: Extra labels on every generated pod (not configurable by env; for tests).
     extra_pod_labels: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("tracking_uri")
+    @classmethod
+    def _tracking_uri(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        from maestro.api.training import _NO_USERINFO, TRACKING_URI_SCHEMES
+
+        if not value.startswith(tuple(f"{s}://" for s in TRACKING_URI_SCHEMES)):
+            raise ValueError("must be an http:// or https:// URL (e.g. http://mlflow.mlflow.svc:5000)")
+        if not re.match(_NO_USERINFO, value):
+            raise ValueError("must not carry credentials (user:password@); use the credentials Secret")
+        return value
 
     @field_validator("guard_limits_redis_url")
     @classmethod

@@ -7,6 +7,7 @@ the container's termination message.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +38,73 @@ class DatasetInput:
     sub_path: str
     version: str
     schema_type: str
+
+
+@dataclass(frozen=True)
+class ResolvedTracking:
+    """spec.tracking with the operator's defaults filled in: what the trainer is told."""
+
+    uri: str
+    experiment: str
+    registered_model_name: str
+    #: Secret (job namespace) whose MLFLOW_TRACKING_* keys become the trainer's env; None: anonymous.
+    credentials_secret: str | None
+
+
+def resolve_tracking(owner: Obj, spec: LLMTrainingJobSpec, settings: Settings) -> ResolvedTracking | None:
+    """The spec's tracking, field by field over the operator's default; None when the job is not tracked.
+
+    Credentials belong to the server they were made for: a spec that names its own URI gets only its
+    own Secret, never the default server's.
+    """
+    t = spec.tracking
+    if t is not None and not t.enabled:
+        return None
+    uri = (t.uri if t else None) or settings.tracking_uri
+    if not uri:
+        return None
+    meta = owner["metadata"]
+    secret = t.credentials_secret_ref.name if t and t.credentials_secret_ref else None
+    if secret is None and not (t and t.uri):
+        secret = settings.tracking_credentials_secret
+    return ResolvedTracking(
+        uri=uri.rstrip("/"),
+        experiment=(t.experiment if t else None) or settings.tracking_experiment or meta["namespace"],
+        registered_model_name=(t.registered_model_name if t else None)
+        or f"{meta['namespace']}-{meta['name']}",
+        credentials_secret=secret,
+    )
+
+
+def tracking_env(owner: Obj, spec: LLMTrainingJobSpec, settings: Settings, job: str) -> list[Obj]:
+    """$MAESTRO_TRACKING for the trainer, and the credentials as secretKeyRefs (never values)."""
+    tr = resolve_tracking(owner, spec, settings)
+    if tr is None:
+        return []
+    meta = owner["metadata"]
+    config = {
+        "uri": tr.uri,
+        "experiment": tr.experiment,
+        "registeredModelName": tr.registered_model_name,
+        "runName": job,
+        "tags": {
+            "llmops.dev/uid": meta.get("uid") or "",
+            "llmops.dev/namespace": meta["namespace"],
+            "llmops.dev/name": meta["name"],
+            "llmops.dev/job": job,
+            "llmops.dev/dataset": spec.dataset_ref.name,
+        },
+    }
+    env: list[Obj] = [{"name": contract.ENV_TRACKING, "value": json.dumps(config, sort_keys=True)}]
+    if tr.credentials_secret:
+        env += [
+            {
+                "name": key,
+                "valueFrom": {"secretKeyRef": {"name": tr.credentials_secret, "key": key, "optional": True}},
+            }
+            for key in contract.TRACKING_CREDENTIAL_KEYS
+        ]
+    return env
 
 
 def output_claim(owner: Obj, spec: LLMTrainingJobSpec) -> str:
@@ -126,6 +194,7 @@ def build_job(owner: Obj, spec: LLMTrainingJobSpec, dataset: DatasetInput, setti
         # The model is on a claim or in a bucket: nothing may reach out to a model hub (transformers
         # and peft otherwise look up configs there), so a job behaves the same with or without egress.
         env += [{"name": "HF_HUB_OFFLINE", "value": "1"}, {"name": "TRANSFORMERS_OFFLINE", "value": "1"}]
+    env += tracking_env(owner, spec, settings, name)
     url = progress_url(owner, settings)
     if url:
         env += [

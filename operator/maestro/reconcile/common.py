@@ -34,7 +34,12 @@ Obj = dict[str, Any]
 S = TypeVar("S", bound=StatusModel)
 
 #: Conditions whose transitions get an Event (the others change together with these).
-EVENT_CONDITIONS = {ConditionType.READY, ConditionType.DEGRADED, ConditionType.POLICY_ADMITTED}
+EVENT_CONDITIONS = {
+    ConditionType.READY,
+    ConditionType.DEGRADED,
+    ConditionType.POLICY_ADMITTED,
+    ConditionType.TRACKED,
+}
 
 
 class ApplyRejected(Exception):

@@ -7,6 +7,7 @@ set the `llmops.dev/retry` annotation, to run again).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +18,7 @@ from maestro.api.training import (
     LLMTrainingJobSpec,
     LLMTrainingJobStatus,
     Progress,
+    TrackingStatus,
     TrainedModel,
     TrainingLineage,
     TrainingPhase,
@@ -64,7 +66,16 @@ def model_uri(uri: str, output_claim: str) -> str:
     return uri
 
 
-_KEPT = {"progress", "model", "evaluation", "lineage", "job_name", "start_time", "completion_time"}
+_KEPT = {
+    "progress",
+    "model",
+    "evaluation",
+    "lineage",
+    "job_name",
+    "start_time",
+    "completion_time",
+    "tracking",
+}
 
 
 @dataclass(frozen=True)
@@ -190,6 +201,7 @@ def decide(obj: Obj, facts: Facts, settings: Settings, poll_seconds: float) -> P
         else cond(DATASET_READY, True, Reason.SUCCEEDED, "the job started on a Ready dataset"),
         admitted,
     ]
+    tracking = _job_tracking(job)
     reason: str
     if view.state in (jobs.JobState.PENDING, jobs.JobState.RUNNING, jobs.JobState.SUSPENDED):
         phase, reason, msg = {
@@ -225,13 +237,26 @@ def decide(obj: Obj, facts: Facts, settings: Settings, poll_seconds: float) -> P
                 ),
                 cond(ConditionType.TRAINED, False, reason, msg),
                 *policy_conds,
+                *(
+                    [
+                        cond(
+                            ConditionType.TRACKED,
+                            None,
+                            Reason.TRACKING,
+                            f"the trainer logs to MLflow at {tracking.uri}, "
+                            f"experiment {tracking.experiment!r}",
+                        )
+                    ]
+                    if tracking is not None
+                    else []
+                ),
             ],
             children=children,
             force=bool(children),
             exclusive=exclusive,
         )
     return _finished_plan(
-        fields, spec, view, list(facts.pods), build.output_claim(obj, spec), name, policy_conds
+        fields, spec, view, list(facts.pods), build.output_claim(obj, spec), name, policy_conds, tracking
     )
 
 
@@ -243,6 +268,7 @@ def _finished_plan(
     output_claim: str,
     name: str,
     policy_conds: list[Cond],
+    tracking: build.ResolvedTracking | None = None,
 ) -> Plan:
     """The Job is done: the trainer's summary becomes the results."""
     term = jobs.termination(pods, build.CONTAINER, index="0" if spec.resources.nodes > 1 else None)
@@ -288,7 +314,56 @@ def _finished_plan(
         ]
         if trained:
             conds.append(cond(ConditionType.EVALUATION_PASSED, False, reason, msg))
+    tracked = _tracked_condition(summary, tracking) if tracking is not None else None
+    if tracked is not None:
+        conds.append(tracked)
     return Plan(fields.model_copy(update={"phase": phase}), [*conds, *policy_conds])
+
+
+def _job_tracking(job: Obj) -> build.ResolvedTracking | None:
+    """What the Job's trainer was told about tracking ($MAESTRO_TRACKING in its pod template), not what
+    the operator's default says now: a default changed mid-run does not change where this run went."""
+    containers = ((((job.get("spec") or {}).get("template") or {}).get("spec") or {}).get("containers")) or []
+    for c in containers:
+        for e in c.get("env") or []:
+            if e.get("name") == contract.ENV_TRACKING and e.get("value"):
+                try:
+                    t = json.loads(e["value"])
+                    return build.ResolvedTracking(
+                        uri=str(t["uri"]),
+                        experiment=str(t["experiment"]),
+                        registered_model_name=str(t["registeredModelName"]),
+                        credentials_secret=None,
+                    )
+                except (ValueError, KeyError, TypeError):
+                    return None
+    return None
+
+
+def _tracked_condition(summary: contract.Summary | None, tracking: build.ResolvedTracking) -> Cond | None:
+    """Tracked from the trainer's outcome: True with the run and version, False with why (the job's
+    phase does not depend on it). None when the trainer reported nothing (it failed before the end)."""
+    out = summary.get("tracking") if summary is not None else None
+    if not out:
+        return None
+    where = out.get("runUrl") or f"{tracking.uri} (experiment {tracking.experiment!r})"
+    if out.get("ok"):
+        rm = out.get("registeredModel")
+        version = f"; registered {rm['name']} version {rm['version']}" if rm else ""
+        return cond(ConditionType.TRACKED, True, Reason.SUCCEEDED, f"run {where}{version}")
+    reason = (
+        Reason.TRACKING_FAILED
+        if out.get("reason") == contract.REASON_TRACKING_FAILED
+        else Reason.TRACKER_UNREACHABLE
+    )
+    hint = (
+        "check the credentials Secret and the experiment/model names"
+        if reason == Reason.TRACKING_FAILED
+        else "the run may be incomplete; the model and status are unaffected"
+    )
+    return cond(
+        ConditionType.TRACKED, False, reason, f"tracking at {where} failed: {out.get('error') or '?'}; {hint}"
+    )
 
 
 def _dataset_condition(ds: Obj | None, name: str, pin: str | None) -> tuple[Cond, build.DatasetInput | None]:
@@ -355,6 +430,20 @@ def _results(
             loss=metrics.get("trainLoss"),
             tokens_per_second=metrics.get("tokensPerSecond"),
             epoch=metrics.get("epochs"),
+        )
+    tr = summary.get("tracking")
+    if tr:
+        update["tracking"] = TrackingStatus.model_validate(
+            _compact(
+                {
+                    "backend": tr.get("backend"),
+                    "experimentId": tr.get("experimentId"),
+                    "runId": tr.get("runId"),
+                    "runUrl": tr.get("runUrl"),
+                    "registeredModel": tr.get("registeredModel"),
+                    "error": None if tr.get("ok") else tr.get("error"),
+                }
+            )
         )
     lin = summary.get("lineage")
     if lin:

@@ -30,6 +30,8 @@ class Cond:
         """An Event for this condition is a Warning: a permanent failure, or Degraded turning True."""
         if self.type == ConditionType.DEGRADED:
             return self.status == TRUE
+        if self.type == ConditionType.TRACKED:  # best effort, never permanent, but a person should know
+            return self.status == FALSE
         return self.status != TRUE and is_permanent(self.reason)
 
 

@@ -33,8 +33,12 @@ def make_spec(base: Path, method: str = "lora", steps: int = 200, **over: Any) -
     return spec
 
 
-def run_job(spec: dict[str, Any], dataset: Path, out: Path, version: str = "sha256:test") -> dict[str, Any]:
-    """Run the worker in-process (single process) and return its summary; EvaluationFailed passes through."""
+def run_job(
+    spec: dict[str, Any], dataset: Path, out: Path, version: str = "sha256:test", tracking: Any = None
+) -> dict[str, Any]:
+    """Run the worker in-process (single process) and return its summary; EvaluationFailed passes through.
+
+    `tracking`: a `config.TrackingSettings` (what $MAESTRO_TRACKING carries in a pod), or None."""
     from maestro.workers.train.dist import Topology
     from maestro.workers.train.job import Inputs, run
 
@@ -47,5 +51,6 @@ def run_job(spec: dict[str, Any], dataset: Path, out: Path, version: str = "sha2
         output_uri=f"file://{out}",
         image="maestro-worker:test",
         cache_dir=out / ".cache",
+        tracking=tracking,
     )
     return run(inputs, Topology.init())

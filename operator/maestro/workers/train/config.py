@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -161,6 +162,46 @@ class TrainConfig:
             evaluation=EvaluationSettings.from_spec(spec.evaluation),
             merge=spec.output.merge,
             fsdp=spec.distributed.fsdp,
+        )
+
+
+@dataclass(frozen=True)
+class TrackingSettings:
+    """Where the run is tracked ($MAESTRO_TRACKING, written by the builder from spec.tracking and the
+    operator's default). Credentials are not here: MLflow reads them from its own variables."""
+
+    uri: str
+    experiment: str
+    registered_model_name: str
+    run_name: str | None = None
+    #: run tags (object uid, namespace, name, job)
+    tags: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> TrackingSettings | None:
+        """None when the job is not tracked; ConfigError when the variable is malformed."""
+        text = (os.environ if env is None else env).get(contract.ENV_TRACKING, "")
+        if not text:
+            return None
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"${contract.ENV_TRACKING} is not JSON: {e}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"${contract.ENV_TRACKING} must be a JSON object")
+        required = ("uri", "experiment", "registeredModelName")
+        missing = [k for k in required if not isinstance(data.get(k), str)]
+        if missing:
+            raise ConfigError(f"${contract.ENV_TRACKING} lacks string {', '.join(missing)}")
+        tags = data.get("tags") or {}
+        if not isinstance(tags, dict):
+            raise ConfigError(f"${contract.ENV_TRACKING}.tags must be an object")
+        return cls(
+            uri=data["uri"],
+            experiment=data["experiment"],
+            registered_model_name=data["registeredModelName"],
+            run_name=data.get("runName") or None,
+            tags={str(k): str(v) for k, v in tags.items()},
         )
 
 

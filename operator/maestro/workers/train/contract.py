@@ -26,6 +26,16 @@ ENV_HF_TOKEN_FILE: Final = "MAESTRO_HF_TOKEN_FILE"  # optional: file holding an 
 #: optional: the URI the output dir is known by outside the pod (pvc://claim/prefix); default file://<dir>
 ENV_OUTPUT_URI: Final = "MAESTRO_OUTPUT_URI"
 ENV_CACHE_DIR: Final = "MAESTRO_CACHE_DIR"  # downloads (hf://, s3://); default <output>/.cache
+#: optional: experiment tracking, JSON {uri, experiment, registeredModelName, runName, tags} (spec.tracking
+#: resolved against the operator's default by the builder); unset: not tracked
+ENV_TRACKING: Final = "MAESTRO_TRACKING"
+#: The tracker credentials reach the pod under MLflow's own variable names (each a secretKeyRef of the
+#: same key in spec.tracking.credentialsSecretRef), so the MLflow client reads them itself.
+TRACKING_CREDENTIAL_KEYS: Final = (
+    "MLFLOW_TRACKING_USERNAME",
+    "MLFLOW_TRACKING_PASSWORD",
+    "MLFLOW_TRACKING_TOKEN",
+)
 #: GPUs per pod. > 1 (or NNODES > 1) makes `maestro train` re-exec itself under torchrun.
 ENV_NPROC_PER_NODE: Final = "MAESTRO_NPROC_PER_NODE"
 # standard torch.distributed / torchrun env (the operator sets these for Indexed Jobs)
@@ -50,6 +60,7 @@ CHECKPOINTS_DIR: Final = "checkpoints"  # checkpoints/step-<N>/ (complete ones h
 MODEL_DIR: Final = "model"  # adapter (lora/qlora) or full weights (full), HF format
 MERGED_DIR: Final = "merged"  # base + adapter merged, when spec.output.merge
 MODEL_CARD: Final = "model_card.md"
+LOSS_CURVE_FILE: Final = "loss_curve.csv"  # step,loss,learning_rate per optimiser step (tracked artifact)
 PROGRESS_FILE: Final = "progress.json"
 SUMMARY_FILE: Final = "summary.json"  # the full summary (the termination message may be trimmed)
 EVALUATION_FILE: Final = "evaluation.json"  # full evaluation report incl. bias samples
@@ -79,6 +90,9 @@ REASON_INVALID_SPEC: Final = "InvalidSpec"  # EXIT_BAD_INPUT: spec, dataset reco
 REASON_EVALUATION_FAILED: Final = "EvaluationFailed"  # EXIT_EVAL_FAILED
 REASON_STORAGE_ERROR: Final = "StorageError"  # EXIT_IO
 REASON_TRAINING_FAILED: Final = "TrainingFailed"  # EXIT_TRAINING / EXIT_UNEXPECTED
+#: tracking outcome reasons (Tracked condition; training is unaffected by either)
+REASON_TRACKER_UNREACHABLE: Final = "TrackerUnreachable"  # network error, timeout, 5xx after retries
+REASON_TRACKING_FAILED: Final = "TrackingFailed"  # the tracker refused a call (4xx: credentials, names)
 
 
 # --- summary -----------------------------------------------------------------------------------------
@@ -142,6 +156,25 @@ class Lineage(TypedDict):
     baseModelDigest: NotRequired[str]  # from the base dir's manifest, verified (ggufimport.MANIFEST)
 
 
+class RegisteredModel(TypedDict):
+    name: str
+    version: str
+
+
+class TrackingOutcome(TypedDict, total=False):
+    """What became of the run in the tracker: where it is, or why it is incomplete."""
+
+    backend: str  # mlflow
+    experimentId: str
+    runId: str
+    runUrl: str
+    registeredModel: RegisteredModel
+    ok: bool  # every call went through
+    reason: str  # TrackerUnreachable | TrackingFailed when not ok
+    error: str  # the first failure, truncated; never carries credentials
+    dropped: int  # per-step metrics dropped because the buffer was full
+
+
 class Summary(TypedDict):
     passed: bool
     reason: NotRequired[str]
@@ -150,6 +183,7 @@ class Summary(TypedDict):
     metrics: NotRequired[Metrics]
     evaluation: NotRequired[Evaluation]
     lineage: NotRequired[Lineage]
+    tracking: NotRequired[TrackingOutcome]
 
 
 def encode_summary(summary: Summary | dict[str, Any], limit: int = MAX_SUMMARY_BYTES) -> str:
@@ -178,7 +212,7 @@ def encode_summary(summary: Summary | dict[str, Any], limit: int = MAX_SUMMARY_B
                 node.pop(step[-1], None)
         text = json.dumps(data, separators=(",", ":"))
     if len(text.encode()) > limit:
-        keep = {k: data[k] for k in ("passed", "reason", "model") if k in data}
+        keep = {k: data[k] for k in ("passed", "reason", "model", "tracking") if k in data}
         text = json.dumps(keep, separators=(",", ":"))
     return text
 
@@ -219,7 +253,7 @@ def parse_summary(text: str) -> Summary:
             raise ValueError("training summary 'model' needs string uri, digest and format")
         if not model["digest"].startswith("sha256:"):
             raise ValueError("training summary model.digest must start with 'sha256:'")
-    for key in ("metrics", "evaluation", "lineage"):
+    for key in ("metrics", "evaluation", "lineage", "tracking"):
         if key in data and not isinstance(data[key], dict):
             raise ValueError(f"training summary {key!r} must be an object")
     return data  # type: ignore[return-value]

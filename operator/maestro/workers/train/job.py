@@ -24,7 +24,7 @@ from typing import Any
 
 from maestro.workers.train import contract
 from maestro.workers.train.checkpoint import CheckpointManager, CheckpointMismatch
-from maestro.workers.train.config import ConfigError, TrainConfig, load_spec, parse_spec
+from maestro.workers.train.config import ConfigError, TrackingSettings, TrainConfig, load_spec, parse_spec
 from maestro.workers.train.data import DataError, load_examples
 from maestro.workers.train.digest import digest_dir
 from maestro.workers.train.dist import Topology, launch_argv
@@ -51,6 +51,8 @@ class Inputs:
     output_uri: str
     image: str | None
     cache_dir: Path
+    #: experiment tracking ($MAESTRO_TRACKING); None: not tracked
+    tracking: TrackingSettings | None = None
 
 
 def _inputs(args: argparse.Namespace) -> Inputs:
@@ -82,6 +84,7 @@ def _inputs(args: argparse.Namespace) -> Inputs:
         output_uri=(env.get(contract.ENV_OUTPUT_URI) or f"file://{output.resolve()}").rstrip("/"),
         image=env.get(contract.ENV_IMAGE) or None,
         cache_dir=Path(env.get(contract.ENV_CACHE_DIR) or output / ".cache"),
+        tracking=TrackingSettings.from_env(env),
     )
 
 
@@ -190,6 +193,25 @@ def _adapter_base_name(cfg: TrainConfig, base_dir: Path) -> str:
 
 
 def run(inputs: Inputs, topo: Topology) -> dict[str, Any]:
+    """Train, save, evaluate and report; the run is tracked (rank 0) when `inputs.tracking` says so.
+
+    A job that fails after its run was created still ends that run (FAILED, no model version), so
+    the tracker never shows a crashed job as running.
+    """
+    from maestro.workers.train import tracking
+
+    tracker = tracking.from_settings(inputs.tracking) if topo.is_main else None
+    try:
+        return _run(inputs, topo, tracker)
+    except EvaluationFailed:
+        raise  # finished and reported by _run
+    except BaseException:
+        if tracker is not None:
+            tracker.finish(metrics={}, step=0, artifacts=(), model=None, failed=True, timeout_s=10)
+        raise
+
+
+def _run(inputs: Inputs, topo: Topology, tracker: Any) -> dict[str, Any]:
     import torch
 
     from maestro.workers.train import models
@@ -235,13 +257,18 @@ def run(inputs: Inputs, topo: Topology) -> dict[str, Any]:
         len(val_ex),
     )
 
+    if tracker is not None:
+        tracker.start(
+            _tracking_params(cfg, inputs, base_digest, precision.name, len(train_ex), len(val_ex)),
+            _lineage_tags(cfg, inputs, base_digest),
+        )
     engine: Engine = wrap(model, cfg, topo, precision)
     ckpt = CheckpointManager(
         out / contract.CHECKPOINTS_DIR, cfg.keep_last, fingerprint(cfg, inputs, topo.world)
     )
     reporter = ProgressReporter.from_env(out) if topo.is_main else None
     pad_id = tokenizer.pad_token_id
-    result = train(engine, train_ex, cfg, topo, precision, pad_id, ckpt, reporter)
+    result = train(engine, train_ex, cfg, topo, precision, pad_id, ckpt, reporter, tracker)
 
     # --- save -------------------------------------------------------------------------------------
     inner = engine.inner
@@ -330,6 +357,17 @@ def run(inputs: Inputs, topo: Topology) -> dict[str, Any]:
     card = _card(cfg, inputs, summary, stats, report)
     (out / contract.MODEL_CARD).write_text(card)
     (model_dir.parent / contract.EVALUATION_FILE).write_text(json.dumps(report, indent=1, default=str))
+    if tracker is not None:
+        curve = out / contract.LOSS_CURVE_FILE
+        curve.write_text("step,loss\n" + "".join(f"{i},{v:.6g}\n" for i, v in enumerate(result.losses, 1)))
+        summary["tracking"] = tracker.finish(
+            metrics=_final_metrics(summary),
+            step=result.steps,
+            artifacts=_tracked_artifacts(inputs, out, model_dir),
+            model=model_ref,
+            failed=not evaluation["passed"],
+        )
+        log.info("tracking: %s", json.dumps(summary["tracking"]))
     (out / contract.SUMMARY_FILE).write_text(json.dumps(summary, indent=1))
     if reporter is not None:
         reporter.update(
@@ -346,6 +384,73 @@ def run(inputs: Inputs, topo: Topology) -> dict[str, Any]:
     if not evaluation["passed"]:
         raise EvaluationFailed(summary)
     return summary
+
+
+def _tracking_params(
+    cfg: TrainConfig,
+    inputs: Inputs,
+    base_digest: str | None,
+    precision: str,
+    n_train: int,
+    n_val: int,
+) -> dict[str, Any]:
+    """The run's params: the spec's hyperparameters (camelCase, as written) and what went in."""
+    from maestro.api.training import LLMTrainingJobSpec
+
+    spec = LLMTrainingJobSpec.model_validate(inputs.spec)
+    return {
+        "method": cfg.method,
+        "baseModel": cfg.base_model_uri,
+        "baseModelRevision": cfg.base_model_revision,
+        "baseModelDigest": base_digest,
+        "datasetVersion": inputs.dataset_version,
+        "datasetSchema": inputs.schema,
+        "image": inputs.image,
+        "precision": precision,
+        "trainExamples": n_train,
+        "validationExamples": n_val,
+        "merge": cfg.merge,
+        "hyperparameters": spec.hyperparameters.model_dump(by_alias=True, mode="json"),
+    }
+
+
+def _lineage_tags(cfg: TrainConfig, inputs: Inputs, base_digest: str | None) -> dict[str, str]:
+    base = cfg.base_model_uri + (f"@{cfg.base_model_revision}" if cfg.base_model_revision else "")
+    tags = {
+        "llmops.dev/dataset-version": inputs.dataset_version,
+        "llmops.dev/base-model": base,
+        "llmops.dev/base-model-digest": base_digest,
+        "llmops.dev/image": inputs.image,
+    }
+    return {k: v for k, v in tags.items() if v}
+
+
+def _final_metrics(summary: dict[str, Any]) -> dict[str, float | None]:
+    """The summary's numbers: training totals and every evaluation result (bias gaps, prompt counts)."""
+    from maestro.workers.train.tracking import numeric
+
+    m = summary.get("metrics") or {}
+    ev = {k: v for k, v in (summary.get("evaluation") or {}).items() if k not in ("prompts", "failures")}
+    out: dict[str, float | None] = {
+        "trainLoss": m.get("trainLoss"),
+        "meanTokensPerSecond": m.get("tokensPerSecond"),
+        "steps": m.get("steps"),
+        "epochs": m.get("epochs"),
+    }
+    return out | numeric(ev)
+
+
+def _tracked_artifacts(inputs: Inputs, out: Path, model_dir: Path) -> list[Path]:
+    """Model card, full evaluation report, loss curve, the dataset's datasheet and any explanation report."""
+    files = [
+        out / contract.MODEL_CARD,
+        model_dir.parent / contract.EVALUATION_FILE,
+        out / contract.LOSS_CURVE_FILE,
+        inputs.dataset_dir / "report.html",  # the LLMDataset's datasheet (data worker), when mounted
+        inputs.dataset_dir / "report.json",
+    ]
+    files += sorted(p for p in out.glob("explanation*") if p.is_file())
+    return [p for p in files if p.is_file()]
 
 
 def _card(

@@ -201,7 +201,9 @@ def train(
     pad_id: int,
     ckpt: CheckpointManager | None,
     reporter: ProgressReporter | None,
+    tracker: Any = None,
 ) -> LoopResult:
+    """Run the optimiser steps; `tracker` (tracking.Tracker, rank 0) gets loss, LR and tokens/s per step."""
     import torch
 
     plan = Plan.make(len(examples), cfg, topo.world)
@@ -257,6 +259,7 @@ def train(
             scaler.update()
         else:
             optimizer.step()
+        lr = float(optimizer.param_groups[0]["lr"])  # this step's, before the schedule moves on
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
 
@@ -277,6 +280,8 @@ def train(
             reporter.update(
                 step, plan.total_steps, step_loss, tps, eta, result.epochs, force=step == plan.total_steps
             )
+        if tracker is not None:  # an append to a buffer: the network is the tracker thread's
+            tracker.log_metrics(step, {"loss": step_loss, "learningRate": lr, "tokensPerSecond": tps})
         if ckpt is not None and (step % every == 0 or step == plan.total_steps):
             state = {"losses": result.losses, "epoch": result.epochs, "totalSteps": plan.total_steps}
             ckpt.save(step, engine.inner, optimizer, scheduler, scaler, state, topo, engine.sharded)
