@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import time
 import urllib.parse
@@ -24,6 +23,7 @@ from typing import Any
 import pytest
 
 from ports import free_port
+from procs import kill_group, stop_group
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -86,17 +86,10 @@ class MlflowServer:
             time.sleep(0.3)
 
     def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
+        kill_group(self.proc)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        stop_group(self.proc, 10)
 
     # --- the REST API, read back ----------------------------------------------------------------
     def get(self, path: str, **params: Any) -> Any:

@@ -709,10 +709,17 @@ class Guard:
                 v = request.headers.get(h)
                 if v is not None:
                     headers[h] = v
+        return await self.post_upstream(ROUTE_PATHS[r.route], payload, headers, policy)
+
+    async def post_upstream(
+        self, path: str, payload: bytes, headers: dict[str, str], policy: Policy
+    ) -> Response:
+        """One POST to the model server under the policy's timeouts, its failures as the guard's
+        502/504 (and counted), for every route that calls the engine: inference and explain."""
         try:
             return await self._pool.request(
                 "POST",
-                ROUTE_PATHS[r.route],
+                path,
                 payload,
                 headers,
                 connect_timeout=policy.connect_timeout_s,
@@ -762,11 +769,10 @@ class Guard:
             return None
         return count if isinstance(count, int) else None
 
-    async def _relay_json(self, r: _Req, active: Active, upstream: Response) -> web.Response:
-        """A whole answer: output rules on its first choice, usage charged, refusal noted."""
-        policy = active.policy
+    async def read_upstream(self, upstream: Response) -> bytes:
+        """A whole answer's body, a timeout or a dropped connection mid-answer as 504/502 (counted)."""
         try:
-            data = await upstream.read()
+            return await upstream.read()
         except UpstreamTimeout:
             self.telemetry.upstream_errors.labels("timeout").inc()
             raise GuardError(
@@ -777,6 +783,11 @@ class Guard:
             raise GuardError(
                 502, "The model server closed the connection mid-answer.", "upstream_error"
             ) from None
+
+    async def _relay_json(self, r: _Req, active: Active, upstream: Response) -> web.Response:
+        """A whole answer: output rules on its first choice, usage charged, refusal noted."""
+        policy = active.policy
+        data = await self.read_upstream(upstream)
         r.status = upstream.status
         ctype = upstream.headers.get("content-type", _JSON)
         if upstream.status != 200:

@@ -38,7 +38,6 @@ from maestro.workers.guard.rules import (
     output_blocked,
     redact,
 )
-from maestro.workers.guard.upstream import UpstreamError, UpstreamTimeout
 
 if TYPE_CHECKING:
     from maestro.workers.guard.config import Policy
@@ -163,24 +162,13 @@ def _offsets(base: str, parts: list[Part]) -> list[int]:
 
 def _post(guard: Guard, policy: Policy, rid: str) -> Any:
     async def post(path: str, body: dict[str, Any]) -> tuple[int, Any]:
-        try:
-            resp = await guard._pool.request(
-                "POST",
-                path,
-                codec.dumps(body),
-                {"Content-Type": "application/json", contract.REQUEST_ID_HEADER: rid},
-                connect_timeout=policy.connect_timeout_s,
-                read_timeout=policy.read_timeout_s,
-            )
-            data = await resp.read()
-        except UpstreamTimeout:
-            guard.telemetry.upstream_errors.labels("timeout").inc()
-            raise GuardError(504, "The model server did not answer in time.", "upstream_timeout") from None
-        except UpstreamError as exc:
-            guard.telemetry.upstream_errors.labels("connect").inc()
-            raise GuardError(
-                502, f"The model server is unreachable ({exc}); retry shortly.", "upstream_unavailable"
-            ) from None
+        resp = await guard.post_upstream(
+            path,
+            codec.dumps(body),
+            {"Content-Type": "application/json", contract.REQUEST_ID_HEADER: rid},
+            policy,
+        )
+        data = await guard.read_upstream(resp)
         resp.release()
         try:
             return resp.status, codec.loads(data)
