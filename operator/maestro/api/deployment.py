@@ -31,6 +31,15 @@ from maestro.api.common import (
     validations,
 )
 from maestro.api.conditions import ObservedStatus
+from maestro.api.experiments import (
+    VARIANT_RULES,
+    VARIANTS_FIELD,
+    Prompt,
+    PromptStatus,
+    Variants,
+    VariantStatus,
+    check_variants,
+)
 from maestro.api.training import ModelURI
 
 #: The vLLM image used when runtime.image is not set: pinned, never a moving tag.
@@ -326,6 +335,12 @@ class LLMDeploymentSpec(SpecModel):
         "matches apply.",
     )
     monitoring: Monitoring = Field(default_factory=Monitoring, description="The monitor sidecar.")
+    prompt: Prompt | None = Field(
+        None,
+        description="Server-side system prompt (and template) the guard applies to chat requests; its "
+        "digest is reported in status.prompt and status.lineage.",
+    )
+    variants: Variants = VARIANTS_FIELD
 
     model_config = ConfigDict(
         json_schema_extra=validations(
@@ -335,6 +350,7 @@ class LLMDeploymentSpec(SpecModel):
                 "runtime.tensorParallelSize needs at least that many resources.gpus per replica",
                 field_path=".runtime.tensorParallelSize",
             ),
+            *VARIANT_RULES,
         )
     )
 
@@ -343,6 +359,7 @@ class LLMDeploymentSpec(SpecModel):
         tp = self.runtime.tensor_parallel_size
         if tp > 1 and tp > self.resources.gpus:
             raise ValueError("runtime.tensorParallelSize needs at least that many resources.gpus per replica")
+        check_variants(self.variants, {a.name for a in self.adapters})
         return self
 
 
@@ -363,6 +380,7 @@ class DeploymentLineage(StatusModel):
     training_job: str | None = Field(None, description="LLMTrainingJob that produced the model.")
     dataset_version: str | None = Field(None, description="Dataset version the model was trained on.")
     base_model: str | None = Field(None, description="Base model the training started from.")
+    prompt_digest: str | None = Field(None, description="Digest of the server-side prompt (spec.prompt).")
 
 
 class AppliedPolicy(StatusModel):
@@ -398,6 +416,14 @@ class LLMDeploymentStatus(ObservedStatus):
     model: ServedModel | None = Field(None, description="The model being served.")
     adapters: list[AdapterStatus] = Field(default_factory=list, description="Served adapters.")
     lineage: DeploymentLineage | None = Field(None, description="Where the served model came from.")
+    prompt: PromptStatus | None = Field(
+        None,
+        description="The server-side prompt in force (spec.prompt), reaching running guards like the "
+        "policy does.",
+    )
+    variants: list[VariantStatus] = Field(
+        default_factory=list, description="The traffic-split variants in force (spec.variants)."
+    )
     policy: AppliedPolicy | None = Field(
         None,
         description="The policy in force: rendered into the guard ConfigMap, with the pods up. An "

@@ -28,6 +28,7 @@ from maestro.api.common import (
     validations,
 )
 from maestro.api.conditions import ObservedStatus
+from maestro.api.experiments import GuardPrompt, GuardVariant
 
 #: Largest request body the guard accepts when the policy does not say (1 MiB).
 DEFAULT_MAX_REQUEST_BYTES = 1024 * 1024
@@ -383,6 +384,12 @@ class RequestPolicy(SpecModel):
         default_factory=ExplainPolicy,
         description="Attributions of responses to prompt segments (/v1/explain).",
     )
+    allow_client_system_prompt: bool = Field(
+        False,
+        description="Where the deployment sets a server-side prompt (spec.prompt or a variant's): "
+        "false refuses chat requests that carry their own system or developer message (400 "
+        "system_prompt_not_allowed), true keeps them after the server's. No effect without one.",
+    )
 
     model_config = ConfigDict(
         json_schema_extra=validations(
@@ -460,6 +467,13 @@ class GuardConfig(StatusModel):
     request: RequestPolicy = Field(default_factory=RequestPolicy, description="Request rules.")
     audit: AuditPolicy = Field(default_factory=AuditPolicy, description="Audit log.")
     served_model_name: str | None = Field(None, description="Model name clients send.")
+    prompt: GuardPrompt | None = Field(None, description="The deployment's server-side prompt.")
+    variants: list[GuardVariant] = Field(
+        default_factory=list, description="Traffic-split variants of requests for servedModelName."
+    )
+    routing_salt: str = Field(
+        "", description="Mixed into the variant-assignment hash: one deployment's split, not another's."
+    )
 
 
 # --- status ---------------------------------------------------------------------------------------

@@ -11,6 +11,8 @@ import functools
 import json
 from typing import Any
 
+from maestro.api.deployment import LLMDeploymentSpec
+from maestro.api.experiments import GuardPrompt, GuardVariant
 from maestro.api.policy import AuditPolicy, GuardConfig, LLMPolicySpec, RequestPolicy
 from maestro.builders.meta import digest
 
@@ -30,8 +32,46 @@ def _pass_through() -> tuple[str, str]:
     return json.dumps(request), json.dumps(audit)
 
 
-def render(policy_name: str | None, policy: LLMPolicySpec | None, served_model_name: str) -> Obj:
-    """The document at /etc/maestro/policy/policy.json. No policy: an explicit pass-through."""
+def experiments(spec: LLMDeploymentSpec, served_model_name: str, salt: str) -> Obj:
+    """The guard-config keys of the deployment's prompt and variants (empty when it has neither, so
+    the document of a deployment without them stays byte for byte what earlier releases rendered).
+
+    Resolved here, once: each variant's served model name (its adapter's name, or the deployment's
+    own) and its prompt (its own, else the deployment's) with the digest status reports.
+    """
+    out: Obj = {}
+    prompt = GuardPrompt.of(spec.prompt) if spec.prompt is not None else None
+    if prompt is not None:
+        out["prompt"] = _dump(prompt)
+    if spec.variants:
+        out["variants"] = [
+            _dump(
+                GuardVariant(
+                    name=v.name,
+                    model=v.adapter or served_model_name,
+                    weight=v.weight,
+                    prompt=GuardPrompt.of(v.prompt) if v.prompt is not None else prompt,
+                    sampling=v.sampling,
+                )
+            )
+            for v in spec.variants
+        ]
+        out["routingSalt"] = salt
+    return out
+
+
+def _dump(model: GuardPrompt | GuardVariant) -> Obj:
+    return model.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+def render(
+    policy_name: str | None,
+    policy: LLMPolicySpec | None,
+    served_model_name: str,
+    experiment: Obj | None = None,
+) -> Obj:
+    """The document at /etc/maestro/policy/policy.json. No policy: an explicit pass-through.
+    `experiment` is `experiments(...)`: the deployment's prompt and variants."""
     if policy is None or policy_name is None:
         # Only what differs from the model defaults, plus the audit switches, spelled out: the document
         # (and so its digest, which rolls the pods) stays what every release before rendered.
@@ -42,6 +82,7 @@ def render(policy_name: str | None, policy: LLMPolicySpec | None, served_model_n
             "request": json.loads(request),
             "audit": json.loads(audit),
             "servedModelName": served_model_name,
+            **(experiment or {}),
         }
     cfg = GuardConfig(
         name=policy_name,
@@ -50,7 +91,11 @@ def render(policy_name: str | None, policy: LLMPolicySpec | None, served_model_n
         audit=policy.audit,
         served_model_name=served_model_name,
     )
-    return cfg.model_dump(by_alias=True, exclude_none=True, mode="json")
+    # the experiment keys come from `experiments` only: absent, not empty, without prompt or variants
+    doc = cfg.model_dump(
+        by_alias=True, exclude_none=True, exclude={"prompt", "variants", "routing_salt"}, mode="json"
+    )
+    return {**doc, **(experiment or {})}
 
 
 def dumps(doc: Obj) -> str:

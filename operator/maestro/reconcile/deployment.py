@@ -20,6 +20,7 @@ from maestro.api.deployment import (
     LLMDeploymentStatus,
     ServedModel,
 )
+from maestro.api.experiments import PromptStatus, VariantStatus
 from maestro.api.policy import LLMPolicySpec
 from maestro.api.training import LLMTrainingJobStatus, LoRA, TrainedModel, TrainingPhase
 from maestro.builders import guard_config, serving
@@ -103,7 +104,13 @@ def resolve_model(
         if adapter.training_job_ref is not None:
             tj, blocked = _training_model(ctx, ns, adapter.training_job_ref.name, need_eval)
             if blocked:
-                return None, lineage, Blocked(blocked.reason, f"adapter {adapter.name}: {blocked.message}")
+                users = [v.name for v in spec.variants if v.adapter == adapter.name]
+                served_by = f" (serving variant {', '.join(users)})" if users else ""
+                return (
+                    None,
+                    lineage,
+                    Blocked(blocked.reason, f"adapter {adapter.name}{served_by}: {blocked.message}"),
+                )
             assert tj is not None and tj.model.uri
             adapters[adapter.name] = tj.model.uri
             ranks[adapter.name] = lora_rank(tj.obj)
@@ -323,6 +330,9 @@ def decide(obj: Obj, facts: Facts, settings: Settings, poll_seconds: float) -> P
             policy["metadata"]["name"] if policy_spec and policy else None,
             policy_spec,
             spec.model.served_model_name or name,
+            guard_config.experiments(
+                spec, spec.model.served_model_name or name, f"{obj['metadata']['namespace']}/{name}"
+            ),
         )
         auth = policy_spec.request.auth if policy_spec else None
         secret = auth.api_keys_secret_ref.name if auth and auth.api_keys_secret_ref else None
@@ -339,6 +349,8 @@ def decide(obj: Obj, facts: Facts, settings: Settings, poll_seconds: float) -> P
         adapters=status.adapters,
         lineage=status.lineage,
         policy=status.policy,
+        prompt=status.prompt,
+        variants=status.variants,
     )
     if model is not None and blocked is None:
         fields.model = ServedModel(
@@ -346,9 +358,10 @@ def decide(obj: Obj, facts: Facts, settings: Settings, poll_seconds: float) -> P
             digest=model.digest or None,
             served_name=spec.model.served_model_name or name,
         )
+        lineage = {**facts.lineage, "promptDigest": spec.prompt.digest if spec.prompt else None}
         fields.lineage = (
-            DeploymentLineage.model_validate({k: v for k, v in facts.lineage.items() if v})
-            if any(facts.lineage.values())
+            DeploymentLineage.model_validate({k: v for k, v in lineage.items() if v})
+            if any(lineage.values())
             else None
         )
         ready = bool(rollout and rollout.complete and rollout.ready > 0)
@@ -365,6 +378,7 @@ def decide(obj: Obj, facts: Facts, settings: Settings, poll_seconds: float) -> P
             if (policy is not None and policy_spec is not None)
             else None
         )
+        fields.prompt, fields.variants = experiment_status(spec, spec.model.served_model_name or name)
     conds, phase, requeue = _conditions(rollout, blocked, deployment is None, poll_seconds)
     fields.phase = DeploymentPhase(phase)
     if blocked is not None and blocked.poll:
@@ -377,6 +391,24 @@ def decide(obj: Obj, facts: Facts, settings: Settings, poll_seconds: float) -> P
         requeue_after=requeue,
         children_key=key if children else None,
     )
+
+
+def experiment_status(
+    spec: LLMDeploymentSpec, served: str
+) -> tuple[PromptStatus | None, list[VariantStatus]]:
+    """status.prompt and status.variants: what the guards apply once the ConfigMap reached them (the
+    same propagation as the policy's). Per-variant traffic statistics come from the monitor."""
+    in_force = PromptStatus(digest=spec.prompt.digest, version=spec.prompt.version) if spec.prompt else None
+    variants = [
+        VariantStatus(
+            name=v.name,
+            served_model=v.adapter or served,
+            weight=v.weight,
+            prompt_digest=prompt.digest if (prompt := v.prompt or spec.prompt) is not None else None,
+        )
+        for v in spec.variants
+    ]
+    return in_force, variants
 
 
 def _children_key(

@@ -41,6 +41,8 @@ class FakeUpstream:
     requests: list[dict[str, Any]] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)  # of the same requests
     keep_requests: int = 100
+    #: More model names it serves besides `model` (adapters, as vLLM serves LoRA adapters by name).
+    extra_models: tuple[str, ...] = ()
 
     # -- app ------------------------------------------------------------------------------------
 
@@ -78,7 +80,7 @@ class FakeUpstream:
                 }
             }
             return body, web.json_response(err, status=self.status)
-        if body.get("model") != self.model:
+        if body.get("model") != self.model and body.get("model") not in self.extra_models:
             err = {
                 "error": {
                     "message": f"The model `{body.get('model')}` does not exist.",

@@ -23,6 +23,7 @@ from pydantic import ValidationError
 
 from maestro.api.policy import AuditPolicy, GuardConfig, InjectionFamily, LimitsBackendMode, RequestPolicy
 from maestro.workers.guard.errors import GuardError
+from maestro.workers.guard.variants import Routing, compile_routing
 
 log = logging.getLogger("maestro.guard")
 
@@ -135,6 +136,10 @@ class Policy:
     explain_methods: tuple[str, ...]
     explain_max_segments: int
     explain_max_samples: int
+    #: `request.allowClientSystemPrompt`: clients may add system messages after a server-side prompt.
+    allow_client_system_prompt: bool
+    #: The deployment's server-side prompt and variants (`variants.Routing`); None: neither.
+    routing: Routing | None
 
     @classmethod
     def compile(
@@ -146,6 +151,7 @@ class Policy:
         digest: str = "",
         served_model_name: str | None = None,
         present: bool = True,
+        routing: Routing | None = None,
     ) -> Policy:
         """The runtime form of an LLMPolicy's request and audit rules (already validated models).
 
@@ -213,6 +219,8 @@ class Policy:
             explain_methods=tuple(m.value for m in request.explain.methods),
             explain_max_segments=request.explain.max_segments,
             explain_max_samples=request.explain.max_samples,
+            allow_client_system_prompt=request.allow_client_system_prompt,
+            routing=routing,
         )
 
     @property
@@ -280,8 +288,17 @@ def parse_policy(doc: Any) -> Policy:
         err = exc.errors()[0]
         loc = ".".join(str(p) for p in err["loc"]) or "policy"
         raise PolicyError(f"{loc}: {err['msg']}") from None
+    try:
+        routing = compile_routing(cfg.served_model_name, cfg.prompt, cfg.variants, cfg.routing_salt)
+    except ValueError as exc:
+        raise PolicyError(str(exc)) from None
     return Policy.compile(
-        cfg.request, cfg.audit, name=cfg.name, digest=cfg.digest, served_model_name=cfg.served_model_name
+        cfg.request,
+        cfg.audit,
+        name=cfg.name,
+        digest=cfg.digest,
+        served_model_name=cfg.served_model_name,
+        routing=routing,
     )
 
 

@@ -81,6 +81,11 @@ def limits_redis_prefix(namespace: str, deployment: str) -> str:
 
 #: Response header carrying the request id (also in audit lines and monitor events).
 REQUEST_ID_HEADER = "x-request-id"
+#: Response header naming the traffic-split variant that served the request (spec.variants).
+VARIANT_HEADER = "x-maestro-variant"
+#: Request header naming the end user, for sticky variant assignment within one API key (the OpenAI
+#: body's `user` field is used when it is absent).
+USER_HEADER = "x-maestro-user"
 
 #: OpenTelemetry: spans/metrics are exported only when this standard variable is set.
 OTEL_ENDPOINT_ENV = "OTEL_EXPORTER_OTLP_ENDPOINT"

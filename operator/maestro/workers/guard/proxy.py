@@ -25,13 +25,14 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 from aiohttp import web
 
-from maestro.workers.guard import codec, contract
+from maestro.workers.guard import codec, contract, variants
 from maestro.workers.guard.audit import AuditLog, EventSender, PromptDigest
-from maestro.workers.guard.auth import KeyStore, authenticate, keys_signature, load_keys
+from maestro.workers.guard.auth import ANONYMOUS, KeyStore, authenticate, keys_signature, load_keys
 from maestro.workers.guard.config import NO_POLICY, Access, Policy, PolicyError, file_signature, load_policy
 from maestro.workers.guard.errors import GuardError, bad_request, error_body, sse_error_event
 from maestro.workers.guard.limits import Denied, Limiter
 from maestro.workers.guard.rules import (
+    CHARS_PER_TOKEN,
     ROUTE_CHAT,
     ROUTE_COMPLETIONS,
     ROUTE_EMBEDDINGS,
@@ -105,6 +106,7 @@ class _Req:
         "model",
         "pii",
         "prompt_chars",
+        "prompt_digest",
         "prompt_text",
         "prompt_tokens",
         "refusal",
@@ -118,6 +120,7 @@ class _Req:
         "stream",
         "t0",
         "ttft",
+        "variant",
     )
 
     def __init__(self, rid: str, route: str) -> None:
@@ -143,6 +146,9 @@ class _Req:
         self.prompt_text = ""
         self.response_text: str | None = None
         self.error: str | None = None
+        #: the traffic-split variant and the server-side prompt digest, when routing applied them
+        self.variant: str | None = None
+        self.prompt_digest: str | None = None
         self.est_tokens = 0
         self.span: Any = None
 
@@ -305,6 +311,7 @@ class Guard:
         app.router.add_get(contract.HEALTH_PATH, self.healthz)
         app.router.add_get(contract.READY_PATH, self.readyz)
         app.router.add_get(contract.METRICS_PATH, self.metrics)
+        app.on_response_prepare.append(variants.tag_response)
         app.router.add_route("*", "/{tail:.*}", self.not_found)
         return app
 
@@ -592,6 +599,8 @@ class Guard:
         self._check_model(r, body, access)
         stream = self._check_stream(r, body)
         modified = self._check_input(r, active, body)
+        if policy.routing is not None:
+            modified = self._route(request, r, policy, body) or modified
         modified = await self._check_token_caps(r, policy, body, raw) or modified
         payload, client_usage = self._upstream_body(body, raw, stream, modified)
         upstream = await self._forward(request, r, policy, payload)
@@ -667,6 +676,20 @@ class Guard:
         r.prompt_chars = len(checked.prompt_text)
         r.est_tokens = checked.est_tokens
         return checked.modified
+
+    @staticmethod
+    def _route(request: web.Request, r: _Req, policy: Policy, body: dict[str, Any]) -> bool:
+        """The deployment's server-side prompt and traffic-split variant (`variants.apply`: 400 for a
+        client system message the policy refuses); True if the body changed."""
+        assert policy.routing is not None
+        user = variants.user_of(request.headers.get(contract.USER_HEADER), body)
+        key = None if r.key == ANONYMOUS else r.key
+        done = variants.apply(policy.routing, r.route, body, key, user, policy.allow_client_system_prompt)
+        r.variant, r.prompt_digest = done.variant, done.prompt_digest
+        r.est_tokens += -(-done.added_chars // CHARS_PER_TOKEN)  # the estimate counts the server's text
+        if done.variant is not None:
+            request[variants.REQUEST_KEY] = done.variant  # the x-maestro-variant header (tag_response)
+        return done.modified
 
     async def _check_token_caps(self, r: _Req, policy: Policy, body: dict[str, Any], raw: bytes) -> bool:
         """maxInputTokens (400) and maxOutputTokens (max_tokens clamped); True if the body changed."""
@@ -945,6 +968,16 @@ class Guard:
         duration = time.perf_counter() - r.t0
         pii = r.pii
         tel = self.telemetry
+        if r.variant is not None or r.prompt_digest is not None:
+            tel.record_variant(
+                r.variant,
+                r.prompt_digest,
+                status=r.status,
+                duration_s=duration,
+                prompt_tokens=r.prompt_tokens,
+                completion_tokens=r.completion_tokens,
+                span=r.span,
+            )
         tel.record(
             route=r.route,
             status=r.status,
@@ -983,6 +1016,10 @@ class Guard:
         }
         if r.error:
             event["error"] = r.error
+        if r.variant is not None:
+            event["variant"] = r.variant
+        if r.prompt_digest is not None:
+            event["promptDigest"] = r.prompt_digest
         if policy.log_prompts:
             event["promptText"] = r.prompt_text
             event["responseText"] = r.response_text

@@ -54,6 +54,8 @@ OPERATIONS = {
     "models": "models",
 }
 PROVIDER = "vllm"
+#: Distinct `variant` label values one guard process exports (then "other").
+MAX_VARIANT_LABELS = 64
 
 
 class _Histogram:
@@ -108,7 +110,7 @@ class _HotCollector:
 
     def collect(self) -> Iterator[Any]:
         t = self.t
-        for metric in (t.requests, t.duration, t.ttft, t.tokens, t.decisions, t.pii):
+        for metric in (t.requests, t.duration, t.ttft, t.tokens, t.decisions, t.pii, *t.variant_series):
             yield metric.family()
         yield GaugeMetricFamily("maestro_guard_inflight_requests", "Requests in progress.", value=t.inflight)
 
@@ -145,6 +147,24 @@ class Telemetry:
         self.pii = _Counter(
             "maestro_guard_pii_entities", "PII entities found (input and output).", ("entity",)
         )
+        # per-variant series (spec.variants), only for routed requests: the existing series keep
+        # their labels (dashboards, alerts), these add the experiment's view next to them
+        self.variant_requests = _Counter(
+            "maestro_guard_variant_requests", "Requests routed to a variant.", ("variant", "status")
+        )
+        self.variant_duration = _Histogram(
+            "maestro_guard_variant_request_duration_seconds",
+            "Time from request received to response complete, per variant.",
+            ("variant",),
+            _DURATION_BUCKETS,
+        )
+        self.variant_tokens = _Counter(
+            "maestro_guard_variant_tokens",
+            "Tokens per variant, from the upstream's usage.",
+            ("variant", "type"),
+        )
+        self.variant_series = (self.variant_requests, self.variant_duration, self.variant_tokens)
+        self._variant_labels: set[str] = set()
         self.inflight = 0
         r.register(_HotCollector(self))
         # rare events: the stock client is fine
@@ -188,7 +208,15 @@ class Telemetry:
         """Labelled series held in memory (bounded: model labels are capped by the proxy)."""
         return sum(
             len(m.series)
-            for m in (self.requests, self.duration, self.ttft, self.tokens, self.decisions, self.pii)
+            for m in (
+                self.requests,
+                self.duration,
+                self.ttft,
+                self.tokens,
+                self.decisions,
+                self.pii,
+                *self.variant_series,
+            )
         )
 
     def set_limit_backend(self, backend: str, up: bool) -> None:
@@ -243,6 +271,39 @@ class Telemetry:
                 error,
                 span,
             )
+
+    def record_variant(
+        self,
+        variant: str | None,
+        prompt_digest: str | None,
+        *,
+        status: int,
+        duration_s: float,
+        prompt_tokens: int | None,
+        completion_tokens: int | None,
+        span: Any = None,
+    ) -> None:
+        """The per-variant series of a routed request, and its variant and prompt digest on the span
+        (call before `record`, which ends the span). Variant names are bounded by the API (16 per
+        deployment); across reloads the label set is capped at MAX_VARIANT_LABELS, then "other"."""
+        if variant is not None:
+            label = variant
+            if variant not in self._variant_labels:
+                if len(self._variant_labels) < MAX_VARIANT_LABELS:
+                    self._variant_labels.add(variant)
+                else:
+                    label = "other"
+            self.variant_requests.inc((label, str(status)))
+            self.variant_duration.observe((label,), duration_s)
+            if prompt_tokens:
+                self.variant_tokens.inc((label, "input"), prompt_tokens)
+            if completion_tokens:
+                self.variant_tokens.inc((label, "output"), completion_tokens)
+        if span is not None:
+            if variant is not None:
+                span.set_attribute("maestro.guard.variant", variant)
+            if prompt_digest:
+                span.set_attribute("maestro.guard.prompt_digest", prompt_digest)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

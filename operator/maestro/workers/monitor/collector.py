@@ -29,6 +29,8 @@ class RecentRequest:
     prompt: str | None
     response: str | None
     ts: float
+    #: the traffic-split variant the guard routed the request to (spec.variants), for its feedback
+    variant: str | None = None
 
 
 class RecentRequests:
@@ -93,6 +95,11 @@ class RateBudget:
             self._tokens -= 1
             return True
         return False
+
+
+def _variant(value: Any) -> str | None:
+    """A variant name from an event (a DNS label of at most 63 characters), else None."""
+    return value if isinstance(value, str) and 0 < len(value) <= 63 else None
 
 
 def _num(value: Any) -> float | None:
@@ -209,6 +216,7 @@ class EventCollector:
                     if isinstance(event.get("responseText"), str)
                     else None,
                     ts=_num(event.get("ts")) or time.time(),
+                    variant=_variant(event.get("variant")),
                 ),
             )
 

@@ -144,6 +144,8 @@ class FeedbackService:
                 "prompt": known.prompt if known else None,
                 "response": known.response if known else None,
             }
+            if known is not None and known.variant is not None:
+                record["variant"] = known.variant  # which arm of the experiment the verdict is on
             pair = (
                 {"prompt": known.prompt, "completion": fb.correction}
                 if known and known.prompt and fb.correction
@@ -155,9 +157,12 @@ class FeedbackService:
             except OSError as e:
                 m.feedback_sink_errors.inc()
                 log.error("feedback sink %s not writable: %s", self.sink.directory, e)
-        return {
+        answer: dict[str, Any] = {
             "status": "accepted",
             "requestId": fb.request_id,
             "known": known is not None,
             "stored": stored,
         }
+        if known is not None and known.variant is not None:
+            answer["variant"] = known.variant
+        return answer
