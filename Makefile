@@ -13,7 +13,7 @@ help: ## list targets
 venv: ## create/refresh .venv with every extra (idempotent)
 	@./hack/venv.sh
 
-host-deps: ## Debian packages the real node and tests need (kubectl, runc, iptables, busybox-static, redis-server), when missing
+host-deps: ## Debian packages the real node and tests need (kubectl, runc, iptables, busybox-static, redis-server, chromium, postgresql), when missing
 	@./hack/host-deps.sh
 
 cluster-build: ## build the control plane, kubelet/kube-proxy and the node runtime into the user cache (idempotent)

@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("maestro.workers.train.cli", "training worker: fine-tune and evaluate"),
     "guard": ("maestro.workers.guard.cli", "policy-enforcing OpenAI API proxy sidecar"),
     "monitor": ("maestro.workers.monitor.cli", "monitoring sidecar"),
+    "console": ("maestro.workers.console.cli", "review console: flagged samples, RBAC-checked reviews"),
 }
 
 

@@ -48,8 +48,9 @@ def _crd(group: str, kind: str, plural: str) -> dict[str, Any]:
         },
         {"webhook": {"enabled": False}, "networkPolicy": {"enabled": False}},
         {"webhook": {"certManager": {"enabled": True}}},
+        {"console": {"enabled": True}},
     ],
-    ids=["defaults", "ha-observability", "minimal", "cert-manager"],
+    ids=["defaults", "ha-observability", "minimal", "cert-manager", "console"],
 )
 def test_server_side_dry_run_accepts_every_object(kubectl: Any, values: dict[str, Any]) -> None:
     kubectl("apply", "--server-side", "-f", str(CHART / "crds"))

@@ -69,3 +69,60 @@ def test_worker_does_not_force_offline_hubs() -> None:
     """Production pulls from remote hubs; only the dev cluster sets HF_HUB_OFFLINE, per pod."""
     lines = (ROOT / "images" / "worker" / "Dockerfile").read_text().splitlines()
     assert not [line for line in lines if "HF_HUB_OFFLINE" in line and not line.lstrip().startswith("#")]
+
+
+def _image_requirements(image: str) -> set[str]:
+    """The distributions `images/<image>/Dockerfile` installs: its `requirements.py pyproject.toml
+    <extras>` line, evaluated the way the build does."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    text = (ROOT / "images" / image / "Dockerfile").read_text()
+    extras = re.search(r"requirements\.py pyproject\.toml ([\w ]+) >", text)
+    assert extras, f"the {image} image no longer installs from images/requirements.py"
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "images" / "requirements.py"),
+            str(ROOT / "pyproject.toml"),
+            *extras[1].split(),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return {canonicalize_name(Requirement(line).name) for line in out.splitlines() if line.strip()}
+
+
+def test_operator_image_has_what_the_console_imports() -> None:
+    """The chart runs `maestro console` from the operator image: every third-party module the console
+    package imports (read from its source, so a new import is covered too) must come from a
+    distribution that image installs, and so must everything in the `console` extra."""
+    import ast
+    import importlib.metadata
+    import tomllib
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    installed = _image_requirements("operator")
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    missing = {canonicalize_name(Requirement(r).name) for r in extras["console"]} - installed
+    assert not missing, f"the operator image lacks the console extra's {sorted(missing)}"
+
+    dists = importlib.metadata.packages_distributions()
+    imported: set[str] = set()
+    for path in (ROOT / "operator" / "maestro" / "workers" / "console").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                imported.add(node.module.split(".")[0])
+    third_party = imported - set(sys.stdlib_module_names) - {"maestro", "__future__"}
+    assert {"sqlalchemy", "itsdangerous", "jinja2", "aiohttp"} <= third_party  # the scan sees imports
+    for module in sorted(third_party):
+        owners = {canonicalize_name(d) for d in dists.get(module, ())}
+        assert owners, f"console imports {module}, which no installed distribution provides"
+        assert owners & installed, f"console imports {module} ({sorted(owners)}), not in the operator image"
+    # the PostgreSQL driver is loaded by SQLAlchemy from the URL, never imported by name
+    assert "psycopg" in installed

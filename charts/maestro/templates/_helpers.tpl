@@ -47,3 +47,28 @@ app.kubernetes.io/component: operator
 {{- define "maestro.operatorImage" -}}
 {{- printf "%s:%s" .Values.operator.image.repository (default .Chart.AppVersion .Values.operator.image.tag) -}}
 {{- end -}}
+
+{{/* The review console (console.*): its own name, labels and selector (component console, so the
+operator's Service, Deployment and NetworkPolicy never select its pods). */}}
+{{- define "maestro.consoleName" -}}
+{{- printf "%s-console" (include "maestro.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "maestro.consoleSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "maestro.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: console
+{{- end -}}
+
+{{- define "maestro.consoleLabels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{ include "maestro.consoleSelectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: maestro
+{{- end -}}
+
+{{/* The URL monitors push review samples to (the operator's MAESTRO_CONSOLE_URL). */}}
+{{- define "maestro.consoleUrl" -}}
+{{- printf "%s://%s.%s.svc:%v" (ternary "https" "http" (not (empty .Values.console.tls.secretName))) (include "maestro.consoleName" .) .Release.Namespace .Values.console.port -}}
+{{- end -}}

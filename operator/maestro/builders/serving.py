@@ -41,6 +41,9 @@ API_GROUP_VERSION = API_VERSION
 METRICS_LABEL = "llmops.dev/metrics"
 METRICS_PORT_NAME = "metrics"
 GUARD_METRICS_PORT_NAME = "guard-metrics"
+#: The projected token the monitor pushes review samples to the console with (settings.console_url).
+CONSOLE_TOKEN_VOLUME = "console-token"
+CONSOLE_TOKEN_FILE = f"{monitor.CONSOLE_TOKEN_DIR}/token"
 
 #: HPA Pods-metric names (served by a Prometheus adapter) per scaling signal.
 HPA_METRICS = {
@@ -362,6 +365,9 @@ def build_deployment(
             otlp_endpoint=spec.monitoring.otlp_endpoint,
             probes=probes,
             probe_interval=float(spec.monitoring.bias_probes.interval_seconds),
+            console_url=settings.console_url,
+            console_token_file=CONSOLE_TOKEN_FILE if settings.console_url else None,
+            deployment_name=name,
         )
         containers.append(
             {
@@ -384,10 +390,23 @@ def build_deployment(
                         if probe_keys
                         else []
                     ),
+                    *(
+                        [
+                            {
+                                "name": CONSOLE_TOKEN_VOLUME,
+                                "mountPath": monitor.CONSOLE_TOKEN_DIR,
+                                "readOnly": True,
+                            }
+                        ]
+                        if settings.console_url
+                        else []
+                    ),
                 ],
                 "securityContext": pods.container_security_context(read_only_root=True),
             }
         )
+        if settings.console_url:
+            volumes.append(console_token_volume())
         claim = feedback_claim(owner, spec)
         volumes.append(pods.pvc_volume("feedback", claim) if claim else pods.empty_dir("feedback"))
     pod_spec: Obj = {
@@ -415,6 +434,28 @@ def build_deployment(
                 },
                 "spec": pod_spec,
             },
+        },
+    }
+
+
+def console_token_volume() -> Obj:
+    """The monitor's credential for pushing review samples to the console: a projected service-account
+    token bound to the console's audience (the console TokenReviews it with that audience and accepts
+    samples for the token's own namespace only). Serving pods automount no API token, so this one,
+    which the API server refuses for anything else, is all the monitor holds; the kubelet rotates it
+    and the monitor re-reads the file on every push."""
+    return {
+        "name": CONSOLE_TOKEN_VOLUME,
+        "projected": {
+            "sources": [
+                {
+                    "serviceAccountToken": {
+                        "audience": monitor.CONSOLE_AUDIENCE,
+                        "expirationSeconds": 3600,
+                        "path": "token",
+                    }
+                }
+            ]
         },
     }
 
@@ -512,6 +553,10 @@ def build_metrics_service(owner: Obj, spec: LLMDeploymentSpec | None = None) -> 
 
 
 def build_network_policy(owner: Obj, spec: LLMDeploymentSpec) -> Obj:
+    """Ingress only: the guard (and the monitor's metrics). Egress stays open on purpose: vLLM pulls
+    models from hubs and buckets, the guard reaches Redis and OTLP, the monitor pushes to the console
+    (settings.console_url), and none of those addresses is known here. Restricting egress would have to
+    list each of them (the console's port included)."""
     ports = [{"protocol": "TCP", "port": GUARD_PORT}]
     if spec.monitoring.enabled:
         ports.append({"protocol": "TCP", "port": MONITOR_PORT})

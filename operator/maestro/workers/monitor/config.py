@@ -65,6 +65,10 @@ class MonitorSettings:
     drift_reference_size: int = c.DEFAULT_DRIFT_REFERENCE_SIZE
     drift_window: int = c.DEFAULT_DRIFT_WINDOW
     drift_reference_file: str | None = None
+    #: The review console's base URL (maestro.workers.console); None = push nothing.
+    console_url: str | None = None
+    console_token_file: str = c.DEFAULT_CONSOLE_TOKEN_FILE
+    deployment_name: str | None = None
     #: Seconds between event batches (not an env setting: a tuning knob for tests and benchmarks).
     event_batch_interval: float = 0.02
 
@@ -89,6 +93,9 @@ class MonitorSettings:
             drift_reference_size=int(_num(e, c.ENV_DRIFT_REFERENCE_SIZE, c.DEFAULT_DRIFT_REFERENCE_SIZE, 1)),
             drift_window=int(_num(e, c.ENV_DRIFT_WINDOW, c.DEFAULT_DRIFT_WINDOW, 1)),
             drift_reference_file=e.get(c.ENV_DRIFT_REFERENCE_FILE) or None,
+            console_url=e.get(c.ENV_CONSOLE_URL) or None,
+            console_token_file=e.get(c.ENV_CONSOLE_TOKEN_FILE) or c.DEFAULT_CONSOLE_TOKEN_FILE,
+            deployment_name=e.get(c.ENV_DEPLOYMENT_NAME) or None,
         )
         s.validate()
         return s
@@ -103,6 +110,10 @@ class MonitorSettings:
         if self.probes and not self.served_model:
             raise SettingsError(
                 f"{c.ENV_PROBES}=on needs {c.ENV_SERVED_MODEL} (the model name probes ask for)"
+            )
+        if self.console_url and not self.console_url.startswith(("http://", "https://")):
+            raise SettingsError(
+                f"{c.ENV_CONSOLE_URL}={self.console_url!r}: expected the console's URL, like http://maestro-console:8090"
             )
         if self.otlp_endpoint and not self.otlp_endpoint.startswith(("http://", "https://")):
             raise SettingsError(

@@ -23,6 +23,7 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from maestro.workers.monitor import contract as c
 from maestro.workers.monitor.collector import EventCollector, RateBudget
 from maestro.workers.monitor.config import MonitorSettings
+from maestro.workers.monitor.console_push import ConsolePusher
 from maestro.workers.monitor.drift import DriftMonitor, load_reference_file, save_reference_file
 from maestro.workers.monitor.feedback import (
     MAX_BODY,
@@ -89,6 +90,11 @@ class Monitor:
         hooks: list[Any] = [self.otlp.record_event] if self.otlp else []
         if sink is not None:
             hooks.append(ReviewQueue(sink, self.metrics))
+        self.pusher: ConsolePusher | None = None
+        if s.console_url:
+            deployment = s.deployment_name or s.served_model or "unknown"
+            self.pusher = ConsolePusher(s.console_url, deployment, token_file=s.console_token_file)
+            hooks.append(self.pusher)
         self.collector = EventCollector(
             self.metrics,
             self.drift,
@@ -175,6 +181,7 @@ class Monitor:
                 },
                 "probes": self.prober is not None,
                 "otlp": self.otlp.url if self.otlp else None,
+                "console": self.pusher.stats() if self.pusher else None,
             }
         )
 
@@ -198,7 +205,10 @@ class Monitor:
             fb = parse_feedback(body)
         except FeedbackError as e:
             return _error(400, str(e))
-        return web.json_response(await self.feedback.submit(fb), status=202)
+        answer = await self.feedback.submit(fb)
+        if self.pusher is not None:  # negative feedback also goes to the console's review queue
+            self.pusher.negative_feedback(fb, self.collector.recent.get(fb.request_id))
+        return web.json_response(answer, status=202)
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -214,6 +224,8 @@ class Monitor:
         self._tasks.append(asyncio.create_task(self.scraper.run(self._session), name="scrape"))
         if self.prober:
             self._tasks.append(asyncio.create_task(self.prober.run(self._session), name="probes"))
+        if self.pusher:
+            self._tasks.append(asyncio.create_task(self.pusher.run(self._session), name="console-push"))
         self._runner = web.AppRunner(self.app(), access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, s.host, s.port)
