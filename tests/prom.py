@@ -8,6 +8,7 @@ skipping what it promises.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -46,12 +47,13 @@ def tool(name: str) -> str:
 
 
 class Prometheus:
-    """One Prometheus process on a loopback port, with `config` as its prometheus.yml."""
+    """One Prometheus process on a free port of `host` (loopback unless pods must reach it: the real
+    node's host address), with `config` as its prometheus.yml."""
 
-    def __init__(self, workdir: Path, config: dict[str, Any]) -> None:
+    def __init__(self, workdir: Path, config: dict[str, Any], host: str = "127.0.0.1") -> None:
         self.workdir = workdir
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"http://{host}:{self.port}"
         cfg = workdir / "prometheus.yml"
         cfg.write_text(yaml.safe_dump(config, sort_keys=False))
         check = subprocess.run(
@@ -64,7 +66,7 @@ class Prometheus:
                 tool("prometheus"),
                 f"--config.file={cfg}",
                 f"--storage.tsdb.path={workdir / 'data'}",
-                f"--web.listen-address=127.0.0.1:{self.port}",
+                f"--web.listen-address={host}:{self.port}",
             ],
             stdout=self.log,
             stderr=subprocess.STDOUT,
@@ -107,3 +109,50 @@ class Prometheus:
         except subprocess.TimeoutExpired:
             self.proc.kill()
         self.log.close()
+
+
+def api_server_credentials(kubeconfig: Path, out: Path) -> dict[str, Any]:
+    """The API server address and client TLS files from a cluster's kubeconfig, as the keys of a
+    `kubernetes_sd_configs` entry (what a Prometheus outside the cluster needs)."""
+    cfg = yaml.safe_load(kubeconfig.read_text())
+    cluster = cfg["clusters"][0]["cluster"]
+    user = cfg["users"][0]["user"]
+    files = {}
+    for key, name in (
+        ("certificate-authority-data", "ca.crt"),
+        ("client-certificate-data", "client.crt"),
+        ("client-key-data", "client.key"),
+    ):
+        path = out / name
+        path.write_bytes(base64.b64decode(cluster.get(key) or user[key]))
+        files[name] = str(path)
+    return {
+        "api_server": cluster["server"],
+        "tls_config": {
+            "ca_file": files["ca.crt"],
+            "cert_file": files["client.crt"],
+            "key_file": files["client.key"],
+        },
+    }
+
+
+def chart_scrape_jobs(env: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The scrape jobs and prometheus-adapter rules from the ConfigMap the chart installed."""
+    cms = json.loads(env.kubectl("get", "configmaps", "-n", "maestro-system", "-o", "json").stdout)["items"]
+    cm = next(c for c in cms if "maestro-scrape-configs.yaml" in (c.get("data") or {}))
+    jobs = yaml.safe_load(cm["data"]["maestro-scrape-configs.yaml"])["scrape_configs"]
+    return jobs, yaml.safe_load(cm["data"]["maestro-adapter-rules.yaml"])
+
+
+def scraping_the_cluster(
+    env: Any, work: Path, host: str = "127.0.0.1", config: dict[str, Any] | None = None
+) -> Prometheus:
+    """A Prometheus outside the cluster with the chart's scrape jobs (interval 2 s), the way a
+    user's Prometheus finds the operator, the guards and the monitors."""
+    jobs, _ = chart_scrape_jobs(env)
+    creds = api_server_credentials(env.kube.kubeconfig, work)
+    for job in jobs:
+        job["scrape_interval"] = "2s"
+        for sd in job["kubernetes_sd_configs"]:
+            sd.update(creds)
+    return Prometheus(work, {**(config or {}), "scrape_configs": jobs}, host=host)

@@ -38,7 +38,7 @@ local degraded = condition("Degraded")
 -- e.g. DatasetFailed on a job waiting for a dataset that failed its gates). Kept equal to
 -- maestro.api.conditions.PERMANENT by a test.
 local permanent = {
-  BackoffLimitExceeded = true, BiasGateFailed = true, ChecksumMismatch = true,
+  BackoffLimitExceeded = true, BiasGateFailed = true, CanaryRolledBack = true, ChecksumMismatch = true,
   ConflictingPolicies = true, DatasetFailed = true, DeadlineExceeded = true, EvaluationFailed = true,
   GateFailed = true, ImagePullFailed = true, InvalidPattern = true, InvalidSpec = true, OOMKilled = true,
   PIIRejected = true, PolicyDenied = true, SchemaMismatch = true, TrainingFailed = true,

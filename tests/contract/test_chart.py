@@ -49,6 +49,17 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
             "certManager": {"enabled": True, "issuerRef": {"kind": "ClusterIssuer", "name": "corp-ca"}}
         }
     },
+    # the review console: SQLite on a claim; PostgreSQL + TLS + an auth proxy (test_chart_console.py)
+    "console-sqlite": {"console": {"enabled": True}},
+    "console-postgres": {
+        "console": {
+            "enabled": True,
+            "replicas": 2,
+            "database": {"url": "postgresql://maestro@pg.db.svc/console", "passwordSecret": {"name": "pg"}},
+            "tls": {"secretName": "console-tls"},
+            "identityHeader": "X-Forwarded-User",
+        }
+    },
 }
 
 
@@ -147,6 +158,31 @@ def test_guard_redis_values_reach_the_operators_settings() -> None:
     )
     defaults = by_kind(render({}), "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]
     assert not [e for e in defaults["env"] if "REDIS" in e["name"]]  # no Redis: limits per pod
+
+
+def test_analysis_values_reach_the_operators_settings() -> None:
+    from maestro.builders.settings import Settings
+
+    analysis = {
+        "prometheus": {"url": "http://prometheus.monitoring.svc:9090"},
+        "window": "30m",
+        "intervalSeconds": 120,
+        "minEffect": 0.05,
+    }
+    c = by_kind(render({"analysis": analysis}), "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]
+    settings = Settings.from_env({e["name"]: e["value"] for e in c["env"] if "value" in e})
+    assert settings.prometheus_url == "http://prometheus.monitoring.svc:9090"
+    assert (settings.analysis_window, settings.analysis_interval_seconds, settings.analysis_min_effect) == (
+        "30m",
+        120,
+        0.05,
+    )
+    defaults = by_kind(render({}), "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]
+    default_settings = Settings.from_env({e["name"]: e["value"] for e in defaults["env"] if "value" in e})
+    assert default_settings.prometheus_url is None and default_settings.analysis_window == "1h"
+    for bad in ({"prometheus": {"url": "http://u:pw@prom:9090"}}, {"window": "1 hour"}, {"minEffect": 0}):
+        with pytest.raises(Exception, match="analysis"):
+            render({"analysis": bad})
 
 
 def test_cluster_role_is_exactly_what_the_operator_declares() -> None:

@@ -17,8 +17,6 @@ proves on the real node that the probes authenticate with the policy's key and a
 
 from __future__ import annotations
 
-import base64
-import json
 import re
 import time
 from pathlib import Path
@@ -29,7 +27,7 @@ import yaml
 
 from maestro.devcluster.lifecycle import API_KEY as KEY
 from maestro.devcluster.lifecycle import chat, post
-from prom import Prometheus
+from prom import chart_scrape_jobs, scraping_the_cluster
 from waiting import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -41,38 +39,6 @@ NAME = "support-bot"
 
 def _chat(base: str, content: str, key: str = KEY, stream: bool = False) -> int:
     return chat(base, content, key=key, max_tokens=4, stream=stream)
-
-
-def _credentials(kubeconfig: Path, out: Path) -> dict[str, Any]:
-    """The API server address and client TLS files from the cluster's kubeconfig."""
-    cfg = yaml.safe_load(kubeconfig.read_text())
-    cluster = cfg["clusters"][0]["cluster"]
-    user = cfg["users"][0]["user"]
-    files = {}
-    for key, name in (
-        ("certificate-authority-data", "ca.crt"),
-        ("client-certificate-data", "client.crt"),
-        ("client-key-data", "client.key"),
-    ):
-        path = out / name
-        path.write_bytes(base64.b64decode(cluster.get(key) or user[key]))
-        files[name] = str(path)
-    return {
-        "api_server": cluster["server"],
-        "tls_config": {
-            "ca_file": files["ca.crt"],
-            "cert_file": files["client.crt"],
-            "key_file": files["client.key"],
-        },
-    }
-
-
-def _chart_jobs(env: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """The scrape jobs and adapter rules from the ConfigMap the chart installed."""
-    cms = json.loads(env.kubectl("get", "configmaps", "-n", "maestro-system", "-o", "json").stdout)["items"]
-    cm = next(c for c in cms if "maestro-scrape-configs.yaml" in (c.get("data") or {}))
-    jobs = yaml.safe_load(cm["data"]["maestro-scrape-configs.yaml"])["scrape_configs"]
-    return jobs, yaml.safe_load(cm["data"]["maestro-adapter-rules.yaml"])
 
 
 def _settled(status: dict[str, Any]) -> dict[str, Any] | None:
@@ -143,17 +109,10 @@ def prometheus(serving: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
 
     env = serving
     work = tmp_path_factory.mktemp("prometheus")
-    jobs, _ = _chart_jobs(env)
-    creds = _credentials(env.kube.kubeconfig, work)
-    for job in jobs:
-        job["scrape_interval"] = "2s"
-        for sd in job["kubernetes_sd_configs"]:
-            sd.update(creds)
     rules = work / "maestro-rules.yaml"
     rules.write_text(yaml.safe_dump(dashboards.alert_rules()))
-    prom = Prometheus(
-        work,
-        {"global": {"evaluation_interval": "2s"}, "rule_files": [str(rules)], "scrape_configs": jobs},
+    prom = scraping_the_cluster(
+        env, work, config={"global": {"evaluation_interval": "2s"}, "rule_files": [str(rules)]}
     )
     yield prom
     prom.stop()
@@ -271,7 +230,7 @@ def test_every_shipped_query_returns_data(serving: Any, prometheus: Any) -> None
     for stream in (False, True, False, True):  # fresh samples inside every rate() window; streamed
         _chat(base, "How long is the warranty?", stream=stream)  # ones give time-to-first-token
     time.sleep(8)
-    _, adapter = _chart_jobs(env)
+    _, adapter = chart_scrape_jobs(env)
 
     queries: dict[str, str] = {}
     for board in (dashboards.serving_dashboard(), dashboards.operator_dashboard()):

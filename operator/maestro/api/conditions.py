@@ -97,6 +97,11 @@ class ConditionType(StrEnum):
     DEGRADED = "Degraded"
     #: LLMPolicy: the spec compiled (patterns, secrets) and was rendered for the guard.
     VALID = "Valid"
+    #: LLMDeployment with spec.variants: status.variants carries statistics read from Prometheus.
+    ANALYZED = "Analyzed"
+    #: LLMDeployment: the revision the spec asks for serves all traffic (False while a canary runs or
+    #: after one was rolled back).
+    ROLLED_OUT = "RolledOut"
 
 
 # --- reasons --------------------------------------------------------------------------------------
@@ -146,6 +151,8 @@ class Reason(StrEnum):
     TRACKER_UNREACHABLE = "TrackerUnreachable"
     #: Tracked=False: the tracker refused a call (credentials, permissions, names); fix the Secret/spec
     TRACKING_FAILED = "TrackingFailed"
+    #: Tracked=False: the trainer was killed (OOM, eviction) before it could end its run or report it
+    TRACKING_INCOMPLETE = "TrackingIncomplete"
     # LLMDeployment
     TRAINING_JOB_NOT_FOUND = "TrainingJobNotFound"
     TRAINING_JOB_NOT_SUCCEEDED = "TrainingJobNotSucceeded"
@@ -158,6 +165,26 @@ class Reason(StrEnum):
     CRASH_LOOP = "CrashLoopBackOff"
     SCALED_TO_ZERO = "ScaledToZero"
     AVAILABLE = "Available"
+    #: RolledOut=False: a canary gets part of the traffic while its steps are analysed
+    CANARY_PROGRESSING = "CanaryProgressing"
+    #: Events of a canary's transitions (spec.rollout.strategy Canary)
+    CANARY_STARTED = "CanaryStarted"
+    CANARY_STEP_ADVANCED = "CanaryStepAdvanced"
+    CANARY_PROMOTED = "CanaryPromoted"
+    #: the canary failed its analysis and gets no traffic; the stable revision serves until spec.model changes
+    CANARY_ROLLED_BACK = "CanaryRolledBack"
+    #: spec.model changed while a canary ran: that canary stopped
+    CANARY_ABORTED = "CanaryAborted"
+    #: the change cannot be served as a canary (not a LoRA adapter on the stable's base): replaced
+    CANARY_UNSUPPORTED = "CanaryUnsupported"
+    #: spec.model points at a model served before: restored at once, without a canary
+    REVISION_RESTORED = "RevisionRestored"
+    #: Analyzed=True: status.variants has the window's statistics and comparisons
+    VARIANTS_ANALYZED = "VariantsAnalyzed"
+    #: Analyzed=False: the operator has no Prometheus to read (chart value analysis.prometheus.url)
+    PROMETHEUS_NOT_CONFIGURED = "PrometheusNotConfigured"
+    #: Analyzed=False: Prometheus did not answer (or answered an error); retried at the analysis interval
+    PROMETHEUS_UNAVAILABLE = "PrometheusUnavailable"
     # LLMPolicy
     INVALID_PATTERN = "InvalidPattern"
     CONFLICTING_POLICIES = "ConflictingPolicies"
@@ -184,6 +211,7 @@ RETRIABLE: frozenset[Reason] = frozenset(
         Reason.TRACKING,
         Reason.TRACKER_UNREACHABLE,
         Reason.TRACKING_FAILED,
+        Reason.TRACKING_INCOMPLETE,
         Reason.TRAINING_JOB_NOT_FOUND,
         Reason.TRAINING_JOB_NOT_SUCCEEDED,
         Reason.ROLLOUT_IN_PROGRESS,
@@ -191,6 +219,11 @@ RETRIABLE: frozenset[Reason] = frozenset(
         Reason.GUARD_UNHEALTHY,
         Reason.CRASH_LOOP,
         Reason.EVALUATION_NOT_PASSED,
+        Reason.PROMETHEUS_UNAVAILABLE,
+        Reason.CANARY_PROGRESSING,
+        Reason.CANARY_STARTED,
+        Reason.CANARY_STEP_ADVANCED,
+        Reason.CANARY_ABORTED,
     }
 )
 
@@ -215,12 +248,24 @@ PERMANENT: frozenset[Reason] = frozenset(
         Reason.IMAGE_PULL_FAILED,
         Reason.INVALID_PATTERN,
         Reason.CONFLICTING_POLICIES,
+        Reason.CANARY_ROLLED_BACK,
     }
 )
 
 #: Reasons of a healthy, settled state (neither a failure nor a wait).
 SETTLED: frozenset[Reason] = frozenset(
-    {Reason.SUCCEEDED, Reason.AVAILABLE, Reason.ENFORCED, Reason.SCALED_TO_ZERO}
+    {
+        Reason.SUCCEEDED,
+        Reason.AVAILABLE,
+        Reason.ENFORCED,
+        Reason.SCALED_TO_ZERO,
+        Reason.VARIANTS_ANALYZED,
+        # statistics are off by the operator's configuration: a choice, not a failure of the object
+        Reason.PROMETHEUS_NOT_CONFIGURED,
+        Reason.CANARY_PROMOTED,
+        Reason.CANARY_UNSUPPORTED,
+        Reason.REVISION_RESTORED,
+    }
 )
 
 

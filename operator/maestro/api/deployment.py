@@ -40,6 +40,13 @@ from maestro.api.experiments import (
     VariantStatus,
     check_variants,
 )
+from maestro.api.rollout import (
+    MAX_HISTORY,
+    CanaryStatus,
+    RevisionRecord,
+    Rollout,
+    RolloutStrategy,
+)
 from maestro.api.training import ModelURI
 
 #: The vLLM image used when runtime.image is not set: pinned, never a moving tag.
@@ -311,6 +318,11 @@ def _unique_adapters(adapters: list[Adapter]) -> list[Adapter]:
     return unique_keys("name", "adapters")(adapters)
 
 
+CANARY_WITH_VARIANTS_MESSAGE = (
+    "rollout.strategy Canary splits traffic itself: it cannot be combined with spec.variants"
+)
+
+
 class LLMDeploymentSpec(SpecModel):
     """Desired state of an LLMDeployment."""
 
@@ -341,6 +353,12 @@ class LLMDeploymentSpec(SpecModel):
         "digest is reported in status.prompt and status.lineage.",
     )
     variants: Variants = VARIANTS_FIELD
+    rollout: Rollout | None = Field(
+        None,
+        description="How a change of model reaches traffic: Replace (default) or Canary steps analysed "
+        "on the guard's per-revision signals, promoted or rolled back automatically; every revision is "
+        "kept in status.history.",
+    )
 
     model_config = ConfigDict(
         json_schema_extra=validations(
@@ -351,6 +369,12 @@ class LLMDeploymentSpec(SpecModel):
                 field_path=".runtime.tensorParallelSize",
             ),
             *VARIANT_RULES,
+            cel(
+                "!has(self.rollout) || !has(self.rollout.strategy) || self.rollout.strategy != 'Canary' "
+                "|| !has(self.variants) || size(self.variants) == 0",
+                CANARY_WITH_VARIANTS_MESSAGE,
+                field_path=".rollout.strategy",
+            ),
         )
     )
 
@@ -360,6 +384,8 @@ class LLMDeploymentSpec(SpecModel):
         if tp > 1 and tp > self.resources.gpus:
             raise ValueError("runtime.tensorParallelSize needs at least that many resources.gpus per replica")
         check_variants(self.variants, {a.name for a in self.adapters})
+        if self.rollout is not None and self.rollout.strategy == RolloutStrategy.CANARY and self.variants:
+            raise ValueError(CANARY_WITH_VARIANTS_MESSAGE)
         return self
 
 
@@ -424,6 +450,13 @@ class LLMDeploymentStatus(ObservedStatus):
     variants: list[VariantStatus] = Field(
         default_factory=list, description="The traffic-split variants in force (spec.variants)."
     )
+    history: list[RevisionRecord] = Field(
+        default_factory=list,
+        max_length=MAX_HISTORY,
+        description="Every revision served (model digest, dataset version, prompt, policy, image), newest "
+        "last: Stable (serving), Canary, Superseded or RolledBack, with the reason.",
+    )
+    canary: CanaryStatus | None = Field(None, description="The canary in progress (spec.rollout).")
     policy: AppliedPolicy | None = Field(
         None,
         description="The policy in force: rendered into the guard ConfigMap, with the pods up. An "

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
+from enum import StrEnum
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, Field, model_validator
@@ -221,10 +223,92 @@ class PromptStatus(StatusModel):
     version: str | None = Field(None, description="The prompt's version label, when it has one.")
 
 
+class Verdict(StrEnum):
+    """What a comparison against the baseline variant concludes (lower rates are better)."""
+
+    #: significantly lower rate than the baseline
+    BETTER = "Better"
+    #: significantly higher rate than the baseline
+    WORSE = "Worse"
+    #: not significant, with enough requests to have detected the minimum effect
+    NO_DIFFERENCE = "NoDifference"
+    #: not significant yet, and too few requests to rule the minimum effect out (see samplesNeeded)
+    INCONCLUSIVE = "Inconclusive"
+
+
+class VariantComparison(StatusModel):
+    """One rate of a variant against the same rate of the baseline (the first variant): Fisher's exact
+    test on the 2x2 table of requests, with a confidence interval for the difference."""
+
+    metric: str = Field(description="The rate compared: errorRate (5xx answers) or refusalRate.")
+    baseline: str = Field(description="The variant compared against (the first of spec.variants).")
+    difference: float | None = Field(
+        None, description="This variant's rate minus the baseline's (negative: fewer errors/refusals)."
+    )
+    difference_low: float | None = Field(
+        None, description="Lower bound of the 95% confidence interval of the difference (Newcombe/Wilson)."
+    )
+    difference_high: float | None = Field(None, description="Upper bound of that interval.")
+    p_value: float | None = Field(
+        None, ge=0, le=1, description="Two-sided p-value of Fisher's exact test; unset without requests."
+    )
+    samples_needed: int | None = Field(
+        None,
+        ge=0,
+        description="Requests still needed in each arm to detect the operator's minimum effect (an "
+        "absolute difference of the rate) at alpha 0.05 and power 0.8; 0: enough.",
+    )
+    verdict: Verdict = Field(description="Better, Worse, NoDifference or Inconclusive.")
+
+
 class VariantStatus(StatusModel):
-    """One variant as configured in the running guards."""
+    """One variant as configured in the running guards, with its traffic statistics over the analysis
+    window when the operator reads a Prometheus (MAESTRO_PROMETHEUS_URL)."""
 
     name: str = Field(description="Variant name.")
     served_model: str | None = Field(None, description="Served model name its requests go to.")
     weight: int | None = Field(None, ge=0, le=TOTAL_WEIGHT, description="Share of traffic in percent.")
     prompt_digest: str | None = Field(None, description="Digest of the prompt its requests get.")
+    requests: int | None = Field(None, ge=0, description="Requests routed to it in the analysis window.")
+    errors: int | None = Field(None, ge=0, description="Of those, answered with a 5xx status.")
+    error_rate: float | None = Field(None, ge=0, le=1, description="errors / requests.")
+    refusals: int | None = Field(None, ge=0, description="Answers the guard classified as refusals.")
+    refusal_rate: float | None = Field(None, ge=0, le=1, description="refusals / requests.")
+    policy_hits: int | None = Field(
+        None, ge=0, description="Requests on which a policy rule blocked, flagged or redacted content."
+    )
+    latency_p50_seconds: float | None = Field(None, ge=0, description="Median request latency at the guard.")
+    latency_p95_seconds: float | None = Field(None, ge=0, description="95th percentile latency.")
+    input_tokens: int | None = Field(None, ge=0, description="Prompt tokens, from the upstream's usage.")
+    output_tokens: int | None = Field(None, ge=0, description="Completion tokens.")
+    feedback_count: int | None = Field(None, ge=0, description="User feedback on its answers.")
+    feedback_score: float | None = Field(
+        None, ge=0, le=1, description="Mean feedback score (thumbs up 1, down 0; rating 1-5 as 0..1)."
+    )
+    comparisons: list[VariantComparison] | None = Field(
+        None,
+        max_length=4,
+        description="Its rates against the baseline's (unset on the baseline itself).",
+    )
+
+
+@dataclass(frozen=True)
+class VariantSignals:
+    """One variant's traffic over an analysis window, as read from Prometheus (maestro.k8s.metrics)
+    and turned into status (maestro.status.experiment). Counts are window increases, so they can
+    carry a fraction from Prometheus' extrapolation; status rounds them."""
+
+    requests: float = 0.0
+    errors: float = 0.0
+    refusals: float = 0.0
+    policy_hits: float = 0.0
+    latency_p50_s: float | None = None
+    latency_p95_s: float | None = None
+    input_tokens: float = 0.0
+    output_tokens: float = 0.0
+    feedback_count: float = 0.0
+    feedback_score_sum: float = 0.0
+
+    @property
+    def feedback_mean(self) -> float | None:
+        return self.feedback_score_sum / self.feedback_count if self.feedback_count > 0 else None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from maestro.api.deployment import LLMDeploymentSpec
@@ -17,6 +18,9 @@ from maestro.api.policy import AuditPolicy, GuardConfig, LLMPolicySpec, RequestP
 from maestro.builders.meta import digest
 
 Obj = dict[str, Any]
+
+#: Variant names of a canary's two arms (the `variant` label of the guard's per-variant series).
+CANARY_STABLE, CANARY_CANARY = "stable", "canary"
 
 
 def policy_digest(spec: LLMPolicySpec) -> str:
@@ -32,18 +36,40 @@ def _pass_through() -> tuple[str, str]:
     return json.dumps(request), json.dumps(audit)
 
 
-def experiments(spec: LLMDeploymentSpec, served_model_name: str, salt: str) -> Obj:
+@dataclass(frozen=True)
+class CanarySplit:
+    """A canary in progress (spec.rollout): two arms on served model names, the canary's weight."""
+
+    stable_model: str
+    canary_model: str
+    weight: int
+
+
+def experiments(
+    spec: LLMDeploymentSpec, served_model_name: str, salt: str, canary: CanarySplit | None = None
+) -> Obj:
     """The guard-config keys of the deployment's prompt and variants (empty when it has neither, so
     the document of a deployment without them stays byte for byte what earlier releases rendered).
 
     Resolved here, once: each variant's served model name (its adapter's name, or the deployment's
-    own) and its prompt (its own, else the deployment's) with the digest status reports.
+    own) and its prompt (its own, else the deployment's) with the digest status reports. A canary is
+    two variants, `stable` then `canary`: callers hash into [0, 100) and the canary takes the top
+    `weight` buckets, so a caller on the canary stays on it as its weight grows step by step.
     """
     out: Obj = {}
     prompt = GuardPrompt.of(spec.prompt) if spec.prompt is not None else None
     if prompt is not None:
         out["prompt"] = _dump(prompt)
-    if spec.variants:
+    if canary is not None:
+        out["variants"] = [
+            _dump(GuardVariant(name=name, model=model, weight=weight, prompt=prompt))
+            for name, model, weight in (
+                (CANARY_STABLE, canary.stable_model, 100 - canary.weight),
+                (CANARY_CANARY, canary.canary_model, canary.weight),
+            )
+        ]
+        out["routingSalt"] = salt
+    elif spec.variants:
         out["variants"] = [
             _dump(
                 GuardVariant(
@@ -69,9 +95,13 @@ def render(
     policy: LLMPolicySpec | None,
     served_model_name: str,
     experiment: Obj | None = None,
+    prompt_logprobs: bool = True,
 ) -> Obj:
     """The document at /etc/maestro/policy/policy.json. No policy: an explicit pass-through.
-    `experiment` is `experiments(...)`: the deployment's prompt and variants."""
+    `experiment` is `experiments(...)`: the deployment's prompt and variants. `prompt_logprobs` False
+    (vLLM-CPU with LoRA adapters, see GuardConfig.prompt_logprobs) is written only when False, so
+    every other deployment's document stays what earlier releases rendered."""
+    engine: Obj = {} if prompt_logprobs else {"promptLogprobs": False}
     if policy is None or policy_name is None:
         # Only what differs from the model defaults, plus the audit switches, spelled out: the document
         # (and so its digest, which rolls the pods) stays what every release before rendered.
@@ -83,6 +113,7 @@ def render(
             "audit": json.loads(audit),
             "servedModelName": served_model_name,
             **(experiment or {}),
+            **engine,
         }
     cfg = GuardConfig(
         name=policy_name,
@@ -93,9 +124,12 @@ def render(
     )
     # the experiment keys come from `experiments` only: absent, not empty, without prompt or variants
     doc = cfg.model_dump(
-        by_alias=True, exclude_none=True, exclude={"prompt", "variants", "routing_salt"}, mode="json"
+        by_alias=True,
+        exclude_none=True,
+        exclude={"prompt", "variants", "routing_salt", "prompt_logprobs"},
+        mode="json",
     )
-    return {**doc, **(experiment or {})}
+    return {**doc, **(experiment or {}), **engine}
 
 
 def dumps(doc: Obj) -> str:

@@ -160,7 +160,9 @@ class Settings(EnvSettings):
     MAESTRO_JOB_TOLERATIONS, MAESTRO_SERVING_NODE_SELECTOR, MAESTRO_SERVING_TOLERATIONS,
     MAESTRO_PROGRESS_URL, MAESTRO_PROGRESS_AUDIENCE, MAESTRO_STORAGE_CLASS, MAESTRO_GUARD_LIMITS_REDIS_URL,
     MAESTRO_GUARD_LIMITS_REDIS_PASSWORD_SECRET, MAESTRO_GUARD_LIMITS_REDIS_PASSWORD_KEY, MAESTRO_TRACKING_URI,
-    MAESTRO_TRACKING_EXPERIMENT, MAESTRO_TRACKING_CREDENTIALS_SECRET (the Helm chart sets them).
+    MAESTRO_TRACKING_EXPERIMENT, MAESTRO_TRACKING_CREDENTIALS_SECRET, MAESTRO_PROMETHEUS_URL,
+    MAESTRO_ANALYSIS_WINDOW, MAESTRO_ANALYSIS_INTERVAL_SECONDS, MAESTRO_ANALYSIS_MIN_EFFECT,
+    MAESTRO_CONSOLE_URL (the Helm chart sets them).
     """
 
     worker_image: str = Field(
@@ -213,6 +215,33 @@ class Settings(EnvSettings):
         description="Secret with MLFLOW_TRACKING_USERNAME/_PASSWORD or MLFLOW_TRACKING_TOKEN for the default "
         "server, in each namespace that trains; passed to trainers as secretKeyRefs (never read here).",
     )
+    prometheus_url: str | None = Field(
+        None,
+        description="Prometheus HTTP API the operator reads variant statistics from (status.variants), "
+        "e.g. http://prometheus.monitoring.svc:9090; unset: status.variants carries no statistics "
+        "(condition Analyzed=False, PrometheusNotConfigured).",
+    )
+    analysis_window: str = Field(
+        "1h",
+        pattern=r"^[1-9][0-9]*(ms|s|m|h|d|w|y)$",
+        description="Window of the variant statistics (a Prometheus duration: 30m, 1h, 1d).",
+    )
+    analysis_interval_seconds: float = Field(
+        60.0, ge=5, description="How often a deployment with spec.variants re-reads its statistics."
+    )
+    analysis_min_effect: float = Field(
+        0.02,
+        gt=0,
+        lt=1,
+        description="Smallest absolute difference of a variant's error/refusal rate from the baseline's "
+        "worth detecting: what samplesNeeded is computed for.",
+    )
+    console_url: str | None = Field(
+        None,
+        description="The review console (maestro.workers.console) every LLMDeployment's monitor pushes "
+        "review samples to, e.g. http://maestro-console.maestro-system.svc:8090 (the chart sets it with "
+        "console.enabled); unset: monitors push nothing and get no console token.",
+    )
     #: Extra labels on every generated pod (not configurable by env; for tests).
     extra_pod_labels: dict[str, str] = Field(default_factory=dict)
 
@@ -228,6 +257,31 @@ class Settings(EnvSettings):
         if not re.match(_NO_USERINFO, value):
             raise ValueError("must not carry credentials (user:password@); use the credentials Secret")
         return value
+
+    @field_validator("prometheus_url")
+    @classmethod
+    def _prometheus_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(
+                "must be an http:// or https:// URL (e.g. http://prometheus.monitoring.svc:9090)"
+            )
+        if not re.match(r"^[a-z]+://[^/@]*$|^[a-z]+://[^/@]*/", value):
+            raise ValueError("must not carry credentials (user:password@)")
+        return value.rstrip("/")
+
+    @field_validator("console_url")
+    @classmethod
+    def _console_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        if not re.match(r"^https?://[^/@]+(/.*)?$", value):
+            raise ValueError(
+                "must be an http:// or https:// URL without credentials "
+                "(e.g. http://maestro-console.maestro-system.svc:8090)"
+            )
+        return value.rstrip("/")
 
     @field_validator("guard_limits_redis_url")
     @classmethod

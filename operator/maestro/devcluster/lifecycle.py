@@ -204,8 +204,10 @@ class DevEnv:
         for path in (INPUTS, *INPUTS.rglob("*")):
             path.chmod(0o755 if path.is_dir() else 0o644)
 
-    def install_operator(self) -> None:
-        """`helm upgrade --install` of charts/maestro with Helm's own SDK, waiting for the operator."""
+    def install_operator(self, extra_values: dict[str, Any] | None = None) -> None:
+        """`helm upgrade --install` of charts/maestro with Helm's own SDK, waiting for the operator.
+        `extra_values` are chart values on top of the dev ones (e.g. the Prometheus the operator's
+        canary analysis reads); an upgrade without them puts the dev values back."""
         import helm_python as helm
 
         operator_id = self.image_ids.get(OPERATOR_IMAGE, "")
@@ -215,6 +217,7 @@ class DevEnv:
             "operator": {"podAnnotations": {"maestro.llmops.dev/image-id": operator_id[:19]}},
             # the NetworkPolicy's egress rule must name the port the API server really listens on
             "networkPolicy": {"apiServerPort": self.kube.state["ports"]["apiserver"]},
+            **(extra_values or {}),
         }
         config = helm.Config(kubeconfig_path=str(self.kube.kubeconfig), namespace=OPERATOR_NAMESPACE)
         try:
@@ -318,16 +321,19 @@ class DevEnv:
         raise ClusterError(f"timed out waiting for the quickstart; last states: {list(last.values())}")
 
     # -- reaching the endpoint ---------------------------------------------------------------------
-    def start_port_forward(self) -> int:
-        """`kubectl port-forward svc/support-bot` kept running until `make dev-down`."""
-        entry = self._processes().get("port-forward")
+    def start_port_forward(self, service: str = "support-bot") -> int:
+        """`kubectl port-forward svc/<service>` (an LLMDeployment's guard) kept running until `make
+        dev-down`."""
+        name = "port-forward" if service == "support-bot" else f"port-forward-{service}"
+        entry = self._processes().get(name)
         if isinstance(entry, dict) and _alive(int(entry["pid"])) and self._guard_answers(int(entry["port"])):
             return int(entry["port"])
-        self._stop("port-forward")
+        self._stop(name)
         port = free_local_port(GUARD_PORT)
         self.logs.mkdir(parents=True, exist_ok=True)
         kubectl = shutil.which("kubectl") or "kubectl"
-        with open(self.logs / "port-forward.log", "ab") as log:
+        log_file = self.logs / f"{name}.log"
+        with open(log_file, "ab") as log:
             proc = subprocess.Popen(
                 [
                     kubectl,
@@ -335,7 +341,7 @@ class DevEnv:
                     "-n",
                     NAMESPACE,
                     "port-forward",
-                    "svc/support-bot",
+                    f"svc/{service}",
                     f"{port}:{GUARD_PORT}",
                 ],
                 stdout=log,
@@ -344,14 +350,12 @@ class DevEnv:
                 start_new_session=True,
             )
         procs = self._processes()
-        procs["port-forward"] = {"pid": proc.pid, "port": port}
+        procs[name] = {"pid": proc.pid, "port": port}
         self.pid_file.write_text(json.dumps(procs))
         deadline = time.monotonic() + 30
         while not self._guard_answers(port):
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise ClusterError(
-                    f"kubectl port-forward svc/support-bot failed:\n{tail(self.logs / 'port-forward.log')}"
-                )
+                raise ClusterError(f"kubectl port-forward svc/{service} failed:\n{tail(log_file)}")
             time.sleep(0.3)
         return port
 
@@ -362,9 +366,9 @@ class DevEnv:
         except (OSError, urllib.error.URLError):
             return False
 
-    def endpoint(self) -> str:
-        """The guard, through the port-forward (started if needed)."""
-        return f"http://127.0.0.1:{self.start_port_forward()}"
+    def endpoint(self, service: str = "support-bot") -> str:
+        """An LLMDeployment's guard, through a port-forward (started if needed)."""
+        return f"http://127.0.0.1:{self.start_port_forward(service)}"
 
     def serving_pod(self) -> str:
         selector = self.get("llmdep", "support-bot").get("status", {}).get("selector")
@@ -468,7 +472,8 @@ class DevEnv:
         }
 
     def down(self) -> None:
-        self._stop("port-forward")
+        for name in [n for n in self._processes() if n.startswith("port-forward")]:
+            self._stop(name)
         if self.owns_cluster:
             self.kube.down(quiet=True)
         say(

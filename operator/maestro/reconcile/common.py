@@ -79,6 +79,9 @@ class Plan:
     #: Everything `children` was built from, when the kind can say so cheaply (see `Built`): the same
     #: key as the set last applied skips both the build and the fingerprint of the manifests.
     children_key: Hashable | None = None
+    #: Events of transitions that are not condition flips (a canary's steps), recorded once the status
+    #: that carries the transition is written.
+    events: tuple[Cond, ...] = ()
 
     @property
     def phase(self) -> str | None:
@@ -193,7 +196,10 @@ async def execute(
         if redecide is None:
             raise
         plan = redecide(str(exc))
-    await commit(ctx, obj, dump(plan.status), plan.conditions, message=plan.message)
+    updated = await commit(ctx, obj, dump(plan.status), plan.conditions, message=plan.message)
+    if updated is not obj:
+        for event in plan.events:
+            await ctx.record(updated, event)
     return plan.result()
 
 

@@ -59,6 +59,9 @@ class Context:
     on_transition: Callable[[Obj, Cond], Awaitable[None]] | None = None
     #: Retry interval for waits that no watch event ends (a missing claim, a Secret).
     poll_seconds: float = 30.0
+    #: owner uid -> (monotonic time read, what was read) of its last Prometheus analysis, so watch events
+    #: (its own status writes among them) do not re-query more often than the analysis interval.
+    analyses: dict[str, tuple[float, Any]] = field(default_factory=dict)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     async def record(self, obj: Obj, c: Cond) -> None:
@@ -88,3 +91,4 @@ class Context:
     def forget(self, uid: str) -> None:
         self.applied.pop(uid, None)
         self.built.pop(uid, None)
+        self.analyses.pop(uid, None)

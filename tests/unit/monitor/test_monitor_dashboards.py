@@ -76,6 +76,12 @@ def test_serving_dashboard_covers_the_issue() -> None:
         c.FEEDBACK,
         c.PII_DETECTIONS,
         c.INTER_TOKEN_LATENCY,
+        c.GUARD_VARIANT_REQUESTS,
+        c.GUARD_VARIANT_DURATION,
+        c.GUARD_VARIANT_TOKENS,
+        c.GUARD_VARIANT_REFUSALS,
+        c.GUARD_VARIANT_POLICY_HITS,
+        c.VARIANT_FEEDBACK_SCORE,
     ):
         assert any(n.startswith(needed.removesuffix("_total")) for n in names), needed
 
@@ -112,6 +118,12 @@ async def _live_scrape(start_monitor, fake_vllm, tmp_path) -> set[str]:
                 "servedModelName": "tiny",
                 "request": {"pii": {"input": "allow", "output": "allow"}},
                 "audit": {"enabled": False, "logPrompts": True},
+                # a traffic split, so the guard's per-variant series are exported too
+                "variants": [
+                    {"name": "base", "model": "tiny", "weight": 50},
+                    {"name": "tuned", "model": "tiny", "weight": 50},
+                ],
+                "routingSalt": "test/tiny",
             }
         )
     )
@@ -143,6 +155,7 @@ async def _live_scrape(start_monitor, fake_vllm, tmp_path) -> set[str]:
         decisions=[{"rule": "pii.output", "action": "redact"}],
         pii={"EMAIL": 1},
         refusal=True,
+        variant="base",  # feedback on it feeds the per-variant feedback score
     )
     for i in range(6):
         emitter.emit({**full, "requestId": f"r{i}", "status": 500 if i == 5 else 200})
@@ -206,4 +219,89 @@ def test_dashboard_queries_are_valid_promql(tmp_path) -> None:
     path = tmp_path / "dash-rules.yaml"
     path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard-queries", "rules": rules}]}))
     out = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_the_monitors_copy_of_the_guards_variant_names_is_the_guards() -> None:
+    """The dashboards (monitor) and the operator's analysis (guard contract) read the same series."""
+    from maestro.workers.guard import contract as g
+
+    assert (
+        c.GUARD_VARIANT_REQUESTS,
+        c.GUARD_VARIANT_DURATION,
+        c.GUARD_VARIANT_TOKENS,
+        c.GUARD_VARIANT_REFUSALS,
+        c.GUARD_VARIANT_POLICY_HITS,
+    ) == (
+        g.VARIANT_REQUESTS_METRIC,
+        g.VARIANT_DURATION_METRIC,
+        g.VARIANT_TOKENS_METRIC,
+        g.VARIANT_REFUSALS_METRIC,
+        g.VARIANT_POLICY_HITS_METRIC,
+    )
+
+
+def test_variant_error_rate_alert_fires_for_the_failing_variant_only(tmp_path) -> None:
+    """promtool's rule unit test: variant `tuned` fails 20% of its requests for 30 minutes, `base` none
+    (and a second deployment's `tuned` 1%): the alert fires for that one series, after its `for`."""
+    promtool = _promtool()
+    rule = next(
+        r
+        for g in dashboards.alert_rules()["groups"]
+        for r in g["rules"]
+        if r["alert"] == "MaestroVariantErrorRateHigh"
+    )
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(yaml.safe_dump({"groups": [{"name": "variants", "rules": [rule]}]}))
+    req = c.GUARD_VARIANT_REQUESTS
+
+    def series(svc: str, variant: str, status: str, per_min: int) -> dict[str, str]:
+        return {
+            "series": f'{req}{{namespace="t", service="{svc}", variant="{variant}", status="{status}"}}',
+            "values": f"0+{per_min}x40",
+        }
+
+    tests = {
+        "rule_files": [str(rules)],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [
+                    series("chat-metrics", "base", "200", 100),
+                    series("chat-metrics", "tuned", "200", 80),
+                    series("chat-metrics", "tuned", "500", 20),
+                    series("other-metrics", "tuned", "200", 99),
+                    series("other-metrics", "tuned", "503", 1),
+                ],
+                "alert_rule_test": [
+                    {"eval_time": "5m", "alertname": "MaestroVariantErrorRateHigh", "exp_alerts": []},
+                    {
+                        "eval_time": "30m",
+                        "alertname": "MaestroVariantErrorRateHigh",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {
+                                    "severity": "warning",
+                                    "namespace": "t",
+                                    "service": "chat-metrics",
+                                    "variant": "tuned",
+                                },
+                                "exp_annotations": {
+                                    k: v.replace("{{ $labels.variant }}", "tuned")
+                                    .replace("{{ $labels.namespace }}", "t")
+                                    .replace("{{ $labels.service }}", "chat-metrics")
+                                    .replace("{{ $value | humanizePercentage }}", "20%")
+                                    for k, v in rule["annotations"].items()
+                                },
+                            }
+                        ],
+                    },
+                ],
+            }
+        ],
+    }
+    path = tmp_path / "tests.yaml"
+    path.write_text(yaml.safe_dump(tests, sort_keys=False))
+    out = subprocess.run([promtool, "test", "rules", str(path)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr

@@ -87,6 +87,20 @@ VARIANT_HEADER = "x-maestro-variant"
 #: body's `user` field is used when it is absent).
 USER_HEADER = "x-maestro-user"
 
+#: Per-variant Prometheus series (spec.variants), as scraped (counters with their `_total`). The
+#: operator's analysis (maestro.k8s.metrics) and the dashboards read these names; the monitor's
+#: contract repeats them for its dashboards (a unit test keeps the two in step).
+VARIANT_REQUESTS_METRIC = "maestro_guard_variant_requests_total"  # labels variant, status
+VARIANT_DURATION_METRIC = "maestro_guard_variant_request_duration_seconds"  # histogram, label variant
+VARIANT_TOKENS_METRIC = "maestro_guard_variant_tokens_total"  # labels variant, type=input|output
+#: Responses the guard classified as refusals (the monitor event's `refusal`), per variant.
+VARIANT_REFUSALS_METRIC = "maestro_guard_variant_refusals_total"  # label variant
+#: Requests on which a policy rule acted on the content (an action in POLICY_HIT_ACTIONS), per variant.
+VARIANT_POLICY_HITS_METRIC = "maestro_guard_variant_policy_hits_total"  # label variant
+#: Decision actions that count as a policy hit: the policy changed or stopped what was exchanged
+#: (not a rate limit, a max_tokens clamp or an audit-only finding).
+POLICY_HIT_ACTIONS = frozenset({"block", "flag", "redact"})
+
 #: OpenTelemetry: spans/metrics are exported only when this standard variable is set.
 OTEL_ENDPOINT_ENV = "OTEL_EXPORTER_OTLP_ENDPOINT"
 

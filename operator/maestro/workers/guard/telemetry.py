@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.utils import floatToGoString
 
+from maestro.workers.guard import contract
 from maestro.workers.guard.contract import OTEL_ENDPOINT_ENV
 
 log = logging.getLogger("maestro.guard")
@@ -150,20 +151,38 @@ class Telemetry:
         # per-variant series (spec.variants), only for routed requests: the existing series keep
         # their labels (dashboards, alerts), these add the experiment's view next to them
         self.variant_requests = _Counter(
-            "maestro_guard_variant_requests", "Requests routed to a variant.", ("variant", "status")
+            contract.VARIANT_REQUESTS_METRIC.removesuffix("_total"),
+            "Requests routed to a variant.",
+            ("variant", "status"),
         )
         self.variant_duration = _Histogram(
-            "maestro_guard_variant_request_duration_seconds",
+            contract.VARIANT_DURATION_METRIC,
             "Time from request received to response complete, per variant.",
             ("variant",),
             _DURATION_BUCKETS,
         )
         self.variant_tokens = _Counter(
-            "maestro_guard_variant_tokens",
+            contract.VARIANT_TOKENS_METRIC.removesuffix("_total"),
             "Tokens per variant, from the upstream's usage.",
             ("variant", "type"),
         )
-        self.variant_series = (self.variant_requests, self.variant_duration, self.variant_tokens)
+        self.variant_refusals = _Counter(
+            contract.VARIANT_REFUSALS_METRIC.removesuffix("_total"),
+            "Responses classified as refusals, per variant.",
+            ("variant",),
+        )
+        self.variant_policy_hits = _Counter(
+            contract.VARIANT_POLICY_HITS_METRIC.removesuffix("_total"),
+            "Requests on which a policy rule blocked, flagged or redacted content, per variant.",
+            ("variant",),
+        )
+        self.variant_series = (
+            self.variant_requests,
+            self.variant_duration,
+            self.variant_tokens,
+            self.variant_refusals,
+            self.variant_policy_hits,
+        )
         self._variant_labels: set[str] = set()
         self.inflight = 0
         r.register(_HotCollector(self))
@@ -281,11 +300,15 @@ class Telemetry:
         duration_s: float,
         prompt_tokens: int | None,
         completion_tokens: int | None,
+        refusal: bool = False,
+        decisions: list[dict[str, str]] | None = None,
         span: Any = None,
     ) -> None:
         """The per-variant series of a routed request, and its variant and prompt digest on the span
         (call before `record`, which ends the span). Variant names are bounded by the API (16 per
-        deployment); across reloads the label set is capped at MAX_VARIANT_LABELS, then "other"."""
+        deployment); across reloads the label set is capped at MAX_VARIANT_LABELS, then "other".
+        A variant's refusal and policy-hit counters start at 0 with its first request, so a rate or an
+        increase over a window sees the first refusal too (a counter born at 1 reads as no change)."""
         if variant is not None:
             label = variant
             if variant not in self._variant_labels:
@@ -293,6 +316,14 @@ class Telemetry:
                     self._variant_labels.add(variant)
                 else:
                     label = "other"
+            key = (label,)
+            if key not in self.variant_refusals.series:
+                self.variant_refusals.inc(key, 0)
+                self.variant_policy_hits.inc(key, 0)
+            if refusal:
+                self.variant_refusals.inc(key)
+            if decisions and any(d["action"] in contract.POLICY_HIT_ACTIONS for d in decisions):
+                self.variant_policy_hits.inc(key)
             self.variant_requests.inc((label, str(status)))
             self.variant_duration.observe((label,), duration_s)
             if prompt_tokens:

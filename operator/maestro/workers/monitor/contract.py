@@ -34,6 +34,12 @@ ENV_DRIFT_WINDOW: Final = "MAESTRO_DRIFT_WINDOW"
 #: JSON reference distribution; loaded when present, written once learned (survives restarts on a volume).
 ENV_DRIFT_REFERENCE_FILE: Final = "MAESTRO_DRIFT_REFERENCE_FILE"
 ENV_EVENTS_SOCKET: Final = events.SOCKET_ENV
+#: The review console (maestro.workers.console): when set, review samples (flagged requests, negative
+#: feedback) are also pushed to its ingest, authenticated by the pod's service-account token.
+ENV_CONSOLE_URL: Final = "MAESTRO_CONSOLE_URL"
+ENV_CONSOLE_TOKEN_FILE: Final = "MAESTRO_CONSOLE_TOKEN_FILE"
+#: The LLMDeployment the pod serves (names the samples pushed to the console; the served model if unset).
+ENV_DEPLOYMENT_NAME: Final = "MAESTRO_DEPLOYMENT_NAME"
 
 DEFAULT_EVENTS_SOCKET: Final = events.DEFAULT_SOCKET
 DEFAULT_PORT: Final = 9090
@@ -64,6 +70,16 @@ CORRECTIONS_FILE: Final = "corrections.jsonl"
 DRIFT_REFERENCE_FILE: Final = "drift-reference.json"
 #: Requests the guard flagged for a human to look at (suspected prompt injections in flag mode).
 REVIEW_FILE: Final = "review.jsonl"
+#: The console's ingest route (equal to maestro.workers.console.contract.INGEST_PATH; a unit test
+#: keeps the two workers' contracts in step).
+CONSOLE_INGEST_PATH: Final = "/api/v1/samples"
+DEFAULT_CONSOLE_TOKEN_FILE: Final = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+#: Audience of the projected token the builder mounts for the push (equal to the console contract's
+#: DEFAULT_INGEST_AUDIENCE; a unit test keeps them equal): a token only the console accepts, so a
+#: leaked one is no API-server credential, and serving pods still automount none.
+CONSOLE_AUDIENCE: Final = "maestro-console"
+#: Where the builder mounts that token (file `token`), named to the monitor by ENV_CONSOLE_TOKEN_FILE.
+CONSOLE_TOKEN_DIR: Final = "/var/run/secrets/llmops.dev/console"
 
 # --- metric names exported by the monitor (Prometheus) -----------------------------------------
 P: Final = "maestro_monitor_"
@@ -101,6 +117,16 @@ FEEDBACK: Final = P + "feedback_total"  # labels model, sentiment=positive|negat
 FEEDBACK_RATING: Final = P + "feedback_rating"  # histogram 1..5, label model
 FEEDBACK_CORRECTIONS: Final = P + "feedback_corrections_total"  # label model
 FEEDBACK_SINK_ERRORS: Final = P + "feedback_sink_errors_total"
+#: Feedback on a request the guard routed to a variant (spec.variants), as a score in 0..1 (thumbs up
+#: 1, down 0; rating 1-5 as (rating - 1) / 4; a bare correction 0): histogram, label variant. Its
+#: _sum / _count is the variant's mean score.
+VARIANT_FEEDBACK_SCORE: Final = P + "variant_feedback_score"
+# the guard's per-variant series (its contract's VARIANT_*_METRIC; a unit test keeps them equal)
+GUARD_VARIANT_REQUESTS: Final = "maestro_guard_variant_requests_total"  # labels variant, status
+GUARD_VARIANT_DURATION: Final = "maestro_guard_variant_request_duration_seconds"  # histogram {variant}
+GUARD_VARIANT_TOKENS: Final = "maestro_guard_variant_tokens_total"  # labels variant, type
+GUARD_VARIANT_REFUSALS: Final = "maestro_guard_variant_refusals_total"  # label variant
+GUARD_VARIANT_POLICY_HITS: Final = "maestro_guard_variant_policy_hits_total"  # label variant
 REVIEW_QUEUED: Final = P + "review_queued_total"  # label result (queued|dropped|error)
 # vLLM scrape
 VLLM_UP: Final = P + "vllm_up"
@@ -157,6 +183,9 @@ def sidecar_env(
     probe_interval: float = DEFAULT_PROBE_INTERVAL,
     probe_api_key_file: str | None = None,
     events_socket: str = DEFAULT_EVENTS_SOCKET,
+    console_url: str | None = None,
+    console_token_file: str | None = None,
+    deployment_name: str | None = None,
 ) -> list[dict[str, str]]:
     """The monitor container's `env` list, as a builder renders it (only non-empty settings)."""
     env = {
@@ -178,4 +207,10 @@ def sidecar_env(
         env[ENV_OTLP_ENDPOINT] = otlp_endpoint
     if probe_api_key_file:
         env[ENV_PROBE_API_KEY_FILE] = probe_api_key_file
+    if console_url:
+        env[ENV_CONSOLE_URL] = console_url
+        if console_token_file:
+            env[ENV_CONSOLE_TOKEN_FILE] = console_token_file
+        if deployment_name:
+            env[ENV_DEPLOYMENT_NAME] = deployment_name
     return [{"name": k, "value": v} for k, v in env.items()]

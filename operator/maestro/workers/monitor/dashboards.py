@@ -408,6 +408,7 @@ def serving_dashboard() -> dict[str, Any]:
         w=8,
         kind="stat",
     )
+    _variant_panels(b)
     b.row("Monitor")
     b.panel(
         "Guard events",
@@ -430,6 +431,79 @@ def serving_dashboard() -> dict[str, Any]:
         w=12,
     )
     return b.render(["maestro", "llmops", "serving"])
+
+
+def _variant_panels(b: _Board) -> None:
+    """Traffic-split variants (spec.variants) side by side: what status.variants reports, over time."""
+    b.row("Variants")
+    req = c.GUARD_VARIANT_REQUESTS
+
+    def per_variant_ratio(numerator: str) -> str:
+        return (
+            f"sum by (variant) (rate({numerator}[{RI}])) / "
+            f"clamp_min(sum by (variant) (rate({req}{_sel()}[{RI}])), 1e-9)"
+        )
+
+    b.panel(
+        "Requests by variant",
+        [(f"sum by (variant) (rate({req}{_sel()}[{RI}]))", "{{variant}}")],
+        unit="reqps",
+        w=8,
+    )
+    b.panel(
+        "Error rate (5xx) by variant",
+        [(per_variant_ratio(req + _sel('status=~"5.."')), "{{variant}}")],
+        unit="percentunit",
+        w=8,
+        thresholds=[(0.05, "red")],
+    )
+    b.panel(
+        "Refusal rate by variant",
+        [(per_variant_ratio(f"{c.GUARD_VARIANT_REFUSALS}{_sel()}"), "{{variant}}")],
+        unit="percentunit",
+        w=8,
+    )
+    b.panel(
+        "Latency p50 / p95 by variant",
+        [
+            (_q(0.5, c.GUARD_VARIANT_DURATION + "_bucket", "variant, le"), "{{variant}} p50"),
+            (_q(0.95, c.GUARD_VARIANT_DURATION + "_bucket", "variant, le"), "{{variant}} p95"),
+        ],
+        unit="s",
+        w=8,
+    )
+    b.panel(
+        "Policy hits per request by variant",
+        [(per_variant_ratio(f"{c.GUARD_VARIANT_POLICY_HITS}{_sel()}"), "{{variant}}")],
+        unit="percentunit",
+        w=8,
+        description="Requests on which a policy rule blocked, flagged or redacted content.",
+    )
+    b.panel(
+        "Tokens by variant",
+        [(f"sum by (variant, type) (rate({c.GUARD_VARIANT_TOKENS}{_sel()}[{RI}]))", "{{variant}} {{type}}")],
+        unit="short",
+        w=8,
+    )
+    b.panel(
+        "Mean feedback score by variant (1h)",
+        [
+            (
+                f"sum by (variant) (increase({c.VARIANT_FEEDBACK_SCORE}_sum{_sel()}[1h])) / "
+                f"clamp_min(sum by (variant) (increase({c.VARIANT_FEEDBACK_SCORE}_count{_sel()}[1h])), 1e-9)",
+                "{{variant}}",
+            )
+        ],
+        unit="percentunit",
+        w=12,
+        description="Thumbs up 1, down 0; rating 1-5 as 0..1.",
+    )
+    b.panel(
+        "Feedback by variant",
+        [(f"sum by (variant) (rate({c.VARIANT_FEEDBACK_SCORE}_count{_sel()}[{RI}]))", "{{variant}}")],
+        unit="reqps",
+        w=12,
+    )
 
 
 def operator_dashboard() -> dict[str, Any]:
@@ -508,6 +582,7 @@ BY = "namespace, service"
 
 def alert_rules() -> dict[str, Any]:
     all_5m = f"sum by ({BY}) (rate({c.REQUESTS}[5m]))"
+    variant_10m = f"sum by ({BY}, variant) (rate({c.GUARD_VARIANT_REQUESTS}[10m]))"
     serving = [
         _alert(
             "MaestroTTFTHigh",
@@ -526,6 +601,18 @@ def alert_rules() -> dict[str, Any]:
             "critical",
             "More than 5% of requests fail on {{ $labels.namespace }}/{{ $labels.service }}",
             "5xx ratio is {{ $value | humanizePercentage }}. See the guard and vLLM logs.",
+        ),
+        _alert(
+            "MaestroVariantErrorRateHigh",
+            f'(sum by ({BY}, variant) (rate({c.GUARD_VARIANT_REQUESTS}{{status=~"5.."}}[10m])) '
+            f"or 0 * {variant_10m}) / clamp_min({variant_10m}, 1e-9) > 0.05",
+            "10m",
+            "warning",
+            "Variant {{ $labels.variant }} fails more than 5% of its requests on "
+            "{{ $labels.namespace }}/{{ $labels.service }}",
+            "5xx ratio of variant {{ $labels.variant }} is {{ $value | humanizePercentage }}. Compare it "
+            "with the baseline in `kubectl get llmdep -o yaml` (status.variants) and set its weight to 0 "
+            "if it is the variant's own fault.",
         ),
         _alert(
             "MaestroDriftDetected",

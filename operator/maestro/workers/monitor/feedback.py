@@ -51,6 +51,16 @@ class Feedback(BaseModel):
         return self
 
     @property
+    def score(self) -> float:
+        """The verdict as one number in 0..1 (what per-variant means compare): thumbs wins, then the
+        rating (1 → 0, 5 → 1); a bare correction means the answer was wrong (0)."""
+        if self.thumbs:
+            return 1.0 if self.thumbs == "up" else 0.0
+        if self.rating is not None:
+            return (self.rating - 1) / 4
+        return 0.0
+
+    @property
     def sentiment(self) -> str:
         """positive|negative|neutral: thumbs wins, then rating; a bare correction means it was wrong."""
         if self.thumbs:
@@ -130,6 +140,8 @@ class FeedbackService:
             m.feedback_rating.labels(model).observe(fb.rating)
         if fb.correction:
             m.feedback_corrections.labels(model).inc()
+        if known is not None and known.variant is not None:
+            m.variant_feedback_score.labels(m.variant(known.variant)).observe(fb.score)
         stored = False
         if self.sink is not None:
             record: dict[str, Any] = {

@@ -22,6 +22,8 @@ CHAR_BUCKETS = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768)
 # clients drop a histogram's _sum when buckets are negative, and the dashboards need the mean.
 SENTIMENT_BUCKETS = (0.125, 0.25, 0.375, 0.475, 0.525, 0.625, 0.75, 0.875, 1.0)
 RATING_BUCKETS = (1, 2, 3, 4, 5)
+#: Feedback scores are 0..1 in steps of 1/8 at the finest (ratings in halves map to eighths).
+SCORE_BUCKETS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 OTHER = "other"
 
@@ -120,6 +122,14 @@ class MonitorMetrics:
             c.FEEDBACK_RATING, "User ratings (1-5).", ("model",), buckets=RATING_BUCKETS, registry=r
         )
         self.feedback_corrections = counter(c.FEEDBACK_CORRECTIONS, "Feedback with a correction.", ("model",))
+        self.variant = Bounded(64)  # the guard's own cap on its variant label
+        self.variant_feedback_score = Histogram(
+            c.VARIANT_FEEDBACK_SCORE,
+            "Feedback score (0 bad .. 1 good) on requests routed to a traffic-split variant.",
+            ("variant",),
+            buckets=SCORE_BUCKETS,
+            registry=r,
+        )
         self.feedback_sink_errors = counter(
             c.FEEDBACK_SINK_ERRORS, "Feedback records not written to the sink."
         )

@@ -1,0 +1,278 @@
+"""Canary rollouts on the real node: a healthy adapter is promoted, a broken one is rolled back.
+
+On the quickstart deployment (trained adapter `support-lora`, vLLM-CPU behind the guard), with a real
+Prometheus on the host scraping the cluster with the chart's jobs and the operator — installed by the
+chart as a pod — pointed at it through the chart's `analysis.prometheus.url`:
+
+1. a second training job (another seed) is rolled out with `rollout.strategy: Canary`: one vLLM
+   serves both adapters, the guard splits callers 50/50 by their `user`, sticky; the operator reads
+   both arms from Prometheus and promotes the canary; the history lists both revisions;
+2. a third job's adapter is corrupted on its volume after it succeeded (the artifact a bad upload or a
+   bad disk leaves): the canary's pod cannot load it (vLLM exits), the operator rolls back to the
+   stable with a Warning Event and the stable's pod template, and the endpoint answers again.
+
+The serving Deployment rolls one replica at a time with maxSurge 0 (no spare GPU needed), so the
+single-replica quickstart is briefly down while its pod is replaced; the test measures that too.
+The closing note's numbers come from here: the observed split, the time from the canary's pod
+crash-looping to the rollback, and from the rollback to answers again.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from maestro.devcluster.cluster import ClusterError
+from maestro.devcluster.lifecycle import QUICKSTART, post
+from prom import scraping_the_cluster
+from waiting import wait_for
+
+pytestmark = pytest.mark.e2e
+
+NS = "maestro-quickstart"
+NAME = "support-bot"
+QUESTION = "How many days do I have to return my Aurelo Cam?"
+
+
+def training_job(name: str, seed: int) -> dict[str, Any]:
+    job: dict[str, Any] = yaml.safe_load((QUICKSTART / "training.yaml").read_text())
+    job = copy.deepcopy(job)
+    job["metadata"] = {"name": name, "namespace": NS}
+    job["spec"]["hyperparameters"]["seed"] = seed
+    # next to the serving pod on the 2-core dev node: both jobs' requests fit beside it (the quickstart's
+    # 1 CPU does not); they may still use both cores
+    job["spec"]["resources"]["cpu"] = "400m"
+    return job
+
+
+def apply(env: Any, doc: dict[str, Any], tmp: Path) -> None:
+    path = tmp / f"{doc['metadata']['name']}.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    env.kubectl("apply", "-n", NS, "-f", str(path))
+
+
+def patch(env: Any, kind: str, name: str, body: dict[str, Any]) -> None:
+    env.kubectl("patch", kind, name, "-n", NS, "--type=merge", "-p", json.dumps(body))
+
+
+def status(env: Any) -> dict[str, Any]:
+    st: dict[str, Any] = env.get("llmdep", NAME).get("status", {})
+    return st
+
+
+def condition(st: dict[str, Any], type_: str) -> dict[str, Any]:
+    return next((c for c in st.get("conditions", []) if c["type"] == type_), {})
+
+
+def events(env: Any, reason: str) -> list[dict[str, Any]]:
+    out = json.loads(
+        env.kubectl(
+            "get",
+            "events",
+            "-n",
+            NS,
+            "--field-selector",
+            f"involvedObject.name={NAME},reason={reason}",
+            "-o",
+            "json",
+        ).stdout
+    )["items"]
+    return list(out)
+
+
+def trained(env: Any, name: str) -> dict[str, Any] | None:
+    st = env.get("llmtj", name).get("status", {})
+    assert st.get("phase") != "Failed", f"training job {name} failed: {st.get('message')}"
+    return st if st.get("phase") == "Succeeded" else None
+
+
+def ask(env: Any, user: str) -> dict[str, Any]:
+    """One chat through the port-forward; status 0 when the pod behind it is being replaced."""
+    body = {
+        "model": NAME,
+        "max_tokens": 4,
+        "user": user,
+        "messages": [{"role": "user", "content": QUESTION}],
+    }
+    try:
+        return post(env.endpoint() + "/v1/chat/completions", body, timeout=60)
+    except (OSError, ClusterError) as exc:
+        return {"status": 0, "body": str(exc), "headers": {}}
+
+
+def pod_or_none(env: Any) -> str | None:
+    try:
+        return str(env.serving_pod())
+    except ClusterError:
+        return None
+
+
+def new_pod_ready(env: Any, old: str | None, what: str) -> str:
+    """Wait until a pod other than `old` serves and the deployment is Ready again."""
+
+    def ready() -> str | None:
+        pod = pod_or_none(env)
+        s = status(env)
+        ok = pod is not None and pod != old and s.get("readyReplicas") == 1
+        return pod if ok and condition(s, "Ready").get("status") == "True" else None
+
+    pod: str = wait_for(ready, timeout=600, every=3, what=what)
+    return pod
+
+
+@pytest.fixture(scope="module")
+def canary_env(maestro: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    env = maestro
+    work = tmp_path_factory.mktemp("canary")
+    env.apply_quickstart()
+    env.wait_ready(deadline=time.monotonic() + 1500)
+    host = env.kube.state["node_ip"]
+    prom = scraping_the_cluster(env, work, host=host)
+    # the operator reads the canary's signals from this Prometheus (chart value, a helm upgrade)
+    env.install_operator({"analysis": {"prometheus": {"url": prom.url}}})
+    # enough request budget for the test's traffic (the quickstart allows 60 a minute per key)
+    patch(env, "llmpolicy", "quickstart", {"spec": {"request": {"rateLimits": {"requestsPerMinute": 6000}}}})
+    for name, seed in (("support-lora-v2", 7), ("support-lora-v3", 11)):
+        apply(env, training_job(name, seed), work)
+    try:
+        yield env, prom, work
+    finally:
+        prom.stop()
+        env.kubectl(
+            "delete", "llmtj", "support-lora-v2", "support-lora-v3", "-n", NS, "--wait=false", check=False
+        )
+        for f in ("policy.yaml", "deployment.yaml"):
+            env.kubectl("apply", "-n", NS, "-f", str(QUICKSTART / f))
+        env.install_operator()
+
+
+def test_a_healthy_adapter_is_promoted_and_a_broken_one_rolled_back(canary_env: Any) -> None:
+    env, prom, work = canary_env
+    wait_for(
+        lambda: trained(env, "support-lora-v2"), timeout=900, every=5, what="training job support-lora-v2"
+    )
+    before = status(env)
+    first = before["history"][-1]
+    pod = pod_or_none(env)
+    assert first["state"] == "Stable" and first["trainingJob"] == "support-lora"
+
+    patch(
+        env,
+        "llmdeployment",
+        NAME,
+        {
+            "spec": {
+                "model": {"trainingJobRef": {"name": "support-lora-v2"}},
+                "rollout": {
+                    "strategy": "Canary",
+                    "steps": [50],
+                    "stepSeconds": 30,
+                    "analysis": {"minRequests": 20, "maxErrorRate": 0.05},
+                },
+            }
+        },
+    )
+    st = wait_for(lambda: status(env).get("canary") and status(env), timeout=60, what="the canary to start")
+    assert st["canary"]["weight"] == 50 and st["history"][-1]["state"] == "Canary"
+    assert events(env, "CanaryStarted")
+    # one rolling update: the new pod serves both adapters
+    pod = new_pod_ready(env, pod, "the pod serving stable and canary")
+    variants: dict[str, str] = {}
+    answered, n, moved = 0, 0, []
+    deadline = time.monotonic() + 420
+    while status(env).get("canary") is not None and time.monotonic() < deadline:
+        for _ in range(20):
+            user = f"user-{n}"
+            n += 1
+            r = ask(env, user)
+            if r["status"] == 200:
+                answered += 1
+                variants[user] = r["headers"].get("x-maestro-variant", "")
+        # sticky: users seen before land on the same arm again (the weight is fixed in a one-step canary)
+        for user in list(variants)[:5]:
+            again = ask(env, user)
+            if again["status"] == 200 and status(env).get("canary") is not None:
+                got = again["headers"].get("x-maestro-variant", "")
+                if got != variants[user]:
+                    moved.append((user, variants[user], got))
+    split = {v: sum(1 for x in variants.values() if x == v) for v in set(variants.values())}
+    print(f"canary split over {len(variants)} users: {split}; {answered} answers")
+    assert set(split) == {"stable", "canary"}, split
+    assert abs(split["canary"] / len(variants) - 0.5) < 0.2, split
+    assert not moved, f"callers changed arms: {moved[:5]}"
+    # what the operator judged is what Prometheus scraped from the guard, per arm
+    scraped = {
+        r["metric"]["variant"]: float(r["value"][1])
+        for r in prom.query(f'sum by (variant) (maestro_guard_variant_requests_total{{namespace="{NS}"}})')
+    }
+    assert scraped.get("canary", 0) >= 20 and scraped.get("stable", 0) > 0, scraped
+    done = status(env)
+    assert done.get("canary") is None, f"canary not decided in time: {done.get('canary')}"
+    states = [(h["revision"], h["state"], h.get("reason")) for h in done["history"]]
+    assert (
+        states[-1][1:] == ("Stable", "Promoted") and done["history"][-1]["trainingJob"] == "support-lora-v2"
+    )
+    assert any(s[1] == "Superseded" and s[0] == first["revision"] for s in states), states
+    assert events(env, "CanaryPromoted")
+    assert condition(done, "RolledOut").get("status") == "True"
+
+    # 2. a broken adapter: corrupt v3's weights on its volume, then roll it out
+    v3 = wait_for(
+        lambda: trained(env, "support-lora-v3"), timeout=900, every=5, what="training job support-lora-v3"
+    )
+    claim, _, sub = v3["model"]["uri"].removeprefix("pvc://").partition("/")
+    weights = env.volume_path(claim) / sub / "adapter_model.safetensors"
+    assert weights.exists(), weights
+    weights.write_bytes(b"not a safetensors file" * 64)
+    # promotion rolled the pod once more: the canary's adapter under the deployment's name
+    pod = new_pod_ready(env, pod, "the promoted revision serving alone")
+    patch(env, "llmdeployment", NAME, {"spec": {"model": {"trainingJobRef": {"name": "support-lora-v3"}}}})
+    wait_for(lambda: status(env).get("canary"), timeout=60, what="the broken canary to start")
+    t_crash: float | None = None
+    deadline = time.monotonic() + 600
+    while status(env).get("canary") is not None and time.monotonic() < deadline:
+        pods = json.loads(env.kubectl("get", "pods", "-n", NS, "-l", done["selector"], "-o", "json").stdout)[
+            "items"
+        ]
+        crashing = any(
+            (cs.get("state", {}).get("waiting") or {}).get("reason") == "CrashLoopBackOff"
+            for p in pods
+            for cs in p["status"].get("containerStatuses", [])
+        )
+        if crashing and t_crash is None:
+            t_crash = time.monotonic()
+        time.sleep(2)
+    t_back = time.monotonic()
+    back = status(env)
+    assert back.get("canary") is None, "the broken canary was not rolled back in time"
+    rolled = back["history"][-1]
+    assert (rolled["state"], rolled["reason"]) == ("RolledBack", "Unavailable"), rolled
+    assert (
+        back["history"][-2]["trainingJob"] == "support-lora-v2" and back["history"][-2]["state"] == "Stable"
+    )
+    warn = events(env, "CanaryRolledBack")
+    assert warn and warn[-1]["type"] == "Warning"
+    assert condition(back, "RolledOut")["reason"] == "CanaryRolledBack"
+    took = t_back - t_crash if t_crash is not None else float("nan")
+    # the stable serves again (its pod template is back: the Deployment rolls to it)
+    wait_for(
+        lambda: ask(env, "after-rollback")["status"] == 200,
+        timeout=600,
+        every=3,
+        what="answers after the rollback",
+    )
+    restored = time.monotonic() - t_back
+    print(
+        f"broken canary: CrashLoopBackOff seen -> rolled back in {took:.1f}s; "
+        f"answering again {restored:.1f}s later"
+    )
+    (work / "canary.json").write_text(
+        json.dumps({"split": split, "users": len(variants), "rollback_s": took, "restored_s": restored})
+    )
+    assert ask(env, "after-rollback")["headers"].get("x-maestro-variant") is None
