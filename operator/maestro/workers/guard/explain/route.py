@@ -197,6 +197,14 @@ async def serve(guard: Guard, request: web.Request, r: _Req, active: Active) -> 
         )
     access = guard._authorize(request, r, policy)
     await guard._admit(r, access, policy)
+    if not policy.prompt_logprobs:
+        raise GuardError(
+            501,
+            "/v1/explain needs prompt log-probabilities, which this endpoint's model server cannot compute "
+            "safely (vLLM on CPU serving LoRA adapters: a scoring request batched with others kills the "
+            "engine); explanations work on GPU, or on CPU without adapters.",
+            "explain_unsupported",
+        )
     raw, body = await guard._read_json(request, policy)
     guard._check_model(r, body, access)
     opts = Options(body, policy, request.query)
