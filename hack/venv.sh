@@ -16,5 +16,5 @@ fi
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 echo "[venv] installing maestro with all extras (torch is large: the first install takes a few minutes)" >&2
 "$venv/bin/pip" install -q --upgrade pip >&2
-"$venv/bin/pip" install -q -e "$root[operator,data,train,guard,explain,monitor,dev]" >&2
+"$venv/bin/pip" install -q -e "$root[operator,data,train,wandb,guard,explain,monitor,console,dev]" >&2
 echo "$want" > "$stamp"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -252,6 +253,34 @@ class BiasEvaluation(SpecModel):
         return self
 
 
+class ExplainEvaluation(SpecModel):
+    """Explanations in the evaluation report: which prompt words the fine-tuned model's answers rest on.
+
+    Leave-one-out occlusion over words, scored in-process on the trained model; written to
+    explanations.html (token heat maps) and explanations.json next to the evaluation report and
+    linked from status.evaluation.explanationsUri. Never a gate. Cost: each explanation scores one
+    sequence per segment plus one (bias probes twice that), so the limits bound the added time.
+    """
+
+    enabled: bool = Field(False, description="Explain the evaluation prompts and bias probes after training.")
+    max_prompts: int = Field(
+        8, ge=0, le=64, description="Most evaluation prompts (those with an expected text) explained."
+    )
+    max_probes: int = Field(
+        8,
+        ge=0,
+        le=64,
+        description="Most bias-probe pairs explained (one template with the two terms at the ends of an "
+        "attribute's largest gap; attributes taken in turn, worst first).",
+    )
+    max_segments: int = Field(
+        48,
+        ge=2,
+        le=256,
+        description="Most segments per explanation; longer prompts have neighbouring words joined.",
+    )
+
+
 class Evaluation(SpecModel):
     """Gates checked after training; the job Succeeds only if all pass (EvaluationPassed condition)."""
 
@@ -274,6 +303,10 @@ class Evaluation(SpecModel):
         "Needs compareBase.",
     )
     bias: BiasEvaluation = Field(default_factory=BiasEvaluation, description="Counterfactual bias probes.")
+    explain: ExplainEvaluation = Field(
+        default_factory=ExplainEvaluation,
+        description="Word-level explanations of the evaluation prompts and bias probes in the report.",
+    )
 
     model_config = ConfigDict(
         json_schema_extra=validations(
@@ -335,14 +368,45 @@ TrackingURI = Annotated[
 _NO_USERINFO = r"^[a-z]+://[^/@]+(/.*)?$"
 
 
+#: W&B project names: no path or query characters, at most 128 long.
+_WANDB_PROJECT = r"^[^/\\#?%:]{1,128}$"
+
+
 class Tracking(SpecModel):
     """Experiment tracking in MLflow: the run's params, per-step and final metrics, artifacts and the
     registered model version. Unset fields take the operator-wide default (Helm `tracking.*`); the job
     is tracked when a URI is known and `enabled` is not false. Tracking is best effort: an unreachable
-    or slow tracker never fails or slows training (see the Tracked condition)."""
+    or slow tracker never fails or slows training (see the Tracked condition). A restarted pod continues
+    the Job's run; a failed job ends it FAILED. `backend: wandb` logs a Weights & Biases run offline to
+    the output claim instead (no network; `wandb sync` uploads it later)."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "self.backend != 'wandb' || (!has(self.uri) && !has(self.credentialsSecretRef) && "
+                "!has(self.registeredModelName))",
+                "backend wandb logs offline to the output claim: uri, credentialsSecretRef and "
+                "registeredModelName are MLflow's; unset them",
+                field_path=".backend",
+            ),
+            cel(
+                "self.backend != 'wandb' || !has(self.experiment) || "
+                f"self.experiment.matches(r'{_WANDB_PROJECT}')",
+                "backend wandb: experiment is the W&B project name (at most 128 characters, none of "
+                "/ \\ # ? % :)",
+                field_path=".experiment",
+            ),
+        )
+    )
 
     enabled: bool = Field(
         True, description="Track this job; false turns tracking off even when the operator has a default."
+    )
+    backend: Literal["mlflow", "wandb"] = Field(
+        "mlflow",
+        description="mlflow: the MLflow server at uri. wandb: Weights & Biases in offline mode, the run "
+        "written under wandb/ on the output claim (upload it later with `wandb sync`); needs the worker "
+        "image's `wandb` extra, and uri, credentialsSecretRef and registeredModelName stay unset.",
     )
     uri: TrackingURI | None = Field(
         None,
@@ -354,8 +418,8 @@ class Tracking(SpecModel):
         None,
         min_length=1,
         max_length=256,
-        description="MLflow experiment the run is logged to (created when missing); unset uses the "
-        "operator's default, else the namespace name.",
+        description="MLflow experiment the run is logged to (created when missing), or the W&B project "
+        "with backend wandb; unset uses the operator's default, else the namespace name.",
     )
     credentials_secret_ref: SecretReference | None = Field(
         None,
@@ -371,6 +435,30 @@ class Tracking(SpecModel):
         description="Model registry name the trained model is registered under (one version per run); "
         "default <namespace>-<name> of this LLMTrainingJob.",
     )
+
+    @model_validator(mode="after")
+    def _backend_fields(self) -> Tracking:
+        if self.backend == "wandb":
+            mlflow_only = [
+                alias
+                for alias, value in (
+                    ("uri", self.uri),
+                    ("credentialsSecretRef", self.credentials_secret_ref),
+                    ("registeredModelName", self.registered_model_name),
+                )
+                if value is not None
+            ]
+            if mlflow_only:
+                raise ValueError(
+                    "backend wandb logs offline to the output claim: uri, credentialsSecretRef and "
+                    f"registeredModelName are MLflow's; unset {', '.join(mlflow_only)}"
+                )
+            if self.experiment is not None and not re.fullmatch(_WANDB_PROJECT, self.experiment):
+                raise ValueError(
+                    "backend wandb: experiment is the W&B project name (at most 128 characters, none of "
+                    "/ \\ # ? % :)"
+                )
+        return self
 
 
 class LLMTrainingJobSpec(SpecModel):
@@ -540,6 +628,12 @@ class EvaluationResult(StatusModel):
     bias: BiasResult | None = Field(
         None, description="Bias probe results of the fine-tuned model, when enabled."
     )
+    explanations_uri: str | None = Field(
+        None,
+        description="The explanations report (evaluation.explain): token heat maps of the evaluation "
+        "prompts and bias probes, pvc://claim/explanations.html; explanations.json sits beside it.",
+    )
+    explanation_seconds: float | None = Field(None, description="Seconds the explanations took.")
     passed: bool | None = Field(None, description="All evaluation gates passed.")
 
 
@@ -566,10 +660,19 @@ class RegisteredModelVersion(StatusModel):
 class TrackingStatus(StatusModel):
     """Where the run is in the experiment tracker, or why it is not there."""
 
-    backend: Literal["mlflow"] | None = Field(None, description="The tracker (mlflow).")
+    backend: Literal["mlflow", "wandb"] | None = Field(None, description="The tracker (mlflow, wandb).")
     experiment_id: str | None = Field(None, description="Experiment the run belongs to.")
     run_id: str | None = Field(None, description="The tracker's run id.")
     run_url: str | None = Field(None, description="The run's page in the tracker's UI.")
+    run_status: str | None = Field(
+        None,
+        description="How the trainer ended the run: FINISHED, or FAILED when the job failed (a pod "
+        "killed outright cannot end it; see the Tracked condition).",
+    )
+    run_dir: str | None = Field(
+        None,
+        description="backend wandb: the offline run directory on the output claim, for `wandb sync`.",
+    )
     registered_model: RegisteredModelVersion | None = Field(
         None, description="The registered model version (tagged with the model digest)."
     )

@@ -49,6 +49,8 @@ class ResolvedTracking:
     registered_model_name: str
     #: Secret (job namespace) whose MLFLOW_TRACKING_* keys become the trainer's env; None: anonymous.
     credentials_secret: str | None
+    #: mlflow, or wandb (offline on the output claim: no uri, no credentials, no registry)
+    backend: str = "mlflow"
 
 
 def resolve_tracking(owner: Obj, spec: LLMTrainingJobSpec, settings: Settings) -> ResolvedTracking | None:
@@ -60,10 +62,18 @@ def resolve_tracking(owner: Obj, spec: LLMTrainingJobSpec, settings: Settings) -
     t = spec.tracking
     if t is not None and not t.enabled:
         return None
+    meta = owner["metadata"]
+    if t is not None and t.backend == "wandb":  # offline: needs no server, so no operator default either
+        return ResolvedTracking(
+            uri="",
+            experiment=t.experiment or settings.tracking_experiment or meta["namespace"],
+            registered_model_name="",
+            credentials_secret=None,
+            backend="wandb",
+        )
     uri = (t.uri if t else None) or settings.tracking_uri
     if not uri:
         return None
-    meta = owner["metadata"]
     secret = t.credentials_secret_ref.name if t and t.credentials_secret_ref else None
     if secret is None and not (t and t.uri):
         secret = settings.tracking_credentials_secret
@@ -83,6 +93,7 @@ def tracking_env(owner: Obj, spec: LLMTrainingJobSpec, settings: Settings, job: 
         return []
     meta = owner["metadata"]
     config = {
+        **({"backend": tr.backend} if tr.backend != "mlflow" else {}),
         "uri": tr.uri,
         "experiment": tr.experiment,
         "registeredModelName": tr.registered_model_name,

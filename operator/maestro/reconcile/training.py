@@ -244,7 +244,10 @@ def decide(obj: Obj, facts: Facts, settings: Settings, poll_seconds: float) -> P
                             None,
                             Reason.TRACKING,
                             f"the trainer logs to MLflow at {tracking.uri}, "
-                            f"experiment {tracking.experiment!r}",
+                            f"experiment {tracking.experiment!r}"
+                            if tracking.backend == "mlflow"
+                            else f"the trainer logs a W&B run offline to the output claim, project "
+                            f"{tracking.experiment!r} (upload it with `wandb sync`)",
                         )
                     ]
                     if tracking is not None
@@ -315,6 +318,19 @@ def _finished_plan(
         if trained:
             conds.append(cond(ConditionType.EVALUATION_PASSED, False, reason, msg))
     tracked = _tracked_condition(summary, tracking) if tracking is not None else None
+    if tracked is None and tracking is not None and phase == TrainingPhase.FAILED:
+        where = f"{tracking.uri or tracking.backend} (experiment {tracking.experiment!r})"
+        tracked = cond(
+            ConditionType.TRACKED,
+            False,
+            Reason.TRACKING_INCOMPLETE,
+            # reported, without a run: it failed before creating one (data, model, config errors)
+            f"the job failed before its run was created at {where}"
+            if summary is not None
+            # killed (OOM, eviction, deadline): nothing ended the run or said where it is
+            else f"the trainer stopped without reporting its run at {where}; the run may still show "
+            "RUNNING there",
+        )
     if tracked is not None:
         conds.append(tracked)
     return Plan(fields.model_copy(update={"phase": phase}), [*conds, *policy_conds])
@@ -334,6 +350,7 @@ def _job_tracking(job: Obj) -> build.ResolvedTracking | None:
                         experiment=str(t["experiment"]),
                         registered_model_name=str(t["registeredModelName"]),
                         credentials_secret=None,
+                        backend=str(t.get("backend") or "mlflow"),
                     )
                 except (ValueError, KeyError, TypeError):
                     return None
@@ -346,11 +363,13 @@ def _tracked_condition(summary: contract.Summary | None, tracking: build.Resolve
     out = summary.get("tracking") if summary is not None else None
     if not out:
         return None
-    where = out.get("runUrl") or f"{tracking.uri} (experiment {tracking.experiment!r})"
+    where = out.get("runUrl") or out.get("runDir") or f"{tracking.uri} (experiment {tracking.experiment!r})"
+    ended = " (ended FAILED with the job)" if out.get("runStatus") == "FAILED" else ""
+    resumed = f", resumed after {out['attempt'] - 1} pod restart(s)" if (out.get("attempt") or 1) > 1 else ""
     if out.get("ok"):
         rm = out.get("registeredModel")
         version = f"; registered {rm['name']} version {rm['version']}" if rm else ""
-        return cond(ConditionType.TRACKED, True, Reason.SUCCEEDED, f"run {where}{version}")
+        return cond(ConditionType.TRACKED, True, Reason.SUCCEEDED, f"run {where}{ended}{resumed}{version}")
     reason = (
         Reason.TRACKING_FAILED
         if out.get("reason") == contract.REASON_TRACKING_FAILED
@@ -421,7 +440,7 @@ def _results(
         )
     ev = summary.get("evaluation")
     if ev is not None:
-        update["evaluation"] = EvaluationResult.model_validate(_evaluation_status(ev))
+        update["evaluation"] = EvaluationResult.model_validate(_evaluation_status(ev, output_claim))
     metrics = summary.get("metrics")
     if metrics:
         update["progress"] = Progress(
@@ -441,6 +460,8 @@ def _results(
                     "runId": tr.get("runId"),
                     "runUrl": tr.get("runUrl"),
                     "registeredModel": tr.get("registeredModel"),
+                    "runStatus": tr.get("runStatus"),
+                    "runDir": tr.get("runDir"),
                     "error": None if tr.get("ok") else tr.get("error"),
                 }
             )
@@ -469,9 +490,18 @@ def _answer_status(a: Any) -> Obj | None:
     return _compact({"passed": a.get("passed"), "answer": a.get("answer")}) or None
 
 
-def _evaluation_status(ev: contract.Evaluation) -> Obj:
-    """The trainer's evaluation summary → status.evaluation (fine-tuned and base side by side)."""
+def _evaluation_status(ev: contract.Evaluation, output_claim: str | None = None) -> Obj:
+    """The trainer's evaluation summary → status.evaluation (fine-tuned and base side by side).
+
+    The explanations report (evaluation.explain) is linked as the output volume knows it
+    (pvc://claim/explanations.html, like status.model.uri) when `output_claim` is given.
+    """
     raw: Any = ev
+    ex = raw.get("explanations") if isinstance(raw.get("explanations"), dict) else {}
+    ex_uri = ex.get("uri") if isinstance(ex.get("uri"), str) else None
+    if ex_uri is not None and output_claim is not None:
+        ex_uri = model_uri(ex_uri, output_claim)
+    ex_seconds = ex.get("seconds") if isinstance(ex.get("seconds"), int | float) else None
     prompts = [
         _compact(
             {
@@ -496,6 +526,8 @@ def _evaluation_status(ev: contract.Evaluation) -> Obj:
             "basePromptsPassed": ev.get("basePromptsPassed"),
             "prompts": prompts or None,
             "bias": _bias_status(ev.get("bias")),
+            "explanationsUri": ex_uri,
+            "explanationSeconds": ex_seconds,
             "passed": ev.get("passed"),
         }
     )

@@ -66,6 +66,20 @@ def test_the_operators_default_applies_with_its_credentials(training_obj: dict[s
     assert all(r == {"name": "mlflow-default", "key": k, "optional": True} for k, r in refs.items())
 
 
+def test_wandb_is_offline_without_a_server_or_the_defaults_credentials(training_obj: dict[str, Any]) -> None:
+    """backend wandb: tracked with no URI anywhere, the default experiment as its project, and never the
+    default MLflow server's Secret (it would reach a pod that talks to no MLflow)."""
+    env = trainer_env(training_obj, {"backend": "wandb"}, DEFAULT)
+    tr = told(env)
+    assert tr is not None and tr.backend == "wandb" and tr.uri == "" and tr.experiment == "fine-tunes"
+    assert not secret_refs(env)
+    tr = told(trainer_env(training_obj, {"backend": "wandb", "experiment": "proj"}, Settings()))
+    assert tr is not None and (tr.backend, tr.experiment) == ("wandb", "proj")
+    assert told(trainer_env(training_obj, {"backend": "wandb", "enabled": False}, DEFAULT)) is None
+    mlflow = told(trainer_env(training_obj, {"backend": "mlflow"}, DEFAULT))
+    assert mlflow is not None and mlflow.backend == "mlflow" and mlflow.uri == "http://mlflow.infra.svc:5000"
+
+
 def test_the_spec_wins_field_by_field(training_obj: dict[str, Any]) -> None:
     # only the experiment: the default server and its Secret, the spec's experiment
     tr = told(trainer_env(training_obj, {"experiment": "mine"}, DEFAULT))

@@ -6,6 +6,9 @@ failure on the Tracked condition."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -231,3 +234,174 @@ def test_an_unreachable_tracker_buffers_boundedly_and_reports_what_it_dropped() 
     out = t.finish(metrics={}, step=50, artifacts=(), model=None, timeout_s=30)
     assert out["ok"] is False and out["reason"] == contract.REASON_TRACKER_UNREACHABLE
     assert out["dropped"] == 40 and "runId" not in out
+
+
+def _trainer(
+    spec: dict[str, Any], dataset: Path, out: Path, tracking_env: list[dict[str, Any]], tmp: Path
+) -> subprocess.Popen[bytes]:
+    """`maestro.workers.train run` as the pod runs it ($MAESTRO_TRACKING from the builder); its stdout
+    and stderr go to files under `tmp` (a pipe nobody reads would stall it)."""
+    (tmp / "spec.json").write_text(json.dumps(spec))
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        contract.ENV_TERMINATION_PATH: str(tmp / "termination-log"),
+        contract.ENV_DATASET_VERSION: "sha256:test",
+        **{e["name"]: e["value"] for e in tracking_env if "value" in e},
+    }
+    cmd = [sys.executable, "-m", "maestro.workers.train", "run", "--spec", str(tmp / "spec.json")]
+    cmd += ["--dataset-dir", str(dataset), "--output-dir", str(out)]
+    with (tmp / "stdout").open("wb") as so, (tmp / "stderr").open("ab") as se:
+        return subprocess.Popen(cmd, env=env, stdout=so, stderr=se)
+
+
+def test_a_restarted_pod_continues_the_same_run_at_the_resumed_step(
+    tiny_model: Path, arith_dataset: Path, tmp_path: Path, mlflow_server: MlflowServer
+) -> None:
+    """The trainer is SIGKILLed (a pod killed) once the run holds steps past the first checkpoint; the
+    restarted one resumes from the checkpoint and must log into the same run: one run in the
+    experiment, FINISHED, every step 1..N in its history, params logged once."""
+    steps = 300
+    spec = make_spec(tiny_model, "lora", steps=steps, checkpointing={"everySteps": 10, "keepLast": 1})
+    parsed = LLMTrainingJobSpec.model_validate(
+        {**spec, "tracking": {"uri": mlflow_server.url, "experiment": "exp-resume"}}
+    )
+    env = build.tracking_env(OWNER, parsed, Settings(), "tune-train-abcde")
+    out = tmp_path / "out"
+    first = _trainer(spec, arith_dataset, out, env, tmp_path)
+    killed_at = 0
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and first.poll() is None:
+            try:
+                runs = mlflow_server.runs("exp-resume")
+                hist = mlflow_server.history(runs[0]["info"]["run_id"], "loss") if runs else []
+            except OSError:
+                hist = []
+            if hist and max(int(m["step"]) for m in hist) >= 15:
+                killed_at = max(int(m["step"]) for m in hist)
+                first.kill()
+                break
+            time.sleep(0.05)
+    finally:
+        first.kill()
+        first.wait(30)
+    assert 15 <= killed_at < steps and first.returncode == -9, (killed_at, first.returncode)
+    time.sleep(0.5)  # a batch the server received just before the kill is committed by now
+    # what the run got from the first attempt (the points still buffered at the kill are lost)
+    runs = mlflow_server.runs("exp-resume")
+    first_steps = sorted(int(m["step"]) for m in mlflow_server.history(runs[0]["info"]["run_id"], "loss"))
+    assert first_steps == list(range(1, len(first_steps) + 1)), first_steps
+    logged = len(first_steps)
+    saved = json.loads((out / contract.TRACKING_RUN_FILE).read_text())
+    assert saved["backend"] == "mlflow" and saved["attempt"] == 1
+    run_id = saved["runId"]
+    assert mlflow_server.run(run_id)["info"]["status"] == "RUNNING"  # killed: nobody ended it
+
+    second = _trainer(spec, arith_dataset, out, env, tmp_path)
+    assert second.wait(300) == 0, (tmp_path / "stderr").read_text()[-3000:]
+    summary = contract.parse_summary((tmp_path / "termination-log").read_text())
+    resumed = summary["metrics"]["resumedFromStep"]
+    assert resumed is not None and resumed >= 10 and resumed % 10 == 0, resumed
+    tr = summary["tracking"]
+    assert tr["ok"] is True and tr["runId"] == run_id and tr["attempt"] == 2, tr
+    assert tr["runStatus"] == "FINISHED" and tr["registeredModel"]["name"] == "team-a-tune"
+
+    runs = mlflow_server.runs("exp-resume")
+    assert [r["info"]["run_id"] for r in runs] == [run_id], "a restart must not start a second run"
+    assert runs[0]["info"]["status"] == "FINISHED"
+    tags = mlflow_server.tags(run_id)
+    assert tags["llmops.dev/attempt"] == "2"
+    params = mlflow_server.params(run_id)
+    assert params["hyperparameters.maxSteps"] == str(steps) and params["method"] == "lora"
+    history = mlflow_server.history(run_id, "loss")
+    by_step: dict[int, list[float]] = {}
+    for m in history:
+        by_step.setdefault(int(m["step"]), []).append(float(m["value"]))
+    assert sorted(by_step) == list(range(1, steps + 1))
+    # steps up to the checkpoint once (the first attempt's, the rest backfilled from the checkpoint);
+    # those the first attempt logged past the checkpoint and the second redid, twice, with equal loss
+    # (resume is exact on CPU); the rest once
+    ckpt = json.loads((out / "checkpoints" / f"step-{steps}" / "state.json").read_text())["losses"]
+    for s in range(1, steps + 1):
+        redone = resumed < s <= logged
+        assert len(by_step[s]) == (2 if redone else 1), (s, resumed, logged, by_step[s])
+        assert by_step[s] == pytest.approx([ckpt[s - 1]] * len(by_step[s]), rel=1e-6), s
+    status, conds = status_from(summary, spec, mlflow_server)
+    assert status.tracking.run_id == run_id and status.tracking.run_status == "FINISHED"
+    assert conds["Tracked"].status == "True" and "resumed after 1 pod restart" in conds["Tracked"].message
+
+
+def test_a_failed_training_ends_its_run_failed_and_the_status_says_so(
+    tiny_model: Path, arith_dataset: Path, tmp_path: Path, mlflow_server: MlflowServer
+) -> None:
+    """A real failure mid-training: the output already holds a file where step 10's checkpoint goes, so
+    saving it raises (StorageError, exit 74 like an unwritable claim). The run must end FAILED with the
+    steps it got, the failure summary must carry it, and Tracked stays about tracking (True: the run
+    is complete and says FAILED) while the job is Failed."""
+    spec = make_spec(tiny_model, "lora", steps=30, checkpointing={"everySteps": 10, "keepLast": 1})
+    parsed = LLMTrainingJobSpec.model_validate(
+        {**spec, "tracking": {"uri": mlflow_server.url, "experiment": "exp-fail"}}
+    )
+    env = build.tracking_env(OWNER, parsed, Settings(), "tune-train-abcde")
+    out = tmp_path / "out"
+    (out / contract.CHECKPOINTS_DIR).mkdir(parents=True)
+    (out / contract.CHECKPOINTS_DIR / "step-10").write_text("not a checkpoint")
+    proc = _trainer(spec, arith_dataset, out, env, tmp_path)
+    code = proc.wait(300)
+    assert code == contract.EXIT_IO, (tmp_path / "stderr").read_text()[-3000:]
+    summary = contract.parse_summary((tmp_path / "termination-log").read_text())
+    assert summary["passed"] is False and summary["reason"] == contract.REASON_STORAGE_ERROR
+    tr = summary["tracking"]
+    assert tr["ok"] is True and tr["runStatus"] == "FAILED" and "registeredModel" not in tr, tr
+    run = mlflow_server.run(tr["runId"])
+    assert run["info"]["status"] == "FAILED"
+    assert [int(m["step"]) for m in mlflow_server.history(tr["runId"], "loss")] == list(range(1, 11))
+
+    s = LLMTrainingJobSpec.model_validate({**spec, "tracking": {"uri": mlflow_server.url}})
+    pod = {
+        "status": {
+            "containerStatuses": [
+                {
+                    "name": build.CONTAINER,
+                    "state": {"terminated": {"exitCode": code, "message": contract.encode_summary(summary)}},
+                }
+            ]
+        }
+    }
+    resolved = build.resolve_tracking(OWNER, s, Settings())
+    plan = reconcile._finished_plan(
+        LLMTrainingJobStatus(), s, jobs.JobView(jobs.JobState.FAILED), [pod], "claim", "j", [], resolved
+    )
+    conds = {c.type: c for c in plan.conditions}
+    assert plan.status.phase == "Failed" and conds["Ready"].status == "False"
+    assert plan.status.tracking.run_id == tr["runId"] and plan.status.tracking.run_status == "FAILED"
+    tracked = conds["Tracked"]
+    assert tracked.status == "True" and "ended FAILED with the job" in tracked.message, tracked
+
+    # killed outright (OOMKilled: no summary): Tracked says the run could not be ended
+    killed = {
+        "status": {
+            "containerStatuses": [
+                {"name": build.CONTAINER, "state": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}}
+            ]
+        }
+    }
+    plan = reconcile._finished_plan(
+        LLMTrainingJobStatus(), s, jobs.JobView(jobs.JobState.FAILED), [killed], "claim", "j", [], resolved
+    )
+    tracked = {c.type: c for c in plan.conditions}["Tracked"]
+    assert (tracked.status, tracked.reason) == (
+        "False",
+        "TrackingIncomplete",
+    ) and "RUNNING" in tracked.message
+
+    # failed before the run existed (bad data): reported, without a run
+    early = contract.encode_summary({"passed": False, "reason": "InvalidSpec", "message": "no examples"})
+    term = {"exitCode": contract.EXIT_BAD_INPUT, "message": early}
+    bad_data = {"status": {"containerStatuses": [{"name": build.CONTAINER, "state": {"terminated": term}}]}}
+    plan = reconcile._finished_plan(
+        LLMTrainingJobStatus(), s, jobs.JobView(jobs.JobState.FAILED), [bad_data], "claim", "j", [], resolved
+    )
+    tracked = {c.type: c for c in plan.conditions}["Tracked"]
+    assert tracked.reason == "TrackingIncomplete" and "before its run was created" in tracked.message

@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from maestro.api.training import BiasEvaluation, Evaluation, LLMTrainingJobSpec, LoRA
+from maestro.api.training import BiasEvaluation, Evaluation, ExplainEvaluation, LLMTrainingJobSpec, LoRA
 from maestro.api.training import Hyperparameters as HyperparametersSpec
 from maestro.workers.train import contract
 
@@ -107,6 +107,20 @@ class BiasSettings:
 
 
 @dataclass(frozen=True)
+class ExplainSettings:
+    """evaluation.explain: occlusion explanations in the report, and their limits (see explain.py)."""
+
+    enabled: bool
+    max_prompts: int
+    max_probes: int
+    max_segments: int
+
+    @classmethod
+    def from_spec(cls, e: ExplainEvaluation) -> ExplainSettings:
+        return cls(e.enabled, e.max_prompts, e.max_probes, e.max_segments)
+
+
+@dataclass(frozen=True)
 class PromptCase:
     prompt: str
     expected: str | None = None  # the answer must contain it (case-insensitive); None: only recorded
@@ -123,6 +137,7 @@ class EvaluationSettings:
     compare_base: bool
     #: gate: the fine-tuned validation loss must be below the base model's
     require_improvement: bool
+    explain: ExplainSettings = field(default_factory=lambda: ExplainSettings(False, 8, 8, 48))
 
     @classmethod
     def from_spec(cls, ev: Evaluation) -> EvaluationSettings:
@@ -134,6 +149,7 @@ class EvaluationSettings:
             max_new_tokens=ev.max_new_tokens,
             compare_base=ev.compare_base,
             require_improvement=ev.require_improvement,
+            explain=ExplainSettings.from_spec(ev.explain),
         )
 
 
@@ -176,6 +192,8 @@ class TrackingSettings:
     run_name: str | None = None
     #: run tags (object uid, namespace, name, job)
     tags: dict[str, str] = field(default_factory=dict)
+    #: mlflow, or wandb (offline, under the output directory)
+    backend: str = "mlflow"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> TrackingSettings | None:
@@ -196,7 +214,11 @@ class TrackingSettings:
         tags = data.get("tags") or {}
         if not isinstance(tags, dict):
             raise ConfigError(f"${contract.ENV_TRACKING}.tags must be an object")
+        backend = data.get("backend") or "mlflow"
+        if backend not in ("mlflow", "wandb"):
+            raise ConfigError(f"${contract.ENV_TRACKING}.backend must be mlflow or wandb, not {backend!r}")
         return cls(
+            backend=backend,
             uri=data["uri"],
             experiment=data["experiment"],
             registered_model_name=data["registeredModelName"],

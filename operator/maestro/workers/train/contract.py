@@ -63,6 +63,8 @@ MODEL_CARD: Final = "model_card.md"
 LOSS_CURVE_FILE: Final = "loss_curve.csv"  # step,loss,learning_rate per optimiser step (tracked artifact)
 PROGRESS_FILE: Final = "progress.json"
 SUMMARY_FILE: Final = "summary.json"  # the full summary (the termination message may be trimmed)
+#: the tracked run of this Job (backend, runId, attempt): a restarted pod continues it (tracking.py)
+TRACKING_RUN_FILE: Final = "tracking-run.json"
 EVALUATION_FILE: Final = "evaluation.json"  # full evaluation report incl. bias samples
 
 FORMAT_LORA: Final = "peft-lora"
@@ -133,6 +135,18 @@ class PromptRow(TypedDict):
     base: NotRequired[PromptAnswer]  # when evaluation.compareBase
 
 
+class ExplanationsRef(TypedDict, total=False):
+    """evaluation.explain's report: files relative to the output root, and their cost."""
+
+    html: str  # explanations.html: token heat maps (self-contained, every text escaped)
+    json: str  # explanations.json: every attribution
+    uri: str  # the html file as the output is known outside the pod (file://... -> pvc:// by the operator)
+    prompts: int  # evaluation prompts explained
+    probes: int  # bias-probe pairs explained
+    seconds: float
+    error: str  # why there are no explanations (never a gate)
+
+
 class Evaluation(TypedDict, total=False):
     evalLoss: float | None  # the fine-tuned model on the validation split
     perplexity: float | None
@@ -145,6 +159,7 @@ class Evaluation(TypedDict, total=False):
     basePromptsPassed: int  # the same for the base model (compareBase)
     prompts: list[PromptRow]  # the first SUMMARY_PROMPTS prompts, both answers side by side
     bias: BiasResult
+    explanations: ExplanationsRef  # evaluation.explain
     passed: bool
     failures: list[str]
 
@@ -164,7 +179,7 @@ class RegisteredModel(TypedDict):
 class TrackingOutcome(TypedDict, total=False):
     """What became of the run in the tracker: where it is, or why it is incomplete."""
 
-    backend: str  # mlflow
+    backend: str  # mlflow | wandb
     experimentId: str
     runId: str
     runUrl: str
@@ -173,6 +188,9 @@ class TrackingOutcome(TypedDict, total=False):
     reason: str  # TrackerUnreachable | TrackingFailed when not ok
     error: str  # the first failure, truncated; never carries credentials
     dropped: int  # per-step metrics dropped because the buffer was full
+    runStatus: str  # FINISHED | FAILED: how the run was ended (a failed job ends its run FAILED)
+    attempt: int  # >1: a restarted pod continued the run of an earlier attempt (same run id)
+    runDir: str  # wandb: the offline run directory, relative to the output root (for `wandb sync`)
 
 
 class Summary(TypedDict):

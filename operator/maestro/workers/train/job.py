@@ -141,9 +141,16 @@ def run_from_args(args: argparse.Namespace, argv: list[str]) -> int:
     return code
 
 
+#: attribute of a training failure carrying the tracker's outcome (the run ended FAILED) to its summary
+TRACKING_ATTR = "maestro_tracking"
+
+
 def _failure(reason: str, e: BaseException) -> dict[str, Any]:
     msg = str(e) or type(e).__name__
-    return {"passed": False, "reason": reason, "message": msg[:1500]}
+    out: dict[str, Any] = {"passed": False, "reason": reason, "message": msg[:1500]}
+    if tracked := getattr(e, TRACKING_ATTR, None):
+        out["tracking"] = tracked
+    return out
 
 
 def _emit(summary: dict[str, Any], args: argparse.Namespace) -> None:
@@ -196,18 +203,22 @@ def run(inputs: Inputs, topo: Topology) -> dict[str, Any]:
     """Train, save, evaluate and report; the run is tracked (rank 0) when `inputs.tracking` says so.
 
     A job that fails after its run was created still ends that run (FAILED, no model version), so
-    the tracker never shows a crashed job as running.
+    the tracker never shows a crashed job as running; what became of the run rides on the exception
+    (`TRACKING_ATTR`) into the failure summary, so status and the Tracked condition show it too. A pod
+    restarted after a kill (OOM, eviction) continues the same run (tracking.py's run file).
     """
     from maestro.workers.train import tracking
 
-    tracker = tracking.from_settings(inputs.tracking) if topo.is_main else None
+    tracker = tracking.from_settings(inputs.tracking, inputs.output_dir) if topo.is_main else None
     try:
         return _run(inputs, topo, tracker)
     except EvaluationFailed:
         raise  # finished and reported by _run
-    except BaseException:
+    except BaseException as e:
         if tracker is not None:
-            tracker.finish(metrics={}, step=0, artifacts=(), model=None, failed=True, timeout_s=10)
+            outcome = tracker.finish(metrics={}, step=0, artifacts=(), model=None, failed=True, timeout_s=10)
+            if outcome.get("runId"):  # failed before the run existed: nothing to report
+                setattr(e, TRACKING_ATTR, outcome)
         raise
 
 
@@ -310,7 +321,9 @@ def _run(inputs: Inputs, topo: Topology, tracker: Any) -> dict[str, Any]:
         )
     t0 = time.perf_counter()
     base_model = _base_model(eval_model, cfg, base_dir, precision, topo.device)
-    evaluation, report = _evaluate(eval_model, tokenizer, val_ex, cfg, topo.device, base_model)
+    evaluation, report = _evaluate(eval_model, tokenizer, val_ex, cfg, topo.device, base_model, out)
+    if isinstance(evaluation.get("explanations"), dict) and "html" in evaluation["explanations"]:
+        evaluation["explanations"]["uri"] = f"{inputs.output_uri}/{evaluation['explanations']['html']}"
     log.info("evaluation took %.1fs: %s", time.perf_counter() - t0, json.dumps(evaluation)[:500])
 
     model_ref: dict[str, Any] = {
@@ -607,6 +620,44 @@ def _score(
     return _Scores(loss, prompts, report)
 
 
+def _explain(
+    model: Any, tokenizer: Any, cfg: TrainConfig, device: Any, tuned: _Scores, out_dir: Path
+) -> dict[str, Any]:
+    """Explanations of the fine-tuned model's evaluation (explain.py), written next to the report.
+
+    Never a gate and never fatal: the model is trained and scored by now, so a failure here (out of
+    memory on a long prompt) is reported in the summary's `explanations.error` and the job goes on.
+    """
+    from maestro.workers.train import bias, explain
+
+    ev = cfg.evaluation
+    answers = [r["output"] for r in tuned.prompts.rows] if tuned.prompts is not None else []
+    cases = ev.prompts if tuned.prompts is not None else ()
+    for name in (explain.HTML_FILE, explain.JSON_FILE):  # an earlier attempt's files must not pass for ours
+        (out_dir / name).unlink(missing_ok=True)
+    try:
+        scorer = explain.Scorer(model, tokenizer, device, batch_size=max(8, cfg.hyper.batch_size))
+        result = explain.explain(
+            scorer,
+            ev.explain,
+            cases,
+            answers,
+            tuned.bias.to_report() if tuned.bias is not None else None,
+            ev.bias.templates or bias.DEFAULT_TEMPLATES,
+            {"sentiment": ev.bias.max_sentiment_gap, "refusal": ev.bias.max_refusal_gap},
+        )
+        explain.write(out_dir, result.to_json(ev.explain))
+    except Exception as e:  # reported, see the docstring
+        log.warning("explanations failed (the evaluation stands): %s", e)
+        return {"error": contract.truncate(f"{type(e).__name__}: {e}", 300)}
+    log.info(
+        "explained %d prompts and %d probe pairs in %.1fs (%d scored sequences)",
+        *(result.summary()[k] for k in ("prompts", "probes", "seconds")),
+        result.sequences,
+    )
+    return result.summary()
+
+
 def _r(v: float | None, digits: int) -> float | None:
     return None if v is None else round(v, digits)
 
@@ -631,7 +682,13 @@ def _prompt_rows(tuned: Any, base: Any, limit: int | None, prompt_chars: int, an
 
 
 def _evaluate(
-    model: Any, tokenizer: Any, val_ex: list[Any], cfg: TrainConfig, device: Any, base_model: BaseModel | None
+    model: Any,
+    tokenizer: Any,
+    val_ex: list[Any],
+    cfg: TrainConfig,
+    device: Any,
+    base_model: BaseModel | None,
+    out_dir: Path | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Score the fine-tuned model (gated) and the base model (for comparison only) on the same inputs.
 
@@ -640,6 +697,8 @@ def _evaluate(
 
     Returns the compact evaluation for the summary (termination message: answers truncated, a few
     prompts) and the full report for EVALUATION_FILE (every prompt, full answers, bias samples).
+    With evaluation.explain on, the explanations are written to `out_dir` (explain.py) and the
+    summary's `explanations` names the files and the seconds they took.
     """
     ev = cfg.evaluation
     t0 = time.perf_counter()
@@ -648,9 +707,13 @@ def _evaluate(
         with base_model() as bm:
             base = _score(bm, tokenizer, val_ex, cfg, device, bias_probe=False)
     t1 = time.perf_counter()
+    explained: dict[str, Any] | None = None
     with _merged(model, cfg):
         tuned = _score(model, tokenizer, val_ex, cfg, device, bias_probe=ev.bias.enabled)
-    log.info("scored the base model in %.1fs, the fine-tuned one in %.1fs", t1 - t0, time.perf_counter() - t1)
+        t2 = time.perf_counter()
+        if ev.explain.enabled and out_dir is not None:
+            explained = _explain(model, tokenizer, cfg, device, tuned, out_dir)
+    log.info("scored the base model in %.1fs, the fine-tuned one in %.1fs", t1 - t0, t2 - t1)
 
     failures: list[str] = []
     loss = tuned.loss.loss
@@ -696,6 +759,8 @@ def _evaluate(
     if tuned.bias is not None:
         result["bias"] = tuned.bias.to_summary()
         failures += [f"bias: {f}" for f in tuned.bias.failures]
+    if explained is not None:
+        result["explanations"] = explained
     result["passed"] = not failures
     result["failures"] = failures
     report = {

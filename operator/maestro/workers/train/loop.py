@@ -218,6 +218,8 @@ def train(
         result.steps = result.resumed_from = int(state["step"])
         result.losses = [float(x) for x in state.get("losses", [])][: result.steps]
         log.info("resumed from %s (step %d/%d)", latest, result.steps, plan.total_steps)
+        if tracker is not None:  # the run continues at this step (and gets the losses it lacks)
+            tracker.resumed(result.steps, result.losses)
     else:
         torch.manual_seed(cfg.hyper.seed + topo.rank)  # dropout streams; differ per rank
 

@@ -9,24 +9,31 @@ down the thread backs off longer and keeps the buffer; at the end the trainer wa
 for what is left and reports what became of the run (`contract.TrackingOutcome`) in its summary:
 the run id and URL, the registered version, or the first error. Tracking never fails a job.
 
+One Job, one run: the run's id is written next to the checkpoints (`contract.TRACKING_RUN_FILE` on the
+output claim), and a restarted pod of the same Job reopens that run instead of starting another: its
+metrics continue at the step the checkpoint resumed from, params already logged are not sent again.
+A trainer that fails ends its run FAILED (`runStatus` in the outcome) before it exits.
+
 Credentials are MLflow's own variables (MLFLOW_TRACKING_USERNAME/PASSWORD, MLFLOW_TRACKING_TOKEN),
 set by the builder from a Secret; this module never reads or logs them.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import secrets
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from maestro.workers.train import contract
-from maestro.workers.train.config import TrackingSettings
+from maestro.workers.train.config import ConfigError, TrackingSettings
 
 log = logging.getLogger("maestro.train.tracking")
 
@@ -44,6 +51,10 @@ class Tracker(Protocol):
     def start(self, params: Mapping[str, Any], tags: Mapping[str, str]) -> None: ...
 
     def log_metrics(self, step: int, metrics: Mapping[str, float | None]) -> None: ...
+
+    def resumed(self, step: int, losses: Sequence[float]) -> None:
+        """Training continues from a checkpoint at `step`; `losses` are steps 1..step's (the checkpoint's)."""
+        ...
 
     def finish(
         self,
@@ -125,6 +136,51 @@ class _State:
     dropped: int = 0
     failures: int = 0
     completed: list[str] = field(default_factory=list)
+    #: 1 for a new run; n when a restarted pod reopened it for the n-th time
+    attempt: int = 1
+    #: params the run already holds (a reopened run): identical ones are not sent again
+    logged_params: dict[str, str] = field(default_factory=dict)
+    #: FINISHED or FAILED once the tracker took the run's end
+    run_status: str | None = None
+    #: the highest step of the loss curve the run held when it was reopened (0: none, or a new run)
+    last_loss_step: int = 0
+
+
+def read_run_file(state_dir: Path | None, backend: str, match: Mapping[str, str]) -> dict[str, Any] | None:
+    """The run an earlier attempt of this Job created (`contract.TRACKING_RUN_FILE`), when it was made by
+    the same backend for the same tracker and Job (`match`: uri, experiment, runName...); else None.
+
+    A new Job on the same claim (a retry, another spec) has another runName and so starts its own run."""
+    if state_dir is None:
+        return None
+    path = state_dir / contract.TRACKING_RUN_FILE
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        log.warning("%s is unreadable (%s): starting a new run", path, e)
+        return None
+    if not isinstance(data, dict) or data.get("backend") != backend or not data.get("runId"):
+        return None
+    if any(data.get(k) != v for k, v in match.items()):
+        return None
+    return data
+
+
+def write_run_file(state_dir: Path | None, data: Mapping[str, Any]) -> None:
+    """Record the run for the next attempt (atomically: a pod killed mid-write leaves the old file)."""
+    if state_dir is None:
+        return
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        tmp = state_dir / f".{contract.TRACKING_RUN_FILE}.tmp"
+        tmp.write_text(json.dumps(dict(data), sort_keys=True))
+        tmp.replace(state_dir / contract.TRACKING_RUN_FILE)
+    except OSError as e:  # the run is fine; only a restart would start a second one
+        log.warning(
+            "the run id could not be saved in %s (%s): a restarted pod starts a new run", state_dir, e
+        )
 
 
 class MlflowTracker:
@@ -143,6 +199,7 @@ class MlflowTracker:
         buffer: int = 20_000,
         flush_every_s: float = 1.0,
         finish_timeout_s: float = 60.0,
+        state_dir: Path | None = None,
     ) -> None:
         # Our retries and timeouts, not the client's (7 retries with backoff: minutes per call).
         os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
@@ -150,6 +207,7 @@ class MlflowTracker:
         # stdout's last line is the trainer's summary: no "View run at" lines from the client
         os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
         self.settings = settings
+        self.state_dir = state_dir
         self.retries = retries
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
@@ -191,6 +249,20 @@ class MlflowTracker:
             if len(self._metrics) >= MAX_METRICS_PER_BATCH:
                 self._cv.notify()
 
+    def resumed(self, step: int, losses: Sequence[float]) -> None:
+        """Backfill the loss of checkpointed steps the run lacks: an attempt killed outright loses the
+        points still in its buffer, and a run that is new (no run file) has none of steps 1..step. The
+        checkpoint holds every step's loss, so the run's curve has no gap."""
+        known = [float(x) for x in losses[:step]]
+
+        def backfill() -> None:
+            ts = int(time.time() * 1000)
+            rows = [("loss", v, ts, i) for i, v in enumerate(known, 1) if i > self._state.last_loss_step]
+            for i in range(0, len(rows), MAX_METRICS_PER_BATCH):
+                self._send_metrics(self._state.run_id, rows[i : i + MAX_METRICS_PER_BATCH])
+
+        self._submit(_Op("backfill checkpointed losses", backfill))
+
     def finish(
         self,
         *,
@@ -209,7 +281,7 @@ class MlflowTracker:
             ref = dict(model)
             self._submit(_Op("register model", lambda: self._register(ref)))
         status = "FAILED" if failed else "FINISHED"
-        self._submit(_Op("end run", lambda: self._client.set_terminated(self._state.run_id, status)))
+        self._submit(_Op("end run", lambda: self._end_run(status)))
         with self._cv:
             self._closing = True
             self._cv.notify()
@@ -233,6 +305,10 @@ class MlflowTracker:
             if st.run_id:
                 out["runId"] = st.run_id
                 out["runUrl"] = self.run_url(st.experiment_id or "0", st.run_id)
+            if st.run_status:
+                out["runStatus"] = st.run_status
+            if st.attempt > 1:
+                out["attempt"] = st.attempt
             if st.version:
                 out["registeredModel"] = {"name": st.version["name"], "version": st.version["version"]}
             if st.error is not None and (pending or not out["ok"]):
@@ -418,6 +494,8 @@ class MlflowTracker:
         from mlflow.exceptions import MlflowException
 
         c, name = self._client, self.settings.experiment
+        if self._reopen():
+            return
         exp = c.get_experiment_by_name(name)
         if exp is None:
             try:
@@ -436,12 +514,79 @@ class MlflowTracker:
             self._state.experiment_id = exp_id
             self._state.run_id = run.info.run_id
             self._state.artifact_uri = run.info.artifact_uri
+        self._save_run_file()
         log.info("tracking in MLflow: %s", self.run_url(exp_id, run.info.run_id))
+
+    def _run_match(self) -> dict[str, str]:
+        s = self.settings
+        return {"uri": s.uri, "experiment": s.experiment, "runName": s.run_name or ""}
+
+    def _save_run_file(self) -> None:
+        st = self._state
+        write_run_file(
+            self.state_dir,
+            {
+                "backend": self.backend,
+                **self._run_match(),
+                "experimentId": st.experiment_id,
+                "runId": st.run_id,
+                "attempt": st.attempt,
+            },
+        )
+
+    def _reopen(self) -> bool:
+        """Continue the run an earlier attempt of this Job created; False when there is none to continue
+        (no run file, another Job's, or the run was deleted in the tracker meanwhile)."""
+        from mlflow.exceptions import MlflowException
+
+        prev = read_run_file(self.state_dir, self.backend, self._run_match())
+        if prev is None:
+            return False
+        run_id = str(prev["runId"])
+        try:
+            run = self._client.get_run(run_id)
+        except MlflowException as e:
+            if getattr(e, "error_code", "") != "RESOURCE_DOES_NOT_EXIST":
+                raise
+            run = None
+        if run is None or run.info.lifecycle_stage != "active":
+            log.warning(
+                "the run %s of an earlier attempt is gone from the tracker: starting a new one", run_id
+            )
+            return False
+        attempt = int(prev.get("attempt") or 1) + 1
+        self._client.update_run(run_id, status="RUNNING")
+        self._client.set_tag(run_id, "llmops.dev/attempt", str(attempt))
+        # the run's latest loss is its highest step (MLflow keeps the max-step value as latest)
+        objs = getattr(run.data, "_metric_objs", None)  # the latest value per key, with its step
+        if objs is None:  # not in this client version: the curve itself (one call)
+            objs = self._client.get_metric_history(run_id, "loss")
+        last_loss = max((int(m.step) for m in objs if m.key == "loss"), default=0)
+        with self._cv:
+            st = self._state
+            st.experiment_id, st.run_id = run.info.experiment_id, run_id
+            st.artifact_uri, st.attempt = run.info.artifact_uri, attempt
+            st.logged_params = {str(k): str(v) for k, v in (run.data.params or {}).items()}
+            st.last_loss_step = last_loss
+        self._save_run_file()
+        log.info(
+            "resuming MLflow run %s (attempt %d)", self.run_url(st.experiment_id or "0", run_id), attempt
+        )
+        return True
+
+    def _end_run(self, status: str) -> None:
+        self._client.set_terminated(self._state.run_id, status)
+        with self._cv:
+            self._state.run_status = status
 
     def _log_params(self, params: dict[str, str]) -> None:
         from mlflow.entities import Param
 
-        items = [Param(k, v) for k, v in params.items()]
+        logged = self._state.logged_params
+        changed = sorted(k for k, v in params.items() if k in logged and logged[k] != v)
+        if changed:  # MLflow refuses to change a logged param (400): the first attempt's values stay
+            log.warning("params changed since the run's first attempt, kept as first logged: %s", changed)
+        items = [Param(k, v) for k, v in params.items() if k not in logged]
         for i in range(0, len(items), MAX_PARAMS_PER_BATCH):
             self._client.log_batch(self._state.run_id, params=items[i : i + MAX_PARAMS_PER_BATCH])
 
@@ -487,6 +632,157 @@ class MlflowTracker:
             self._state.version = {"name": mv.name, "version": str(mv.version)}
 
 
-def from_settings(settings: TrackingSettings | None) -> Tracker | None:
-    """The tracker the settings name, or None (tracking off)."""
-    return MlflowTracker(settings) if settings is not None else None
+class WandbTracker:
+    """Weights & Biases backend, offline: the run is written under `state_dir`/wandb/ (the output claim)
+    for `wandb sync` to upload later; WANDB_MODE=offline, so nothing here touches the network.
+
+    No thread of its own: offline calls only hand records to W&B's local `wandb-core` process (its
+    own buffering), so they cost the step what a queue append costs. A failing call is recorded as
+    TrackingFailed and the run goes on without it; like MLflow's, it never fails a job. Params are the
+    run's config, lineage tags go in config["tags"], per-step metrics its history, the final metrics its
+    summary; artifacts are copied into the run's files. W&B has no model registry offline: the model's
+    URI and digest go in the summary. A restarted pod reopens the same run id (the run file), in a new
+    offline directory of the same id: sync them in order (`wandb sync wandb/offline-run-*-<id>`)."""
+
+    backend = "wandb"
+
+    def __init__(self, settings: TrackingSettings, *, state_dir: Path | None = None) -> None:
+        try:
+            import wandb
+        except ImportError as e:
+            raise ConfigError(
+                "spec.tracking.backend is wandb but this worker image lacks the wandb package "
+                f"({e}); use an image built with the `wandb` extra (pip install 'maestro[wandb]') or "
+                "backend mlflow"
+            ) from None
+        self._wandb: Any = wandb
+        self.settings = settings
+        self.state_dir = (state_dir or Path.cwd()).resolve()
+        self._state = _State()
+        self._run: Any = None
+        self._run_dirs: list[str] = []
+
+    def _match(self) -> dict[str, str]:
+        return {"experiment": self.settings.experiment, "runName": self.settings.run_name or ""}
+
+    def _guard(self, what: str, fn: Callable[[], Any]) -> Any:
+        try:
+            return fn()
+        except Exception as e:  # tracking is best effort
+            err = TrackingError(contract.REASON_TRACKING_FAILED, f"{what}: {' '.join(str(e).split())}"[:300])
+            if self._state.error is None:
+                log.warning("W&B tracking failed: %s; training goes on (tracking is best effort)", err)
+                self._state.error = err
+            return None
+
+    def start(self, params: Mapping[str, Any], tags: Mapping[str, str]) -> None:
+        wandb = self._wandb
+        os.environ["WANDB_MODE"] = "offline"  # never the network, whatever the image's environment says
+        os.environ.setdefault("WANDB_SILENT", "true")
+        prev = read_run_file(self.state_dir, self.backend, self._match())
+        if prev is not None:
+            self._state.attempt = int(prev.get("attempt") or 1) + 1
+            self._run_dirs = [str(d) for d in prev.get("runDirs") or []]
+        run_id = str(prev["runId"]) if prev else secrets.token_hex(4)  # W&B ids: [a-z0-9]
+        config = {k: v for k, v in flatten(params).items() if v is not None}
+        config["tags"] = {**self.settings.tags, **tags}
+
+        def init() -> Any:
+            return wandb.init(
+                project=self.settings.experiment,
+                name=self.settings.run_name or None,
+                id=run_id,
+                dir=str(self.state_dir),
+                mode="offline",
+                config=config,
+                settings=wandb.Settings(console="off", silent=True, disable_git=True, save_code=False),
+            )
+
+        self._run = self._guard("init", init)
+        if self._run is None:
+            return
+        st = self._state
+        st.run_id, st.experiment_id = run_id, self.settings.experiment
+        if st.attempt > 1:
+            self._guard("attempt", lambda: self._run.summary.update({"attempt": st.attempt}))
+        run_dir = Path(self._run.dir).parent  # <dir>/wandb/offline-run-<time>-<id>; files/ is run.dir
+        self._run_dirs.append(str(run_dir.relative_to(self.state_dir)))
+        write_run_file(
+            self.state_dir,
+            {
+                "backend": self.backend,
+                **self._match(),
+                "runId": run_id,
+                "attempt": st.attempt,
+                "runDirs": self._run_dirs,
+            },
+        )
+        log.info("tracking in W&B offline: %s (wandb sync uploads it)", run_dir)
+
+    def log_metrics(self, step: int, metrics: Mapping[str, float | None]) -> None:
+        if self._run is None:
+            return
+        values = {k: float(v) for k, v in metrics.items() if v is not None}
+        self._guard("log", lambda: self._run.log(values, step=step))
+
+    def resumed(self, step: int, losses: Sequence[float]) -> None:
+        """Nothing to backfill offline: W&B's history takes steps in order only, and what the killed
+        attempt wrote stays in its own offline directory (synced before this one)."""
+
+    def finish(
+        self,
+        *,
+        metrics: Mapping[str, float | None],
+        step: int,
+        artifacts: Iterable[Path],
+        model: Mapping[str, Any] | None,
+        failed: bool = False,
+        timeout_s: float | None = None,
+    ) -> contract.TrackingOutcome:
+        """Final metrics into the summary, artifacts into the run's files, then end the run (exit code 1:
+        failed)."""
+        run, st = self._run, self._state
+        if run is not None:
+            final: dict[str, float | str] = {k: float(v) for k, v in metrics.items() if v is not None}
+            if model is not None and not failed:
+                final |= {f"model.{k}": str(v) for k, v in model.items() if isinstance(v, str)}
+            self._guard("summary", lambda: run.summary.update(final))
+            for path in (p for p in artifacts if p.is_file()):
+                self._guard(
+                    f"save {path.name}",
+                    lambda p=path: run.save(str(p), base_path=str(p.parent), policy="now"),  # type: ignore[misc]
+                )
+            if self._guard("finish", lambda: run.finish(exit_code=1 if failed else 0) or True):
+                st.run_status = "FAILED" if failed else "FINISHED"
+            self._run = None
+        return self.outcome()
+
+    def outcome(self) -> contract.TrackingOutcome:
+        st = self._state
+        out: contract.TrackingOutcome = {
+            "backend": self.backend,
+            "ok": st.error is None and st.run_id is not None,
+        }
+        if st.run_id:
+            out["runId"], out["experimentId"] = st.run_id, st.experiment_id or ""
+        if self._run_dirs:
+            out["runDir"] = self._run_dirs[-1]
+        if st.run_status:
+            out["runStatus"] = st.run_status
+        if st.attempt > 1:
+            out["attempt"] = st.attempt
+        if st.error is not None:
+            out["reason"], out["error"] = st.error.reason, str(st.error)[:MAX_ERROR_CHARS]
+        return out
+
+
+def from_settings(settings: TrackingSettings | None, state_dir: Path | None = None) -> Tracker | None:
+    """The tracker the settings name, or None (tracking off). `state_dir` (the output directory) holds
+    the run file that lets a restarted pod continue its Job's run, and W&B's offline run.
+
+    Raises ConfigError when the backend's client is not installed (one line, before training starts)."""
+    if settings is None:
+        return None
+    if settings.backend == "wandb":
+        return WandbTracker(settings, state_dir=state_dir)
+    return MlflowTracker(settings, state_dir=state_dir)
