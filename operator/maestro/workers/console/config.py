@@ -11,38 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from maestro.workers.console import contract as c
-
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
-
-
-class SettingsError(ValueError):
-    pass
-
-
-def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = env.get(name)
-    if raw is None:
-        return default
-    v = raw.strip().lower()
-    if v in _TRUE:
-        return True
-    if v in _FALSE:
-        return False
-    raise SettingsError(f"{name}={raw!r}: expected on/off (true/false, 1/0)")
-
-
-def _num(env: Mapping[str, str], name: str, default: float, minimum: float) -> float:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingsError(f"{name}={raw!r}: expected a number") from None
-    if value < minimum:
-        raise SettingsError(f"{name}={raw!r}: must be >= {minimum:g}")
-    return value
+from maestro.workers.envparse import SettingsError as SettingsError  # re-exported: callers catch it here
+from maestro.workers.envparse import env_bool, env_num
 
 
 def _in_cluster(env: Mapping[str, str]) -> str | None:
@@ -85,23 +55,23 @@ class ConsoleSettings:
         e = os.environ if env is None else env
         ca = e.get(c.ENV_API_CA_FILE)
         s = cls(
-            port=int(_num(e, c.ENV_PORT, c.DEFAULT_PORT, 1)),
+            port=int(env_num(e, c.ENV_PORT, c.DEFAULT_PORT, 1)),
             host=e.get(c.ENV_HOST) or "0.0.0.0",
             database_url=e.get(c.ENV_DATABASE_URL) or c.DEFAULT_DATABASE_URL,
             database_password_file=e.get(c.ENV_DATABASE_PASSWORD_FILE) or None,
             session_secret_file=e.get(c.ENV_SESSION_SECRET_FILE) or None,
-            session_ttl=_num(e, c.ENV_SESSION_TTL, c.DEFAULT_SESSION_TTL, 60),
-            secure_cookies=_bool(e, c.ENV_SECURE_COOKIES, True),
+            session_ttl=env_num(e, c.ENV_SESSION_TTL, c.DEFAULT_SESSION_TTL, 60),
+            secure_cookies=env_bool(e, c.ENV_SECURE_COOKIES, True),
             api_server=e.get(c.ENV_API_SERVER) or _in_cluster(e),
             api_token_file=e.get(c.ENV_API_TOKEN_FILE) or f"{c.SA_DIR}/token",
             # unset: the pod's service-account CA when mounted, else the system CAs; empty: system CAs
             api_ca_file=(ca or None) if ca is not None else _default_ca(),
-            auth_cache_ttl=_num(e, c.ENV_AUTH_CACHE_TTL, c.DEFAULT_AUTH_CACHE_TTL, 0),
+            auth_cache_ttl=env_num(e, c.ENV_AUTH_CACHE_TTL, c.DEFAULT_AUTH_CACHE_TTL, 0),
             identity_header=e.get(c.ENV_IDENTITY_HEADER) or None,
             groups_header=e.get(c.ENV_GROUPS_HEADER) or None,
-            retention_days=_num(e, c.ENV_RETENTION_DAYS, c.DEFAULT_RETENTION_DAYS, 0.001),
-            max_samples_per_namespace=int(_num(e, c.ENV_MAX_SAMPLES, c.DEFAULT_MAX_SAMPLES, 1)),
-            sweep_interval=_num(e, c.ENV_SWEEP_INTERVAL, c.DEFAULT_SWEEP_INTERVAL, 1),
+            retention_days=env_num(e, c.ENV_RETENTION_DAYS, c.DEFAULT_RETENTION_DAYS, 0.001),
+            max_samples_per_namespace=int(env_num(e, c.ENV_MAX_SAMPLES, c.DEFAULT_MAX_SAMPLES, 1)),
+            sweep_interval=env_num(e, c.ENV_SWEEP_INTERVAL, c.DEFAULT_SWEEP_INTERVAL, 1),
             tls_cert_file=e.get(c.ENV_TLS_CERT_FILE) or None,
             tls_key_file=e.get(c.ENV_TLS_KEY_FILE) or None,
             # unset: the default audience; set but empty: none (the API server's own)

@@ -10,39 +10,9 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from maestro.workers.envparse import SettingsError as SettingsError  # re-exported: callers catch it here
+from maestro.workers.envparse import env_bool, env_num
 from maestro.workers.monitor import contract as c
-
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
-
-
-class SettingsError(ValueError):
-    pass
-
-
-def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = env.get(name)
-    if raw is None:
-        return default
-    v = raw.strip().lower()
-    if v in _TRUE:
-        return True
-    if v in _FALSE:
-        return False
-    raise SettingsError(f"{name}={raw!r}: expected on/off (true/false, 1/0)")
-
-
-def _num(env: Mapping[str, str], name: str, default: float, minimum: float) -> float:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingsError(f"{name}={raw!r}: expected a number") from None
-    if value < minimum:
-        raise SettingsError(f"{name}={raw!r}: must be >= {minimum:g}")
-    return value
 
 
 @dataclass
@@ -76,22 +46,24 @@ class MonitorSettings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> MonitorSettings:
         e = os.environ if env is None else env
         s = cls(
-            port=int(_num(e, c.ENV_PORT, c.DEFAULT_PORT, 1)),
+            port=int(env_num(e, c.ENV_PORT, c.DEFAULT_PORT, 1)),
             vllm_metrics_url=e.get(c.ENV_VLLM_METRICS_URL) or c.DEFAULT_VLLM_METRICS_URL,
-            scrape_interval=_num(e, c.ENV_SCRAPE_INTERVAL, c.DEFAULT_SCRAPE_INTERVAL, 0.1),
+            scrape_interval=env_num(e, c.ENV_SCRAPE_INTERVAL, c.DEFAULT_SCRAPE_INTERVAL, 0.1),
             events_socket=e.get(c.ENV_EVENTS_SOCKET) or c.DEFAULT_EVENTS_SOCKET,
             feedback_dir=e.get(c.ENV_FEEDBACK_DIR) or None,
             guard_url=e.get(c.ENV_GUARD_URL) or c.DEFAULT_GUARD_URL,
-            probes=_bool(e, c.ENV_PROBES, False),
-            probe_interval=_num(e, c.ENV_PROBE_INTERVAL, c.DEFAULT_PROBE_INTERVAL, 1),
+            probes=env_bool(e, c.ENV_PROBES, False),
+            probe_interval=env_num(e, c.ENV_PROBE_INTERVAL, c.DEFAULT_PROBE_INTERVAL, 1),
             probe_api_key_file=e.get(c.ENV_PROBE_API_KEY_FILE) or None,
             otlp_endpoint=e.get(c.ENV_OTLP_ENDPOINT) or None,
             served_model=e.get(c.ENV_SERVED_MODEL) or None,
-            passthrough=_bool(e, c.ENV_PASSTHROUGH, True),
-            text_score_rate=_num(e, c.ENV_TEXT_SCORE_RATE, c.DEFAULT_TEXT_SCORE_RATE, 0),
-            drift_threshold=_num(e, c.ENV_DRIFT_THRESHOLD, c.DEFAULT_DRIFT_THRESHOLD, 0),
-            drift_reference_size=int(_num(e, c.ENV_DRIFT_REFERENCE_SIZE, c.DEFAULT_DRIFT_REFERENCE_SIZE, 1)),
-            drift_window=int(_num(e, c.ENV_DRIFT_WINDOW, c.DEFAULT_DRIFT_WINDOW, 1)),
+            passthrough=env_bool(e, c.ENV_PASSTHROUGH, True),
+            text_score_rate=env_num(e, c.ENV_TEXT_SCORE_RATE, c.DEFAULT_TEXT_SCORE_RATE, 0),
+            drift_threshold=env_num(e, c.ENV_DRIFT_THRESHOLD, c.DEFAULT_DRIFT_THRESHOLD, 0),
+            drift_reference_size=int(
+                env_num(e, c.ENV_DRIFT_REFERENCE_SIZE, c.DEFAULT_DRIFT_REFERENCE_SIZE, 1)
+            ),
+            drift_window=int(env_num(e, c.ENV_DRIFT_WINDOW, c.DEFAULT_DRIFT_WINDOW, 1)),
             drift_reference_file=e.get(c.ENV_DRIFT_REFERENCE_FILE) or None,
             console_url=e.get(c.ENV_CONSOLE_URL) or None,
             console_token_file=e.get(c.ENV_CONSOLE_TOKEN_FILE) or c.DEFAULT_CONSOLE_TOKEN_FILE,
