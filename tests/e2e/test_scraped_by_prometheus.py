@@ -87,7 +87,10 @@ def serving(maestro: Any) -> Any:
         NS,
         "--type=merge",
         "-p",
-        '{"spec":{"monitoring":{"biasProbes":{"enabled":true,"intervalSeconds":60}}}}',
+        # two traffic-split arms on the deployment's own model: the Variants row and the per-variant
+        # alert must find their series too
+        '{"spec":{"monitoring":{"biasProbes":{"enabled":true,"intervalSeconds":60}},'
+        '"variants":[{"name":"arm-a","weight":50},{"name":"arm-b","weight":50}]}}',
     )
     # the monitor's settings are on the pod template: a new pod (the policy needs none)
     wait_for(
@@ -229,6 +232,20 @@ def test_every_shipped_query_returns_data(serving: Any, prometheus: Any) -> None
     wait_for(lambda: _chat(base, attack) == 200, timeout=90, every=5, what="a flagged injection served")
     for stream in (False, True, False, True):  # fresh samples inside every rate() window; streamed
         _chat(base, "How long is the warranty?", stream=stream)  # ones give time-to-first-token
+    # feedback inside the rate() window too (the per-variant feedback panels)
+    asked = post(
+        base + "/v1/chat/completions",
+        {"model": NAME, "max_tokens": 4, "messages": [{"role": "user", "content": "Warranty?"}]},
+    )
+    if asked["status"] == 200:
+        rid = asked["headers"]["x-request-id"]
+        wait_for(
+            lambda: post(base + "/v1/feedback", {"requestId": rid, "thumbs": "up"}, timeout=30)["body"].get(
+                "known"
+            ),
+            timeout=30,
+            what="feedback on a known request",
+        )
     time.sleep(8)
     _, adapter = chart_scrape_jobs(env)
 
