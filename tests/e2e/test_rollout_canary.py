@@ -139,9 +139,12 @@ def canary_env(maestro: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
         yield env, prom, work
     finally:
         prom.stop()
+        env.kubectl("delete", "llmtj", "support-lora-v2", "-n", NS, "--wait=false", check=False)
+        # `kubectl apply` keeps fields a patch added (they are not in its last-applied record)
         env.kubectl(
-            "delete", "llmtj", "support-lora-v2", "support-lora-v3", "-n", NS, "--wait=false", check=False
-        )
+            "patch", "llmdeployment", NAME, "-n", NS, "--type=json",
+            "-p", '[{"op": "remove", "path": "/spec/rollout"}]', check=False,
+        )  # fmt: skip
         for f in ("policy.yaml", "deployment.yaml"):
             env.kubectl("apply", "-n", NS, "-f", str(QUICKSTART / f))
         env.install_operator()

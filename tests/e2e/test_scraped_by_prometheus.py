@@ -102,6 +102,11 @@ def serving(maestro: Any) -> Any:
     try:
         yield env
     finally:
+        # `kubectl apply` keeps fields a patch added (they are not in its last-applied record)
+        env.kubectl(
+            "patch", "llmdeployment", NAME, "-n", NS, "--type=json",
+            "-p", '[{"op": "remove", "path": "/spec/variants"}]', check=False,
+        )  # fmt: skip
         for f in ("policy.yaml", "deployment.yaml"):
             env.kubectl("apply", "-n", NS, "-f", str(QUICKSTART / f))
 
