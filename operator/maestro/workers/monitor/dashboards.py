@@ -439,10 +439,9 @@ def _variant_panels(b: _Board) -> None:
     req = c.GUARD_VARIANT_REQUESTS
 
     def per_variant_ratio(numerator: str) -> str:
-        return (
-            f"sum by (variant) (rate({numerator}[{RI}])) / "
-            f"clamp_min(sum by (variant) (rate({req}{_sel()}[{RI}])), 1e-9)"
-        )
+        # `or 0 * ...`: a variant without a single 5xx (no such series yet) reads 0, not "No data"
+        total = f"sum by (variant) (rate({req}{_sel()}[{RI}]))"
+        return f"(sum by (variant) (rate({numerator}[{RI}])) or 0 * {total}) / clamp_min({total}, 1e-9)"
 
     b.panel(
         "Requests by variant",
